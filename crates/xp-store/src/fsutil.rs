@@ -1,0 +1,54 @@
+//! Atomic, durable file writes: write a temp file, fsync it, rename it over, fsync the directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::StoreError;
+
+/// Replaces `path` with `bytes` so that after a crash the file holds either the old or the new
+/// content, never a mix.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().expect("store files live in a directory");
+    let name = path.file_name().expect("store files have a name").to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(StoreError::io(&tmp))?;
+        f.write_all(bytes).map_err(StoreError::io(&tmp))?;
+        f.sync_all().map_err(StoreError::io(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(StoreError::io(path))?;
+    fsync_dir(dir)
+}
+
+/// `atomic_write` of pretty JSON.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("store types serialize");
+    bytes.push(b'\n');
+    atomic_write(path, &bytes)
+}
+
+/// Reads a JSON file; `Ok(None)` when it does not exist.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::Io { path: path.to_owned(), source: e }),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| StoreError::corrupt(path, format!("not valid JSON for this file: {e}")))
+}
+
+/// Makes a rename or a new file in `dir` durable.
+pub fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io(dir))
+}

@@ -1,0 +1,42 @@
+//! The data-dir lock: held by a running node, taken by `xp-ops` before it touches anything.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+
+use crate::StoreError;
+
+/// File name of the lock, directly under `XP_DATA_DIR`.
+pub const LOCK_FILE: &str = "xp.lock";
+
+/// An exclusive advisory lock (`flock`) on `${XP_DATA_DIR}/xp.lock`, released on drop or when
+/// the process dies, so a crashed node never leaves a stale lock behind. It works across
+/// containers that mount the same volume, because the kernel holds it on the inode.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl DataDirLock {
+    /// Takes the lock without waiting; creates the data dir if needed.
+    pub fn acquire(data_dir: &Path) -> Result<DataDirLock, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(StoreError::io(data_dir))?;
+        let path = data_dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(StoreError::io(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataDirLock { _file: file, path }),
+            Err(TryLockError::WouldBlock) => Err(StoreError::Locked { path: data_dir.to_owned() }),
+            Err(TryLockError::Error(e)) => Err(StoreError::Io { path, source: e }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

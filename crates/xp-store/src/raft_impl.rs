@@ -1,0 +1,249 @@
+//! openraft 0.9 storage-v2 adapters (`RaftLogStorage`, `RaftStateMachine`) over [`RaftDir`].
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::RangeBounds;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    EntryPayload as EP, OptionalSend, RaftLogReader, RaftSnapshotBuilder, StorageIOError,
+};
+
+use crate::log::{LogFile, OpenMode};
+use crate::state::{RaftDir, SmFile, SnapshotFile};
+use crate::types::*;
+use crate::StoreError;
+
+
+struct LogInner {
+    dir: RaftDir,
+    log: LogFile,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    purged: Option<LogId>,
+}
+
+/// The log and vote store; cheap to clone (replication tasks each hold a reader).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<LogInner>>,
+}
+
+/// The state machine and snapshot store. `state` is shared with the node's HTTP handlers,
+/// which read the KV data from it.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    dir: RaftDir,
+    pub state: Arc<RwLock<SmFile>>,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+/// Opens the store for a running node: refuses if a recovery is unfinished, cuts a torn log
+/// tail, and loads everything into memory.
+pub fn open_raft_store(dir: &RaftDir) -> Result<(LogStore, StateMachineStore), StoreError> {
+    dir.create()?;
+    dir.check_no_recovery_in_progress()?;
+    let purged = dir.read_purged()?;
+    let log = dir.open_log(OpenMode::Repair)?;
+    let inner = LogInner {
+        dir: dir.clone(),
+        log,
+        vote: dir.read_vote()?,
+        committed: dir.read_committed()?,
+        purged,
+    };
+    let sm = dir.read_state_machine()?.unwrap_or_default();
+    Ok((
+        LogStore { inner: Arc::new(Mutex::new(inner)) },
+        StateMachineStore {
+            dir: dir.clone(),
+            state: Arc::new(RwLock::new(sm)),
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+        },
+    ))
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        Ok(self.inner.lock().unwrap().log.range(range))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let inner = self.inner.lock().unwrap();
+        let last = inner.log.last_log_id().or(inner.purged);
+        Ok(LogState { last_purged_log_id: inner.purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.dir.write_vote(vote).map_err(|e| StorageIOError::write_vote(&e))?;
+        inner.vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(self.inner.lock().unwrap().vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.committed == committed {
+            return Ok(());
+        }
+        inner.dir.write_committed(committed).map_err(|e| StorageIOError::write(&e))?;
+        inner.committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.inner.lock().unwrap().committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let res = self.inner.lock().unwrap().log.append(entries);
+        match res {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                callback.log_io_completed(Err(std::io::Error::other(msg.clone())));
+                Err(StorageIOError::write_logs(&std::io::Error::other(msg)).into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.log.truncate(log_id.index).map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut inner = self.inner.lock().unwrap();
+        // Record the purge point first: a crash after it leaves extra records that open() skips.
+        inner.dir.write_purged(Some(log_id)).map_err(|e| StorageIOError::write_logs(&e))?;
+        inner.purged = Some(log_id);
+        inner.log.purge(log_id.index).map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+}
+
+impl StateMachineStore {
+    fn snapshot_from(&self, state: SmFile) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let meta = SnapshotMeta {
+            last_log_id: state.last_applied,
+            last_membership: state.last_membership.clone(),
+            snapshot_id: format!(
+                "{}-{}",
+                state.last_applied.map(|l| l.index).unwrap_or(0),
+                self.snapshot_seq.fetch_add(1, Ordering::Relaxed)
+            ),
+        };
+        let bytes = serde_json::to_vec(&state).expect("state serializes");
+        let file = SnapshotFile { meta: meta.clone(), state };
+        self.dir
+            .write_snapshot(&file)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let state = self.state.read().unwrap().clone();
+        self.snapshot_from(state)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let s = self.state.read().unwrap();
+        Ok((s.last_applied, s.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut next = self.state.read().unwrap().clone();
+        let mut out = Vec::new();
+        for entry in entries {
+            next.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EP::Blank => out.push(Response::Ok),
+                EP::Normal(ref req) => {
+                    let membership = next.last_membership.membership().clone();
+                    out.push(next.data.apply(req, &membership));
+                }
+                EP::Membership(m) => {
+                    next.data.bump_past(&m);
+                    next.last_membership = StoredMembership::new(Some(entry.log_id), m);
+                    out.push(Response::Ok);
+                }
+            }
+        }
+        self.dir
+            .write_state_machine(&next)
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        *self.state.write().unwrap() = next;
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let mut state: SmFile = serde_json::from_slice(snapshot.get_ref())
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        state.last_applied = meta.last_log_id;
+        state.last_membership = meta.last_membership.clone();
+        let file = SnapshotFile { meta: meta.clone(), state: state.clone() };
+        self.dir
+            .write_snapshot(&file)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.dir
+            .write_state_machine(&state)
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        *self.state.write().unwrap() = state;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let file = self.dir.read_snapshot().map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(file.map(|f| {
+            let bytes = serde_json::to_vec(&f.state).expect("state serializes");
+            Snapshot { meta: f.meta, snapshot: Box::new(Cursor::new(bytes)) }
+        }))
+    }
+}

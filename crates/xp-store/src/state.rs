@@ -1,0 +1,142 @@
+//! Synchronous access to every file of a Raft dir: the one implementation of the format, used
+//! by the node's openraft adapters and by the offline recovery tool alike.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{read_json, write_json};
+use crate::log::{LogFile, OpenMode};
+use crate::types::{LogId, NodeId, SmData, SnapshotMeta, StoredMembership, Vote};
+use crate::StoreError;
+
+/// Who this data dir belongs to; written once when the node first starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub node_id: NodeId,
+    pub node_name: String,
+}
+
+/// `state_machine.json`: the applied state, persisted after every applied batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmFile {
+    pub last_applied: Option<LogId>,
+    pub last_membership: StoredMembership,
+    pub data: SmData,
+}
+
+/// `snapshot.json`: the current snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotFile {
+    pub meta: SnapshotMeta,
+    pub state: SmFile,
+}
+
+/// `committed.json` and `purged.json` hold an optional log id.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct LogIdFile {
+    log_id: Option<LogId>,
+}
+
+/// A `${XP_DATA_DIR}/raft` directory.
+#[derive(Clone, Debug)]
+pub struct RaftDir {
+    dir: PathBuf,
+}
+
+impl RaftDir {
+    pub fn new(dir: impl Into<PathBuf>) -> RaftDir {
+        RaftDir { dir: dir.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn identity_path(&self) -> PathBuf {
+        self.file("identity.json")
+    }
+    pub fn state_machine_path(&self) -> PathBuf {
+        self.file("state_machine.json")
+    }
+    pub fn snapshot_path(&self) -> PathBuf {
+        self.file("snapshot.json")
+    }
+    pub fn recovery_path(&self) -> PathBuf {
+        self.file("recovery.json")
+    }
+
+    /// Creates the directory if needed.
+    pub fn create(&self) -> Result<(), StoreError> {
+        std::fs::create_dir_all(&self.dir).map_err(StoreError::io(&self.dir))
+    }
+
+    /// True when the dir holds no Raft state at all (a new or wiped node).
+    pub fn is_pristine(&self) -> Result<bool, StoreError> {
+        match std::fs::read_dir(&self.dir) {
+            Ok(mut it) => Ok(it.next().is_none()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(StoreError::Io { path: self.dir.clone(), source: e }),
+        }
+    }
+
+    pub fn read_identity(&self) -> Result<Option<Identity>, StoreError> {
+        read_json(&self.identity_path())
+    }
+    pub fn write_identity(&self, id: &Identity) -> Result<(), StoreError> {
+        write_json(&self.identity_path(), id)
+    }
+
+    pub fn read_vote(&self) -> Result<Option<Vote>, StoreError> {
+        read_json(&self.file("vote.json"))
+    }
+    pub fn write_vote(&self, vote: &Vote) -> Result<(), StoreError> {
+        write_json(&self.file("vote.json"), vote)
+    }
+
+    pub fn read_committed(&self) -> Result<Option<LogId>, StoreError> {
+        Ok(read_json::<LogIdFile>(&self.file("committed.json"))?.and_then(|f| f.log_id))
+    }
+    pub fn write_committed(&self, log_id: Option<LogId>) -> Result<(), StoreError> {
+        write_json(&self.file("committed.json"), &LogIdFile { log_id })
+    }
+
+    pub fn read_purged(&self) -> Result<Option<LogId>, StoreError> {
+        Ok(read_json::<LogIdFile>(&self.file("purged.json"))?.and_then(|f| f.log_id))
+    }
+    pub fn write_purged(&self, log_id: Option<LogId>) -> Result<(), StoreError> {
+        write_json(&self.file("purged.json"), &LogIdFile { log_id })
+    }
+
+    /// Opens the log, skipping entries at or below the purge point.
+    pub fn open_log(&self, mode: OpenMode) -> Result<LogFile, StoreError> {
+        LogFile::open(&self.dir, self.read_purged()?, mode)
+    }
+
+    pub fn read_state_machine(&self) -> Result<Option<SmFile>, StoreError> {
+        read_json(&self.state_machine_path())
+    }
+    pub fn write_state_machine(&self, sm: &SmFile) -> Result<(), StoreError> {
+        write_json(&self.state_machine_path(), sm)
+    }
+
+    pub fn read_snapshot(&self) -> Result<Option<SnapshotFile>, StoreError> {
+        read_json(&self.snapshot_path())
+    }
+    pub fn write_snapshot(&self, snap: &SnapshotFile) -> Result<(), StoreError> {
+        write_json(&self.snapshot_path(), snap)
+    }
+
+    /// Fails when an interrupted recovery left its journal behind.
+    pub fn check_no_recovery_in_progress(&self) -> Result<(), StoreError> {
+        let path = self.recovery_path();
+        if path.exists() {
+            return Err(StoreError::RecoveryInProgress { path });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,116 @@
+//! The Raft type configuration of xp and its replicated state machine data.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+openraft::declare_raft_types!(
+    /// xp's openraft types: u64 node ids, [`NodeMeta`] per node, JSON-serialisable requests.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        Node = NodeMeta,
+);
+
+pub type NodeId = u64;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type EntryPayload = openraft::EntryPayload<TypeConfig>;
+pub type Membership = openraft::Membership<NodeId, NodeMeta>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, NodeMeta>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, NodeMeta>;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// What the cluster knows about a node: carried in every membership config.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeMeta {
+    pub name: String,
+    pub api_base_url: String,
+}
+
+impl std::fmt::Display for NodeMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.api_base_url)
+    }
+}
+
+/// A command replicated through Raft.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Sets the cluster id; the first one wins, later ones are no-ops.
+    SetClusterId { cluster_id: String },
+    /// Sets a key.
+    Set { key: String, value: String },
+    /// Reserves a node id that no node has had or will have.
+    AllocateNodeId,
+    /// Marks a join token as used by `node_id`.
+    ConsumeJoinToken { nonce: String, node_id: NodeId },
+}
+
+/// The state machine's answer to a [`Request`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    #[default]
+    Ok,
+    /// The cluster id now in force.
+    ClusterId { cluster_id: String },
+    /// A freshly allocated node id.
+    NodeId { node_id: NodeId },
+    /// The outcome of consuming a join token: `first_use` is false when it was already used
+    /// (by `node_id`).
+    JoinToken { first_use: bool, node_id: NodeId },
+}
+
+/// The replicated data.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmData {
+    /// Set by the first entry the bootstrapping leader writes.
+    pub cluster_id: Option<String>,
+    /// The key-value store.
+    pub kv: BTreeMap<String, String>,
+    /// The next node id [`Request::AllocateNodeId`] hands out (never decreases).
+    pub next_node_id: NodeId,
+    /// Join-token nonces already used, with the node id each was used for.
+    pub used_join_tokens: BTreeMap<String, NodeId>,
+}
+
+impl SmData {
+    /// Applies one request; pure, so the node and tests agree on its effect.
+    pub fn apply(&mut self, req: &Request, membership: &Membership) -> Response {
+        match req {
+            Request::SetClusterId { cluster_id } => {
+                let id = self.cluster_id.get_or_insert_with(|| cluster_id.clone());
+                Response::ClusterId { cluster_id: id.clone() }
+            }
+            Request::Set { key, value } => {
+                self.kv.insert(key.clone(), value.clone());
+                Response::Ok
+            }
+            Request::AllocateNodeId => {
+                self.bump_past(membership);
+                let node_id = self.next_node_id;
+                self.next_node_id += 1;
+                Response::NodeId { node_id }
+            }
+            Request::ConsumeJoinToken { nonce, node_id } => match self.used_join_tokens.get(nonce) {
+                Some(used_by) => Response::JoinToken { first_use: false, node_id: *used_by },
+                None => {
+                    self.used_join_tokens.insert(nonce.clone(), *node_id);
+                    Response::JoinToken { first_use: true, node_id: *node_id }
+                }
+            },
+        }
+    }
+
+    /// Keeps `next_node_id` above every id a membership has named.
+    pub fn bump_past(&mut self, membership: &Membership) {
+        if let Some(max) = membership.nodes().map(|(id, _)| *id).max() {
+            self.next_node_id = self.next_node_id.max(max + 1);
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The HTTP API: cluster info, KV, join tokens, join, and the internal Raft RPC endpoints.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+use xp_store::{NodeId, Request, Response as SmResponse, TypeConfig};
+
+use crate::join::{JoinRequest, JoinResponse};
+use crate::network::{AUTH_HEADER, FROM_HEADER};
+use crate::token::{self, JoinClaims};
+use crate::App;
+
+/// Longest join token lifetime the API hands out.
+pub const MAX_TOKEN_TTL_SECS: u64 = 24 * 3600;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/api/cluster/info", get(cluster_info))
+        .route("/api/kv/{key}", get(kv_get).put(kv_put))
+        .route("/api/admin/cluster/join-tokens", post(create_join_token))
+        .route("/api/cluster/join", post(join))
+        .route("/raft/append", post(raft_append))
+        .route("/raft/vote", post(raft_vote))
+        .route("/raft/snapshot", post(raft_snapshot))
+        .with_state(app)
+}
+
+/// An error answer: `{"error": "...", "leader_api_base_url": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub leader_api_base_url: Option<String>,
+    pub location: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into(), leader_api_base_url: None, location: None }
+    }
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+    /// Maps openraft errors: "not the leader" becomes 421 naming the leader.
+    pub fn from_raft<E>(e: RaftError<NodeId, E>) -> ApiError
+    where
+        E: std::error::Error + TryAsForward,
+    {
+        if let Some(fwd) = e.api_error().and_then(|e| e.forward()) {
+            return not_leader(fwd.0, fwd.1, "this request");
+        }
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+/// Errors that may say "ask the leader instead".
+pub trait TryAsForward {
+    fn forward(&self) -> Option<(Option<NodeId>, Option<String>)>;
+}
+impl TryAsForward for ClientWriteError<NodeId, xp_store::NodeMeta> {
+    fn forward(&self) -> Option<(Option<NodeId>, Option<String>)> {
+        match self {
+            ClientWriteError::ForwardToLeader(f) => {
+                Some((f.leader_id, f.leader_node.as_ref().map(|n| n.api_base_url.clone())))
+            }
+            _ => None,
+        }
+    }
+}
+impl TryAsForward for openraft::error::CheckIsLeaderError<NodeId, xp_store::NodeMeta> {
+    fn forward(&self) -> Option<(Option<NodeId>, Option<String>)> {
+        match self {
+            openraft::error::CheckIsLeaderError::ForwardToLeader(f) => {
+                Some((f.leader_id, f.leader_node.as_ref().map(|n| n.api_base_url.clone())))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn not_leader(leader: Option<NodeId>, url: Option<String>, what: &str) -> ApiError {
+    let message = match (&leader, &url) {
+        (Some(id), Some(u)) => format!("this node is not the leader; send {what} to the leader, node {id} at {u}"),
+        _ => format!("this node is not the leader and knows no leader; retry {what} later"),
+    };
+    let status = if url.is_some() { StatusCode::MISDIRECTED_REQUEST } else { StatusCode::SERVICE_UNAVAILABLE };
+    ApiError { status, message, leader_api_base_url: url, location: None }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": self.message,
+            "leader_api_base_url": self.leader_api_base_url.clone().unwrap_or_default(),
+        });
+        let mut res = (self.status, Json(body)).into_response();
+        if let Some(loc) = self.location.and_then(|l| l.parse().ok()) {
+            res.headers_mut().insert(header::LOCATION, loc);
+        }
+        res
+    }
+}
+
+/// Fails with 421 (naming the leader) unless this node is the leader.
+pub fn require_leader(app: &App, what: &str) -> Result<(), ApiError> {
+    let m = app.raft.metrics().borrow().clone();
+    if m.state == ServerState::Leader {
+        return Ok(());
+    }
+    let url = m
+        .current_leader
+        .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.api_base_url.clone()));
+    Err(not_leader(m.current_leader, url, what))
+}
+
+/// `GET /api/cluster/info`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub cluster_id: String,
+    pub node_id: NodeId,
+    pub node_name: String,
+    pub api_base_url: String,
+    pub role: String,
+    pub term: u64,
+    pub leader_id: Option<NodeId>,
+    pub leader_api_base_url: String,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    pub members: Vec<MemberInfo>,
+    pub last_log_index: u64,
+    pub last_applied_index: u64,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub node_id: NodeId,
+    pub name: String,
+    pub api_base_url: String,
+    pub voter: bool,
+}
+
+pub fn cluster_info_of(app: &App) -> ClusterInfo {
+    let m = app.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let role = match m.state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    };
+    ClusterInfo {
+        cluster_id: app.sm.read().unwrap().data.cluster_id.clone().unwrap_or_default(),
+        node_id: app.id,
+        node_name: app.config.node_name.clone(),
+        api_base_url: app.config.api_base_url.clone(),
+        role: role.into(),
+        term: m.current_term,
+        leader_id: m.current_leader,
+        leader_api_base_url: m
+            .current_leader
+            .and_then(|l| membership.get_node(&l).map(|n| n.api_base_url.clone()))
+            .unwrap_or_default(),
+        members: membership
+            .nodes()
+            .map(|(id, n)| MemberInfo {
+                node_id: *id,
+                name: n.name.clone(),
+                api_base_url: n.api_base_url.clone(),
+                voter: voters.contains(id),
+            })
+            .collect(),
+        learners: membership.learner_ids().collect(),
+        voters,
+        last_log_index: m.last_log_index.unwrap_or(0),
+        last_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+        version: crate::VERSION.into(),
+    }
+}
+
+async fn cluster_info(State(app): State<Arc<App>>) -> Json<ClusterInfo> {
+    Json(cluster_info_of(&app))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KvValue {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct KvPut {
+    value: String,
+}
+
+/// A 307 to the same path on the leader, for KV requests that reached a follower.
+fn redirect(e: ApiError, path: &str) -> ApiError {
+    match e.leader_api_base_url.clone() {
+        Some(url) if e.status == StatusCode::MISDIRECTED_REQUEST => ApiError {
+            status: StatusCode::TEMPORARY_REDIRECT,
+            location: Some(format!("{url}{path}")),
+            ..e
+        },
+        _ => e,
+    }
+}
+
+fn check_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > 256 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "key must be 1 to 256 bytes long"));
+    }
+    Ok(())
+}
+
+async fn kv_put(
+    State(app): State<Arc<App>>,
+    Path(key): Path<String>,
+    Json(body): Json<KvPut>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_key(&key)?;
+    let res = app
+        .raft
+        .client_write(Request::Set { key: key.clone(), value: body.value })
+        .await
+        .map_err(|e| redirect(ApiError::from_raft(e), &format!("/api/kv/{key}")))?;
+    Ok(Json(serde_json::json!({ "key": key, "log_index": res.log_id.index })))
+}
+
+async fn kv_get(State(app): State<Arc<App>>, Path(key): Path<String>) -> Result<Json<KvValue>, ApiError> {
+    check_key(&key)?;
+    app.raft
+        .ensure_linearizable()
+        .await
+        .map_err(|e| redirect(ApiError::from_raft(e), &format!("/api/kv/{key}")))?;
+    let value = app.sm.read().unwrap().data.kv.get(&key).cloned();
+    match value {
+        Some(value) => Ok(Json(KvValue { key, value })),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no key {key:?}"))),
+    }
+}
+
+fn check_admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &app.config.admin_token else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the admin API is disabled: XP_ADMIN_TOKEN is not set in this node's env file",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing admin bearer token"))?;
+    if !constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "wrong admin token"));
+    }
+    Ok(())
+}
+
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    ttl_seconds: Option<u64>,
+}
+
+/// `POST /api/admin/cluster/join-tokens` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub join_token: String,
+    pub node_id: NodeId,
+    pub expires_at: u64,
+}
+
+async fn create_join_token(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Option<Json<TokenRequest>>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    check_admin(&app, &headers)?;
+    let ttl = body.and_then(|b| b.0.ttl_seconds).unwrap_or(900);
+    if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("ttl_seconds must be between 1 and {MAX_TOKEN_TTL_SECS}, got {ttl}"),
+        ));
+    }
+    require_leader(&app, "join-token requests")?;
+    let Some(cluster_id) = app.sm.read().unwrap().data.cluster_id.clone() else {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the cluster has no id yet; retry in a moment"));
+    };
+    let res = app.raft.client_write(Request::AllocateNodeId).await.map_err(ApiError::from_raft)?;
+    let SmResponse::NodeId { node_id } = res.data else {
+        return Err(ApiError::internal("state machine did not allocate a node id"));
+    };
+    let claims = JoinClaims {
+        v: 1,
+        cluster_id,
+        leader_api_base_url: app.config.api_base_url.clone(),
+        node_id,
+        nonce: token::random_hex(16),
+        expires_at: token::unix_now() + ttl,
+    };
+    let secret = app.config.require_cluster_secret().map_err(ApiError::internal)?;
+    tracing::info!(node_id, ttl, "issued a join token");
+    Ok(Json(TokenResponse { join_token: token::sign(&claims, secret), node_id, expires_at: claims.expires_at }))
+}
+
+async fn join(State(app): State<Arc<App>>, Json(req): Json<JoinRequest>) -> Result<Json<JoinResponse>, ApiError> {
+    crate::join::admit(&app, req).await.map(Json)
+}
+
+/// Authenticates a Raft RPC and fences senders that are not members of this node's config.
+fn check_rpc(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let key = headers.get(AUTH_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    if !constant_time_eq(key, app.rpc_key.as_bytes()) {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad or missing cluster credentials"));
+    }
+    let from: NodeId = headers
+        .get(FROM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("missing {FROM_HEADER}")))?;
+    let m = app.raft.metrics().borrow().membership_config.clone();
+    let members = m.membership();
+    if members.nodes().next().is_some() && members.get_node(&from).is_none() {
+        tracing::debug!(from, "refused a Raft RPC from a node outside the membership");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("node {from} is not a member of node {}'s cluster configuration", app.id),
+        ));
+    }
+    Ok(())
+}
+
+async fn raft_append(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_rpc(&app, &headers)?;
+    Ok(Json(app.raft.append_entries(req).await))
+}
+
+async fn raft_vote(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(req): Json<VoteRequest<NodeId>>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_rpc(&app, &headers)?;
+    Ok(Json(app.raft.vote(req).await))
+}
+
+async fn raft_snapshot(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_rpc(&app, &headers)?;
+    Ok(Json(app.raft.install_snapshot(req).await))
+}

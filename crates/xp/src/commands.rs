@@ -1,0 +1,100 @@
+//! One-shot commands of the `xp` binary besides `run`: `init`, `join`, `wipe`, `healthcheck`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use xp_config::Config;
+use xp_store::{open_raft_store, DataDirLock, Identity, NodeMeta, Raft, RaftDir};
+
+use crate::join::PendingJoin;
+use crate::network::Network;
+use crate::node::{raft_config, NodeError};
+use crate::token;
+
+/// `xp init`: makes this pristine node the single voter of a new cluster.
+pub async fn init(config: &Config) -> Result<u64, NodeError> {
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
+    let dir = RaftDir::new(config.raft_dir());
+    if !dir.is_pristine()? {
+        return Err(NodeError::Identity(format!(
+            "{} already holds Raft state: this node already belongs to a cluster",
+            dir.path().display()
+        )));
+    }
+    let node_id = config.node_id.unwrap_or(1);
+    dir.create()?;
+    dir.write_identity(&Identity { node_id, node_name: config.node_name.clone() })?;
+    let (log, sm) = open_raft_store(&dir)?;
+    let raft = Raft::new(node_id, raft_config(config)?, Network::new(node_id, String::new()), log, sm)
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let meta = NodeMeta { name: config.node_name.clone(), api_base_url: config.api_base_url.clone() };
+    raft.initialize(BTreeMap::from([(node_id, meta)])).await.map_err(|e| NodeError::Raft(e.to_string()))?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), raft.shutdown()).await;
+    Ok(node_id)
+}
+
+/// `xp join --token T`: checks the token and records it; the next `xp run` completes the join.
+pub fn join(config: &Config, token_text: &str) -> Result<PendingJoin, NodeError> {
+    let secret = config.require_cluster_secret()?;
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
+    if let Some(p) = PendingJoin::read(&config.data_dir)? {
+        return Err(NodeError::Identity(format!(
+            "a join is already pending in {} (as node {} via {}); start the node to complete it",
+            config.data_dir.display(),
+            p.node_id,
+            p.leader_api_base_url
+        )));
+    }
+    let dir = RaftDir::new(config.raft_dir());
+    if !dir.is_pristine()? {
+        let who = dir.read_identity().ok().flatten().map(|i| format!(" as node {}", i.node_id)).unwrap_or_default();
+        return Err(NodeError::Identity(format!(
+            "this node already belongs to a cluster{who} ({} holds Raft state); only a wiped node can join",
+            dir.path().display()
+        )));
+    }
+    let claims = token::verify(token_text, secret, token::unix_now())
+        .map_err(|e| NodeError::JoinRejected(e.to_string()))?;
+    let pending = PendingJoin {
+        token: token_text.trim().to_owned(),
+        node_id: claims.node_id,
+        leader_api_base_url: claims.leader_api_base_url,
+    };
+    pending.write(&config.data_dir)?;
+    Ok(pending)
+}
+
+/// `xp wipe --yes`: erases the data dir's contents, as after a disk replacement.
+pub fn wipe(config: &Config) -> Result<usize, NodeError> {
+    let lock = DataDirLock::acquire(&config.data_dir)?;
+    let mut removed = 0;
+    let entries = std::fs::read_dir(&config.data_dir)
+        .map_err(|source| xp_store::StoreError::Io { path: config.data_dir.clone(), source })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| xp_store::StoreError::Io { path: config.data_dir.clone(), source })?;
+        let path = entry.path();
+        if path == lock.path() {
+            continue;
+        }
+        let res = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        res.map_err(|source| xp_store::StoreError::Io { path: path.clone(), source })?;
+        removed += 1;
+    }
+    xp_store::fsutil::fsync_dir(&config.data_dir)?;
+    Ok(removed)
+}
+
+/// `xp healthcheck`: asks the local node for `/api/cluster/info`.
+pub async fn healthcheck(config: &Config) -> Result<(), String> {
+    let mut addr = config.bind;
+    if addr.ip().is_unspecified() {
+        addr.set_ip([127, 0, 0, 1].into());
+    }
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().map_err(|e| e.to_string())?;
+    let res = client.get(format!("http://{addr}/api/cluster/info")).send().await.map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("{addr} answered {}", res.status()));
+    }
+    Ok(())
+}

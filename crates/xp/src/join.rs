@@ -1,0 +1,212 @@
+//! The join flow. A wiped or new node runs `xp join --token T`, which records the token in
+//! `${XP_DATA_DIR}/join.json`; on its next start the node serves its API and asks the leader to
+//! admit it. The leader checks the token, marks it used through Raft, adds the node as a
+//! learner, waits for it to catch up, then makes it a voter (replacing any old member that had
+//! the same API URL, i.e. the disk it replaces).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use xp_store::fsutil::{fsync_dir, read_json, write_json};
+use xp_store::{NodeId, NodeMeta, Request, Response, StoreError};
+
+use crate::api::ApiError;
+use crate::token::{self, JoinClaims};
+use crate::App;
+
+pub const JOIN_FILE: &str = "join.json";
+/// How long the leader waits for a joiner to catch up before it gives up.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a joining node keeps asking before it gives up.
+const JOIN_DEADLINE: Duration = Duration::from_secs(180);
+
+/// A join recorded by `xp join`, completed by the next `xp run`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PendingJoin {
+    pub token: String,
+    pub node_id: NodeId,
+    pub leader_api_base_url: String,
+}
+
+impl PendingJoin {
+    pub fn read(data_dir: &Path) -> Result<Option<PendingJoin>, StoreError> {
+        read_json(&data_dir.join(JOIN_FILE))
+    }
+    pub fn write(&self, data_dir: &Path) -> Result<(), StoreError> {
+        write_json(&data_dir.join(JOIN_FILE), self)
+    }
+    pub fn remove(data_dir: &Path) -> Result<(), StoreError> {
+        let path = data_dir.join(JOIN_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => fsync_dir(data_dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::Io { path, source: e }),
+        }
+    }
+}
+
+/// Body of `POST /api/cluster/join`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token: String,
+    pub node_name: String,
+    pub api_base_url: String,
+}
+
+/// Answer of `POST /api/cluster/join`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub leader_id: NodeId,
+    pub leader_api_base_url: String,
+    pub voters: Vec<NodeId>,
+    /// Old members with the joiner's URL that the join replaced.
+    pub replaced: Vec<NodeId>,
+}
+
+/// Leader side of the join.
+pub async fn admit(app: &App, req: JoinRequest) -> Result<JoinResponse, ApiError> {
+    let secret = app.config.require_cluster_secret().map_err(ApiError::internal)?;
+    let claims: JoinClaims = token::verify(&req.token, secret, token::unix_now())
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    crate::api::require_leader(app, "join requests")?;
+    let cluster_id = app.sm.read().unwrap().data.cluster_id.clone().unwrap_or_default();
+    if claims.cluster_id != cluster_id {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!("join token is for cluster {:?}, this is cluster {cluster_id:?}", claims.cluster_id),
+        ));
+    }
+    let id = claims.node_id;
+    let membership = app.raft.metrics().borrow().membership_config.membership().clone();
+    if membership.voter_ids().any(|v| v == id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("join token already used: node {id} is already a voter"),
+        ));
+    }
+    let used = app
+        .raft
+        .client_write(Request::ConsumeJoinToken { nonce: claims.nonce.clone(), node_id: id })
+        .await
+        .map_err(ApiError::from_raft)?;
+    if let Response::JoinToken { first_use: false, .. } = used.data {
+        tracing::info!(node_id = id, "join token presented again for a join still in progress; continuing");
+    }
+
+    let meta = NodeMeta { name: req.node_name.clone(), api_base_url: req.api_base_url.clone() };
+    tracing::info!(node_id = id, node = %meta, "adding joining node as a learner");
+    let start = Instant::now();
+    tokio::time::timeout(CATCH_UP_TIMEOUT, app.raft.add_learner(id, meta, true))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("node {id} did not catch up within {}s; is it running and reachable at {}?", CATCH_UP_TIMEOUT.as_secs(), req.api_base_url),
+            )
+        })?
+        .map_err(ApiError::from_raft)?;
+    tracing::info!(node_id = id, caught_up_ms = start.elapsed().as_millis() as u64, "learner caught up");
+
+    let membership = app.raft.metrics().borrow().membership_config.membership().clone();
+    let replaced: Vec<NodeId> = membership
+        .nodes()
+        .filter(|(nid, n)| **nid != id && n.api_base_url == req.api_base_url)
+        .map(|(nid, _)| *nid)
+        .collect();
+    let voters: BTreeSet<NodeId> =
+        membership.voter_ids().filter(|v| !replaced.contains(v)).chain([id]).collect();
+    app.raft.change_membership(voters.clone(), false).await.map_err(ApiError::from_raft)?;
+    tracing::info!(node_id = id, ?replaced, ?voters, "joining node is now a voter");
+    Ok(JoinResponse {
+        node_id: id,
+        cluster_id,
+        leader_id: app.id,
+        leader_api_base_url: app.config.api_base_url.clone(),
+        voters: voters.into_iter().collect(),
+        replaced,
+    })
+}
+
+/// Joiner side: asks the leader (following redirects to a new leader) until admitted.
+pub async fn complete_join(app: Arc<App>, pending: PendingJoin, fatal: watch::Sender<Option<String>>) {
+    let req = JoinRequest {
+        token: pending.token.clone(),
+        node_name: app.config.node_name.clone(),
+        api_base_url: app.config.api_base_url.clone(),
+    };
+    let mut url = pending.leader_api_base_url.clone();
+    let deadline = Instant::now() + JOIN_DEADLINE;
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        tracing::info!(leader = %url, node_id = pending.node_id, "asking the leader to admit this node");
+        let res = app
+            .client
+            .post(format!("{url}/api/cluster/join"))
+            .timeout(CATCH_UP_TIMEOUT + Duration::from_secs(30))
+            .json(&req)
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().is_success() => {
+                let body: Result<JoinResponse, _> = r.json().await;
+                match body {
+                    Ok(b) => tracing::info!(voters = ?b.voters, leader = %b.leader_api_base_url, "joined the cluster"),
+                    Err(e) => tracing::warn!("joined, but the answer did not parse: {e}"),
+                }
+                if let Err(e) = PendingJoin::remove(&app.config.data_dir) {
+                    tracing::error!("joined, but could not remove {JOIN_FILE}: {e}");
+                }
+                return;
+            }
+            Ok(r) => {
+                let status = r.status();
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                let msg = body["error"].as_str().unwrap_or("").to_owned();
+                if status == StatusCode::MISDIRECTED_REQUEST {
+                    if let Some(l) = body["leader_api_base_url"].as_str().filter(|s| !s.is_empty()) {
+                        url = l.to_owned();
+                    }
+                    last = msg;
+                } else if status.is_client_error() {
+                    let why = format!("the cluster refused to admit this node ({status}): {msg}");
+                    abandon(&app, &why);
+                    let _ = fatal.send(Some(why));
+                    return;
+                } else {
+                    last = format!("{status}: {msg}");
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tracing::warn!(leader = %url, "join not done yet: {last}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let why = format!("gave up joining after {}s; last answer: {last}", JOIN_DEADLINE.as_secs());
+    let _ = fatal.send(Some(why));
+}
+
+/// After a refusal nothing was replicated: remove what this attempt created so that
+/// `xp join` can be run again with a new token.
+fn abandon(app: &App, why: &str) {
+    tracing::error!("{why}");
+    let replicated = app.sm.read().unwrap().last_applied.is_some()
+        || app.raft.metrics().borrow().last_log_index.is_some();
+    if replicated {
+        tracing::error!("this node already holds replicated state; leaving its data dir as it is");
+        return;
+    }
+    let raft_dir = app.config.raft_dir();
+    if let Err(e) = std::fs::remove_dir_all(&raft_dir) {
+        tracing::error!("could not remove {}: {e}", raft_dir.display());
+    }
+    if let Err(e) = PendingJoin::remove(&app.config.data_dir) {
+        tracing::error!("{e}");
+    }
+}

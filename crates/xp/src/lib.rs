@@ -1,0 +1,16 @@
+//! The xp reference cluster node: an openraft node with on-disk state (`xp-store`), a cluster
+//! HTTP API, join tokens and a small replicated key-value store.
+//!
+//! `main.rs` only parses flags and calls into [`node`] and [`commands`].
+
+pub mod api;
+pub mod commands;
+pub mod join;
+pub mod network;
+pub mod node;
+pub mod token;
+
+pub use node::{App, NodeError, RunningNode};
+
+/// The version string `/api/cluster/info` reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

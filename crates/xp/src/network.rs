@@ -1,0 +1,120 @@
+//! Raft RPCs over HTTP: the client side (`RaftNetworkFactory`) and the request authentication
+//! both sides share.
+
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use xp_store::{NodeId, NodeMeta, TypeConfig};
+
+/// Header carrying the RPC key derived from the cluster secret (never the secret itself).
+pub const AUTH_HEADER: &str = "x-xp-cluster-auth";
+/// Header naming the sending node, checked against the receiver's membership.
+pub const FROM_HEADER: &str = "x-xp-from-node";
+
+/// Hex of the key peers present on every Raft RPC.
+pub fn rpc_key(secret: &xp_config::Secret) -> String {
+    crate::token::derive_key(secret, "xp-raft-rpc-v1").iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Builds one [`Connection`] per peer.
+#[derive(Clone)]
+pub struct Network {
+    pub client: reqwest::Client,
+    pub rpc_key: String,
+    pub my_id: NodeId,
+}
+
+impl Network {
+    pub fn new(my_id: NodeId, rpc_key: String) -> Network {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .expect("reqwest client builds");
+        Network { client, rpc_key, my_id }
+    }
+}
+
+pub struct Connection {
+    net: Network,
+    target: NodeId,
+    url: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeMeta) -> Connection {
+        Connection { net: self.clone(), target, url: node.api_base_url.clone() }
+    }
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, NodeMeta, RaftError<NodeId, E>>>;
+
+impl Connection {
+    async fn call<Req, Resp, E>(&self, path: &str, req: &Req, ttl: Duration) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let res = self
+            .net
+            .client
+            .post(format!("{}/raft/{path}", self.url))
+            .header(AUTH_HEADER, &self.net.rpc_key)
+            .header(FROM_HEADER, self.net.my_id.to_string())
+            .timeout(ttl)
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let status = res.status();
+        if !status.is_success() {
+            let body = res.text().await.unwrap_or_default();
+            let e = std::io::Error::other(format!("{} answered {status}: {body}", self.url));
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
+        let body: Result<Resp, RaftError<NodeId, E>> =
+            res.json().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        body.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        self.call("append", &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call("snapshot", &rpc, option.hard_ttl().max(Duration::from_secs(5))).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
+        self.call("vote", &rpc, option.hard_ttl()).await
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        // Retry an unreachable peer often: a restarted node is picked up within a heartbeat or two.
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}

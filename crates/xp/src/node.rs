@@ -1,0 +1,239 @@
+//! Starting and stopping a node: the data-dir lock, identity, the Raft instance, bootstrap, the
+//! HTTP server and the background tasks.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::{ServerState, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use xp_config::Config;
+use xp_store::{
+    open_raft_store, DataDirLock, Identity, NodeId, NodeMeta, Raft, RaftDir, Request, SmFile,
+    StoreError,
+};
+
+use crate::join::{PendingJoin, JOIN_FILE};
+use crate::network::{rpc_key, Network};
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The env file is missing a key this command needs.
+    #[error(transparent)]
+    Config(#[from] xp_config::ConfigError),
+    /// The data dir could not be locked, read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The data dir and the env file disagree, or the node has no identity.
+    #[error("{0}")]
+    Identity(String),
+    /// openraft refused to start or initialize.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The HTTP listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    /// A pending join was refused by the cluster.
+    #[error("{0}")]
+    JoinRejected(String),
+}
+
+/// Everything the HTTP handlers and background tasks share.
+pub struct App {
+    pub id: NodeId,
+    pub config: Config,
+    pub raft: Raft,
+    pub sm: Arc<RwLock<SmFile>>,
+    pub rpc_key: String,
+    pub client: reqwest::Client,
+}
+
+impl App {
+    pub fn meta(&self) -> NodeMeta {
+        NodeMeta { name: self.config.node_name.clone(), api_base_url: self.config.api_base_url.clone() }
+    }
+
+    /// The API URL of the current leader, if one is known.
+    pub fn leader_url(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config.membership().get_node(&leader).map(|n| n.api_base_url.clone())
+    }
+}
+
+/// Builds the openraft config from the env file's timing.
+pub fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, NodeError> {
+    let t = config.raft;
+    let c = openraft::Config {
+        cluster_name: "xp".into(),
+        heartbeat_interval: t.heartbeat_ms,
+        election_timeout_min: t.election_min_ms,
+        election_timeout_max: t.election_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_logs),
+        max_in_snapshot_log_to_keep: t.snapshot_logs,
+        install_snapshot_timeout: 2_000,
+        ..Default::default()
+    };
+    Ok(Arc::new(c.validate().map_err(|e| NodeError::Raft(e.to_string()))?))
+}
+
+/// Finds out which node id this data dir belongs to, writing `identity.json` on first start.
+fn resolve_identity(
+    config: &Config,
+    dir: &RaftDir,
+    pending: Option<&PendingJoin>,
+) -> Result<Identity, NodeError> {
+    if let Some(id) = dir.read_identity()? {
+        if id.node_name != config.node_name {
+            return Err(NodeError::Identity(format!(
+                "{} belongs to node {:?} (id {}) but {} says XP_NODE_NAME={:?}: wrong env file or wrong data dir",
+                dir.path().display(),
+                id.node_name,
+                id.node_id,
+                config.path.display(),
+                config.node_name
+            )));
+        }
+        if let Some(p) = pending {
+            if p.node_id != id.node_id {
+                return Err(NodeError::Identity(format!(
+                    "{} is node {} but the pending join is for node {}",
+                    dir.path().display(),
+                    id.node_id,
+                    p.node_id
+                )));
+            }
+        }
+        return Ok(id);
+    }
+    if !dir.is_pristine()? {
+        return Err(NodeError::Identity(format!(
+            "{} holds Raft state but no identity.json: restore it from a backup or wipe the data dir",
+            dir.path().display()
+        )));
+    }
+    let node_id = match (pending, config.node_id) {
+        (Some(p), _) => p.node_id,
+        (None, Some(id)) => id,
+        (None, None) => {
+            return Err(NodeError::Identity(format!(
+                "{} has no Raft state and {} sets no XP_NODE_ID: run `xp init` to start a new cluster \
+                 or `xp join --token TOKEN` to join one",
+                dir.path().display(),
+                config.path.display()
+            )))
+        }
+    };
+    let id = Identity { node_id, node_name: config.node_name.clone() };
+    dir.create()?;
+    dir.write_identity(&id)?;
+    Ok(id)
+}
+
+/// A started node. Dropping it does not stop it; call [`RunningNode::shutdown`].
+pub struct RunningNode {
+    pub app: Arc<App>,
+    pub addr: std::net::SocketAddr,
+    stop_tx: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+    /// Reports a fatal error from a background task (a rejected join).
+    pub fatal: watch::Receiver<Option<String>>,
+    _lock: DataDirLock,
+}
+
+impl RunningNode {
+    /// Starts a node from its env file: takes the lock, opens the store, starts Raft and the API.
+    pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
+        let secret = config.require_cluster_secret()?.clone();
+        let lock = DataDirLock::acquire(&config.data_dir)?;
+        let dir = RaftDir::new(config.raft_dir());
+        dir.check_no_recovery_in_progress()?;
+        let pending = PendingJoin::read(&config.data_dir)?;
+        let identity = resolve_identity(&config, &dir, pending.as_ref())?;
+        let id = identity.node_id;
+
+        let (log, sm) = open_raft_store(&dir)?;
+        let sm_state = sm.state.clone();
+        let key = rpc_key(&secret);
+        let network = Network::new(id, key.clone());
+        let client = network.client.clone();
+        let raft = Raft::new(id, raft_config(&config)?, network, log, sm)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| NodeError::Bind { addr: config.bind, source })?;
+        let addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.bind, source })?;
+
+        let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
+        if !initialized && pending.is_none() && !config.bootstrap_members.is_empty() {
+            let members: BTreeMap<NodeId, NodeMeta> = config
+                .bootstrap_members
+                .iter()
+                .map(|m| (m.id, NodeMeta { name: m.name.clone(), api_base_url: m.api_base_url.clone() }))
+                .collect();
+            tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "bootstrapping a new cluster");
+            raft.initialize(members).await.map_err(|e| NodeError::Raft(e.to_string()))?;
+        }
+
+        let app = Arc::new(App { id, config, raft, sm: sm_state, rpc_key: key, client });
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let router = crate::api::router(app.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        });
+        tokio::spawn(assign_cluster_id(app.clone()));
+
+        let (fatal_tx, fatal) = watch::channel(None);
+        if let Some(p) = pending {
+            tokio::spawn(crate::join::complete_join(app.clone(), p, fatal_tx));
+        }
+        tracing::info!(node_id = id, name = %app.config.node_name, %addr, url = %app.config.api_base_url, "xp node started");
+        Ok(RunningNode { app, addr, stop_tx: Some(stop_tx), server, fatal, _lock: lock })
+    }
+
+    /// Stops Raft and the HTTP server within about half a second, whatever is in flight.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop_tx.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(300), self.app.raft.shutdown()).await;
+        let _ = tokio::time::timeout(Duration::from_millis(200), &mut self.server).await;
+        self.server.abort();
+    }
+}
+
+/// The first leader of a cluster gives it an id; later leaders find it set and do nothing.
+async fn assign_cluster_id(app: Arc<App>) {
+    let mut metrics = app.raft.metrics();
+    loop {
+        let is_leader = metrics.borrow().state == ServerState::Leader;
+        let has_id = app.sm.read().unwrap().data.cluster_id.is_some();
+        if is_leader && !has_id {
+            let cluster_id = crate::token::random_hex(8);
+            match app.raft.client_write(Request::SetClusterId { cluster_id }).await {
+                Ok(_) => continue,
+                Err(e) => tracing::debug!("could not set the cluster id yet: {e}"),
+            }
+        }
+        if metrics.borrow().state == ServerState::Shutdown {
+            return;
+        }
+        if tokio::time::timeout(Duration::from_millis(500), metrics.changed()).await.is_ok_and(|r| r.is_err()) {
+            return;
+        }
+    }
+}
+
+/// `${XP_DATA_DIR}/join.json`.
+pub fn join_file(config: &Config) -> PathBuf {
+    config.data_dir.join(JOIN_FILE)
+}

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use xp_store::{NodeId, Request, Response as SmResponse, TypeConfig};
 
 use crate::join::{JoinRequest, JoinResponse};
-use crate::network::{AUTH_HEADER, FROM_HEADER};
+use crate::network::{AUTH_HEADER, FROM_HEADER, TO_HEADER};
 use crate::token::{self, JoinClaims};
 use crate::App;
 
@@ -334,6 +334,13 @@ fn check_rpc(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("missing {FROM_HEADER}")))?;
+    let to: Option<NodeId> = headers.get(TO_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if to != Some(app.id) {
+        return Err(ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("this is node {}, not node {}", app.id, to.map(|t| t.to_string()).unwrap_or_else(|| "?".into())),
+        ));
+    }
     let m = app.raft.metrics().borrow().membership_config.clone();
     let members = m.membership();
     if members.nodes().next().is_some() && members.get_node(&from).is_none() {

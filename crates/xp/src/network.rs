@@ -17,6 +17,9 @@ use xp_store::{NodeId, NodeMeta, TypeConfig};
 pub const AUTH_HEADER: &str = "x-xp-cluster-auth";
 /// Header naming the sending node, checked against the receiver's membership.
 pub const FROM_HEADER: &str = "x-xp-from-node";
+/// Header naming the node the sender means to reach. A wiped disk that rejoined under a new id
+/// keeps its old URL; without this check it would take the old id's replication stream.
+pub const TO_HEADER: &str = "x-xp-to-node";
 
 /// Hex of the key peers present on every Raft RPC.
 pub fn rpc_key(secret: &xp_config::Secret) -> String {
@@ -71,6 +74,7 @@ impl Connection {
             .post(format!("{}/raft/{path}", self.url))
             .header(AUTH_HEADER, &self.net.rpc_key)
             .header(FROM_HEADER, self.net.my_id.to_string())
+            .header(TO_HEADER, self.target.to_string())
             .timeout(ttl)
             .json(req)
             .send()

@@ -1,0 +1,120 @@
+//! Join tokens and the join flow against real `xp` processes. Ports 22000-22099.
+
+use std::time::Duration;
+
+use serde_json::json;
+use xp_testkit::{join_token, kv_get, kv_put, send_json, wait_for, Cluster, ADMIN_TOKEN};
+
+const T: Duration = Duration::from_secs(20);
+
+fn voters(c: &Cluster, i: usize) -> serde_json::Value {
+    c.nodes[i - 1].info().unwrap()["voters"].clone()
+}
+
+#[test]
+fn token_refusals_change_nothing_and_a_new_node_joins() {
+    let mut c = Cluster::new(22000, 5, 3);
+    for i in 1..=3 {
+        c.node(i).start();
+    }
+    let leader = c.wait_leader(&[1, 2, 3], T);
+    let lurl = c.nodes[leader - 1].url();
+    wait_for("a cluster id", T, || {
+        let v = c.nodes[leader - 1].info()?;
+        if v["cluster_id"] != "" { Ok(()) } else { Err(v.to_string()) }
+    });
+    kv_put(&lurl, "before-join", "x").unwrap();
+    let tokens_url = format!("{lurl}/api/admin/cluster/join-tokens");
+
+    // Admin token: missing, wrong.
+    let (s, v) = send_json("POST", &tokens_url, &json!({"ttl_seconds": 60}), &[]).unwrap();
+    assert_eq!((s, v["error"].as_str().unwrap()), (401, "missing admin bearer token"));
+    let (s, _) = send_json("POST", &tokens_url, &json!({}), &[("Authorization", "Bearer nope-nope-nope-nope")]).unwrap();
+    assert_eq!(s, 403);
+    // TTL out of bounds.
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let (s, v) = send_json("POST", &tokens_url, &json!({"ttl_seconds": 0}), &[("Authorization", &auth)]).unwrap();
+    assert_eq!(s, 400, "{v}");
+    // On a follower: 421 naming the leader.
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let (s, v) = send_json(
+        "POST",
+        &format!("{}/api/admin/cluster/join-tokens", c.nodes[follower - 1].url()),
+        &json!({"ttl_seconds": 60}),
+        &[("Authorization", &auth)],
+    )
+    .unwrap();
+    assert_eq!(s, 421, "{v}");
+    assert_eq!(v["leader_api_base_url"], lurl.as_str());
+
+    // A forged token: `xp join` refuses locally, the leader refuses too; nothing changes.
+    let (good, _) = join_token(&lurl, 60).unwrap();
+    // Same claims, signed by someone who does not hold the cluster secret.
+    let claims = xp::token::decode_unverified(&good).unwrap();
+    let forged = xp::token::sign(&claims, &xp_config::Secret::new("not-the-cluster-secret"));
+    let out = c.nodes[3].xp(&["join", "--token", &forged]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("join token signature is invalid"));
+    assert!(!c.nodes[3].data_dir.join("join.json").exists());
+    let node4_url = c.nodes[3].url();
+    let req = |token: &str| json!({"token": token, "node_name": "node4", "api_base_url": node4_url});
+    let (s, v) = send_json("POST", &format!("{lurl}/api/cluster/join"), &req(&forged), &[]).unwrap();
+    assert_eq!(s, 401, "{v}");
+    assert_eq!(voters(&c, leader), json!([1, 2, 3]));
+
+    // An expired token.
+    let (short, _) = join_token(&lurl, 1).unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    let (s, v) = send_json("POST", &format!("{lurl}/api/cluster/join"), &req(&short), &[]).unwrap();
+    assert_eq!(s, 401);
+    assert!(v["error"].as_str().unwrap().starts_with("join token expired"), "{v}");
+    let out = c.nodes[3].xp(&["join", "--token", &short]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(voters(&c, leader), json!([1, 2, 3]));
+
+    // A valid token: node4 joins and becomes a voter following the leader.
+    let out = c.nodes[3].xp(&["join", "--token", &good]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Twice: refused, nothing changes.
+    let out = c.nodes[3].xp(&["join", "--token", &good]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a join is already pending"));
+    c.node(4).start();
+    let new_id = wait_for("node4 to be a voter", T, || {
+        let v = c.nodes[3].info()?;
+        let id = v["node_id"].as_u64().unwrap();
+        if v["voters"].as_array().unwrap().iter().any(|x| x == id) && v["leader_api_base_url"] == lurl.as_str() {
+            Ok(id)
+        } else {
+            Err(v.to_string())
+        }
+    });
+    assert!(new_id > 3, "node ids are never reused: got {new_id}");
+    assert!(!c.nodes[3].data_dir.join("join.json").exists());
+    assert_eq!(kv_get(&c.nodes[3].url(), "before-join").unwrap().as_deref(), Some("x"));
+
+    // Replaying the used token is refused and changes nothing.
+    let (s, v) = send_json("POST", &format!("{lurl}/api/cluster/join"), &req(&good), &[]).unwrap();
+    assert_eq!(s, 409, "{v}");
+    // `xp join` on a node that belongs to a cluster is refused.
+    c.node(4).terminate();
+    let out = c.nodes[3].xp(&["join", "--token", &good]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("this node already belongs to a cluster as node"));
+    c.node(4).start();
+
+    // A follower's disk is replaced: wipe it, join with a token; the old id is replaced.
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+    let victim_id = c.nodes[victim - 1].info().unwrap()["node_id"].as_u64().unwrap();
+    c.node(victim).terminate();
+    let out = c.nodes[victim - 1].xp(&["wipe", "--yes"]);
+    assert!(out.status.success());
+    let (tok, _) = join_token(&lurl, 60).unwrap();
+    assert!(c.nodes[victim - 1].xp(&["join", "--token", &tok]).status.success());
+    c.node(victim).start();
+    wait_for("the replacement to take the old member's place", T, || {
+        let v = c.nodes[leader - 1].info()?;
+        let vs: Vec<u64> = v["voters"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        if !vs.contains(&victim_id) && vs.len() == 4 { Ok(()) } else { Err(v.to_string()) }
+    });
+    assert_eq!(kv_get(&c.nodes[victim - 1].url(), "before-join").unwrap().as_deref(), Some("x"));
+}

@@ -1,1 +1,221 @@
-fn main() {}
+//! `xp-ops`: operator commands for xp clusters. Flag parsing and printing only; the logic is in
+//! `xp-recovery`.
+//!
+//! Exit codes: 0 done (or nothing to do), 2 bad usage or input (missing `-y`, bad env file),
+//! 3 refused (node running, Raft state missing or corrupt, wrong node, not a member),
+//! 4 failed while writing (backup, apply, verification).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime};
+
+use clap::{Args, Parser, Subcommand};
+use xp_config::{Config, DEFAULT_ENV_FILE};
+use xp_recovery::{RecoveryError, Step};
+use xp_store::DataDirLock;
+
+#[derive(Parser)]
+#[command(name = "xp-ops", version, about = "Operator commands for xp clusters")]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Commands acting on this host's xp node.
+    #[command(subcommand)]
+    Xp(XpCommand),
+}
+
+#[derive(Subcommand)]
+enum XpCommand {
+    /// Make this stopped node the only voter of its cluster after a PERMANENT loss of quorum.
+    RecoverSingleNode(RecoverArgs),
+    /// Show a stopped node's Raft state (to choose the survivor to recover).
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+struct RecoverArgs {
+    /// Confirm the rewrite (required unless --dry-run).
+    #[arg(short = 'y', long)]
+    yes: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Skip the backup of raft/ (not recommended).
+    #[arg(long)]
+    no_backup: bool,
+    #[arg(long, default_value = DEFAULT_ENV_FILE)]
+    env_file: PathBuf,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    #[arg(long, default_value = DEFAULT_ENV_FILE)]
+    env_file: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+const WARNING: &str = "\
+WARNING: recover-single-node is an UNSAFE consensus override. Use it only when a majority of
+the cluster's voters is PERMANENTLY lost (disks gone, hosts destroyed), never for a node that is
+merely down or partitioned: the lost nodes must never come back with their old data, and any
+write that only they held is gone for good.";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Top::Xp(XpCommand::RecoverSingleNode(a)) => recover(a),
+        Top::Xp(XpCommand::Inspect(a)) => inspect(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// An exit code and the message to print.
+struct Failure(u8, String);
+
+impl From<RecoveryError> for Failure {
+    fn from(e: RecoveryError) -> Failure {
+        Failure(e.exit_code(), e.to_string())
+    }
+}
+impl From<xp_config::ConfigError> for Failure {
+    fn from(e: xp_config::ConfigError) -> Failure {
+        Failure(2, e.to_string())
+    }
+}
+impl From<xp_store::StoreError> for Failure {
+    fn from(e: xp_store::StoreError) -> Failure {
+        RecoveryError::from(e).into()
+    }
+}
+
+fn inspect(a: InspectArgs) -> Result<(), Failure> {
+    let config = Config::load(&a.env_file)?;
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
+    let i = xp_recovery::inspect(&config)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&i).expect("inspection serializes"));
+        return Ok(());
+    }
+    let id = |l: Option<xp_store::LogId>| l.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
+    println!("node:               {} ({})", i.identity.node_id, i.identity.node_name);
+    println!("cluster id:         {}", i.cluster_id.as_deref().unwrap_or("unknown"));
+    println!("vote:               {}", i.vote.map(|v| v.to_string()).unwrap_or_else(|| "none".into()));
+    println!("highest term:       {}", i.term);
+    println!("last log id:        {}", id(i.last_log_id));
+    println!("committed:          {}", id(i.committed));
+    println!("last applied:       {}", id(i.last_applied));
+    println!("purged up to:       {}", id(i.purged));
+    println!("log entries:        {} (after last applied: {})", i.log_entries, i.entries_after_applied);
+    println!("effective voters:   {:?} (from the {:?})", i.voters(), i.membership_source);
+    for (nid, n) in i.effective_membership.membership().nodes() {
+        println!("  member {nid}: {n}");
+    }
+    match &i.snapshot {
+        Some(s) => println!("snapshot:           {} up to {}", s.snapshot_id, id(s.last_log_id)),
+        None => println!("snapshot:           none"),
+    }
+    println!("kv keys:            {}", i.kv_keys);
+    if i.torn_tail_bytes > 0 {
+        println!("torn log tail:      {} bytes (an interrupted write; cut when the node starts)", i.torn_tail_bytes);
+    }
+    if i.recovery_in_progress {
+        println!("RECOVERY IN PROGRESS: run `xp-ops xp recover-single-node -y` to finish it");
+    }
+    Ok(())
+}
+
+fn recover(a: RecoverArgs) -> Result<(), Failure> {
+    let config = Config::load(&a.env_file)?;
+    if !a.yes && !a.dry_run {
+        return Err(Failure(
+            2,
+            "refusing to rewrite the Raft membership without -y/--yes; run with --dry-run first to see the plan"
+                .into(),
+        ));
+    }
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
+    let mut hook = fault_hook();
+
+    if let Some(plan) = xp_recovery::pending_journal(&config)? {
+        println!("an interrupted recovery was found; its plan:\n{}", plan.render());
+        if a.dry_run {
+            println!("dry run: nothing changed; run with -y to finish this recovery");
+            return Ok(());
+        }
+        let record = xp_recovery::finish(&config, &plan, &mut hook)?;
+        xp_recovery::verify(&config, &plan)?;
+        return done(&config, &plan, &record);
+    }
+
+    let insp = xp_recovery::inspect(&config)?;
+    let Some(plan) = xp_recovery::plan(&config, &insp, !a.no_backup, SystemTime::now())? else {
+        println!(
+            "nothing to do: node {} is already the only voter, with api_base_url {}",
+            insp.identity.node_id, config.api_base_url
+        );
+        return Ok(());
+    };
+    println!("{WARNING}\n");
+    print!("{}", plan.render());
+    if a.dry_run {
+        println!("\ndry run: nothing changed; run again with -y to apply this plan");
+        return Ok(());
+    }
+    if a.no_backup {
+        eprintln!("warning: --no-backup: raft/ is NOT backed up; there is no way back if this goes wrong");
+    }
+    let t = Instant::now();
+    let mut progress = |step: Step| {
+        if step == Step::Backup {
+            println!("backing up {} ...", config.raft_dir().display());
+        }
+        hook(step);
+    };
+    let record = xp_recovery::apply(&config, &plan, &mut progress)?;
+    xp_recovery::verify(&config, &plan)?;
+    println!("applied in {:.3}s", t.elapsed().as_secs_f64());
+    done(&config, &plan, &record)
+}
+
+fn done(config: &Config, plan: &xp_recovery::Plan, record: &xp_recovery::RecoveryRecord) -> Result<(), Failure> {
+    println!("\nrecovered: node {} is now the only voter; record written to {}", plan.node_id, plan.record_path.display());
+    println!("{}", serde_json::to_string_pretty(record).expect("record serializes"));
+    println!(
+        "\nnext steps:\n  1. start the node (xp run) and check {url}/api/cluster/info: role=leader, voters=[{id}]\n  \
+         2. create a join token on it: POST {url}/api/admin/cluster/join-tokens (admin token)\n  \
+         3. on each replacement node: wipe its data dir, `xp join --token TOKEN`, then start it\n  \
+         4. never start the lost nodes with their old data",
+        url = config.api_base_url,
+        id = plan.node_id
+    );
+    if let Some(b) = &plan.backup_dir {
+        println!("  rollback: stop the node, move {} away, move {} to raft/", config.raft_dir().display(), b.display());
+    }
+    Ok(())
+}
+
+/// Test-only fault injection: `XP_OPS_FAULT_AT=<step>` aborts the process right before that
+/// write point (steps: backup, journal, vote, log_entry, state_machine, snapshot, record, done),
+/// simulating a crash or power loss there.
+fn fault_hook() -> impl FnMut(Step) {
+    let at = std::env::var("XP_OPS_FAULT_AT").ok();
+    move |step: Step| {
+        let name = serde_json::to_value(step).ok().and_then(|v| v.as_str().map(str::to_owned));
+        if at.is_some() && at == name {
+            eprintln!("XP_OPS_FAULT_AT={}: aborting before this write", at.as_deref().unwrap_or(""));
+            std::process::abort();
+        }
+    }
+}

@@ -128,6 +128,18 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node for an existing env file (e.g. a copy of another node's data dir).
+    pub fn from_env(env_file: &Path, data_dir: &Path, port: u16, log_file: &Path) -> Node {
+        Node {
+            name: format!("node@{port}"),
+            port,
+            env_file: env_file.to_owned(),
+            data_dir: data_dir.to_owned(),
+            log_file: log_file.to_owned(),
+            child: None,
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -1,0 +1,319 @@
+//! Planning and applying the rewrite, behind a journal so a crash at any write is finished by
+//! running the tool again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use openraft::CommittedLeaderId;
+use serde::{Deserialize, Serialize};
+use xp_config::Config;
+use xp_store::fsutil::{fsync_dir, read_json, write_json};
+use xp_store::log::OpenMode;
+use xp_store::{
+    Entry, EntryPayload, LogId, Membership, NodeId, NodeMeta, RaftDir, StoredMembership, Vote,
+};
+
+use crate::inspect::{inspect, Inspection};
+use crate::{backup_raft_dir, stamp, RecoveryError};
+
+/// The write points of [`apply`], in order. A crash between any two leaves a state that is
+/// either the old one (before `Journal`) or one that re-running finishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Backup,
+    Journal,
+    Vote,
+    LogEntry,
+    StateMachine,
+    Snapshot,
+    Record,
+    Done,
+}
+
+pub const STEPS: &[Step] = &[
+    Step::Backup,
+    Step::Journal,
+    Step::Vote,
+    Step::LogEntry,
+    Step::StateMachine,
+    Step::Snapshot,
+    Step::Record,
+    Step::Done,
+];
+
+/// What the recovery will do; also the journal's content.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Plan {
+    pub started_at: String,
+    pub node_id: NodeId,
+    pub node_name: String,
+    pub api_base_url: String,
+    pub old_vote: Option<Vote>,
+    pub new_vote: Vote,
+    pub old_voters: Vec<NodeId>,
+    pub old_members: BTreeMap<NodeId, NodeMeta>,
+    pub new_entry: Entry,
+    pub last_applied: Option<LogId>,
+    pub last_log_id: Option<LogId>,
+    /// Entries after `last_applied` (indexes `from..=to`) that the single voter will commit.
+    pub uncommitted: Option<(u64, u64)>,
+    pub backup_dir: Option<PathBuf>,
+    pub rewrite_snapshot: bool,
+    pub record_path: PathBuf,
+}
+
+impl Plan {
+    pub fn new_membership(&self) -> Membership {
+        match &self.new_entry.payload {
+            EntryPayload::Membership(m) => m.clone(),
+            _ => unreachable!("the recovery entry is a membership entry"),
+        }
+    }
+
+    /// The plan as an operator reads it.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let line = |s: &mut String, t: String| {
+            s.push_str(&t);
+            s.push('\n');
+        };
+        line(&mut s, format!("recovery plan for node {} ({}), started {}", self.node_id, self.node_name, self.started_at));
+        line(&mut s, format!("  voters now:        {:?} -> after: [{}]", self.old_voters, self.node_id));
+        for (id, m) in &self.old_members {
+            line(&mut s, format!("    member {id}: {m}"));
+        }
+        line(&mut s, format!("  node meta:         {}@{} (from XP_NODE_NAME / XP_API_BASE_URL)", self.node_name, self.api_base_url));
+        line(&mut s, format!("  vote:              {} -> {}", fmt_vote(self.old_vote), self.new_vote));
+        line(&mut s, format!("  last applied:      {}", fmt_log_id(self.last_applied)));
+        line(&mut s, format!("  last log id:       {}", fmt_log_id(self.last_log_id)));
+        line(&mut s, format!("  append entry:      {} membership {{{}}}", self.new_entry.log_id, self.node_id));
+        match self.uncommitted {
+            Some((a, b)) => line(&mut s, format!(
+                "  uncommitted:       {} entries ({a}..={b}) after last_applied are kept; as the only voter this node will commit them",
+                b - a + 1
+            )),
+            None => line(&mut s, "  uncommitted:       none".into()),
+        }
+        line(&mut s, "  state_machine.json: last_membership rewritten to the new membership (data untouched)".into());
+        if self.rewrite_snapshot {
+            line(&mut s, "  snapshot.json:     meta.last_membership rewritten to the new membership".into());
+        } else {
+            line(&mut s, "  snapshot.json:     none".into());
+        }
+        match &self.backup_dir {
+            Some(b) => line(&mut s, format!("  backup:            {} (complete copy of raft/, verified)", b.display())),
+            None => line(&mut s, "  backup:            NONE (--no-backup)".into()),
+        }
+        line(&mut s, format!("  record:            {}", self.record_path.display()));
+        s
+    }
+}
+
+fn fmt_vote(v: Option<Vote>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "none".into())
+}
+fn fmt_log_id(l: Option<LogId>) -> String {
+    l.map(|l| l.to_string()).unwrap_or_else(|| "none".into())
+}
+
+/// Decides the rewrite, or refuses. `Ok(None)`: this node is already the only voter with the
+/// configured meta, so there is nothing to do.
+pub fn plan(
+    config: &Config,
+    insp: &Inspection,
+    backup: bool,
+    now: SystemTime,
+) -> Result<Option<Plan>, RecoveryError> {
+    let me = insp.identity.node_id;
+    let membership = insp.effective_membership.membership();
+    if membership.get_node(&me).is_none() {
+        return Err(RecoveryError::NotAMember(format!(
+            "node {me} ({}) is not in its own effective membership {:?}: its state is not that of a cluster member",
+            insp.identity.node_name,
+            membership.nodes().map(|(id, n)| format!("{id}={n}")).collect::<Vec<_>>()
+        )));
+    }
+    let meta = NodeMeta { name: config.node_name.clone(), api_base_url: config.api_base_url.clone() };
+    let voters = insp.voters();
+    if voters == [me] && membership.learner_ids().next().is_none() && membership.get_node(&me) == Some(&meta) {
+        return Ok(None);
+    }
+    let term = insp.max_term() + 1;
+    let new_vote = Vote::new(term, me);
+    let index = insp.last_index() + 1;
+    let new_membership = Membership::new(vec![BTreeSet::from([me])], BTreeMap::from([(me, meta)]));
+    let new_entry = Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, me), index),
+        payload: EntryPayload::Membership(new_membership),
+    };
+    let started = stamp(now);
+    let uncommitted = insp.last_log_id.and_then(|l| {
+        let from = insp.last_applied.map(|a| a.index + 1).unwrap_or(0);
+        (l.index >= from).then_some((from, l.index))
+    });
+    Ok(Some(Plan {
+        started_at: humantime::format_rfc3339_seconds(now).to_string(),
+        node_id: me,
+        node_name: config.node_name.clone(),
+        api_base_url: config.api_base_url.clone(),
+        old_vote: insp.vote,
+        new_vote,
+        old_voters: voters,
+        old_members: membership.nodes().map(|(id, n)| (*id, n.clone())).collect(),
+        new_entry,
+        last_applied: insp.last_applied,
+        last_log_id: insp.last_log_id,
+        uncommitted,
+        backup_dir: backup.then(|| free_backup_dir(config, &started)),
+        rewrite_snapshot: insp.snapshot.is_some(),
+        record_path: config.data_dir.join(format!("recovery-{started}.json")),
+    }))
+}
+
+/// `raft.bak-<ts>`, or `raft.bak-<ts>-N` when a run in the same second already made one:
+/// a backup is never overwritten.
+fn free_backup_dir(config: &Config, started: &str) -> PathBuf {
+    let base = config.data_dir.join(format!("raft.bak-{started}"));
+    (2..).map(|n| config.data_dir.join(format!("raft.bak-{started}-{n}")))
+        .find(|p| !p.exists())
+        .filter(|_| base.exists())
+        .unwrap_or(base)
+}
+
+/// Written next to the data (`${XP_DATA_DIR}/recovery-<ts>.json`) when recovery completes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RecoveryRecord {
+    pub tool: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub node_id: NodeId,
+    pub node_name: String,
+    pub api_base_url: String,
+    pub vote_before: Option<Vote>,
+    pub vote_after: Vote,
+    pub voters_before: Vec<NodeId>,
+    pub voters_after: Vec<NodeId>,
+    pub last_log_id_before: Option<LogId>,
+    pub last_log_id_after: LogId,
+    pub last_applied: Option<LogId>,
+    pub uncommitted_entries_kept: u64,
+    pub backup_dir: Option<PathBuf>,
+}
+
+/// Carries out `plan`. `hook` is called before each write point (tests use it to simulate a
+/// crash there). If a journal exists, the plan in it is finished instead of `plan`.
+pub fn apply(
+    config: &Config,
+    plan: &Plan,
+    hook: &mut dyn FnMut(Step),
+) -> Result<RecoveryRecord, RecoveryError> {
+    let dir = RaftDir::new(config.raft_dir());
+    let journal = dir.recovery_path();
+
+    if let Some(b) = &plan.backup_dir {
+        hook(Step::Backup);
+        backup_raft_dir(dir.path(), b)?;
+    }
+    hook(Step::Journal);
+    write_json(&journal, plan)?;
+    finish(config, plan, hook)
+}
+
+/// The journal left by an interrupted [`apply`], if any.
+pub fn pending_journal(config: &Config) -> Result<Option<Plan>, RecoveryError> {
+    Ok(read_json(&RaftDir::new(config.raft_dir()).recovery_path())?)
+}
+
+/// Runs the idempotent steps after the journal; used by [`apply`] and to resume.
+pub fn finish(config: &Config, plan: &Plan, hook: &mut dyn FnMut(Step)) -> Result<RecoveryRecord, RecoveryError> {
+    let dir = RaftDir::new(config.raft_dir());
+    hook(Step::Vote);
+    dir.write_vote(&plan.new_vote)?;
+
+    hook(Step::LogEntry);
+    let mut log = dir.open_log(OpenMode::Repair)?;
+    match log.get(plan.new_entry.log_id.index) {
+        Some(e) if e.log_id == plan.new_entry.log_id => {} // appended before a crash
+        Some(e) => {
+            return Err(RecoveryError::Verify(format!(
+                "log already holds {} at the index planned for the recovery entry",
+                e.log_id
+            )))
+        }
+        None => log.append([plan.new_entry.clone()])?,
+    }
+    drop(log);
+
+    let new_membership = plan.new_membership();
+    hook(Step::StateMachine);
+    if let Some(mut sm) = dir.read_state_machine()? {
+        sm.last_membership = StoredMembership::new(*sm.last_membership.log_id(), new_membership.clone());
+        dir.write_state_machine(&sm)?;
+    }
+    hook(Step::Snapshot);
+    if let Some(mut snap) = dir.read_snapshot()? {
+        let m = StoredMembership::new(*snap.meta.last_membership.log_id(), new_membership.clone());
+        snap.meta.last_membership = m.clone();
+        snap.state.last_membership = m;
+        dir.write_snapshot(&snap)?;
+    }
+
+    hook(Step::Record);
+    let record = RecoveryRecord {
+        tool: format!("xp-ops xp recover-single-node {}", env!("CARGO_PKG_VERSION")),
+        started_at: plan.started_at.clone(),
+        finished_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        node_id: plan.node_id,
+        node_name: plan.node_name.clone(),
+        api_base_url: plan.api_base_url.clone(),
+        vote_before: plan.old_vote,
+        vote_after: plan.new_vote,
+        voters_before: plan.old_voters.clone(),
+        voters_after: vec![plan.node_id],
+        last_log_id_before: plan.last_log_id,
+        last_log_id_after: plan.new_entry.log_id,
+        last_applied: plan.last_applied,
+        uncommitted_entries_kept: plan.uncommitted.map(|(a, b)| b - a + 1).unwrap_or(0),
+        backup_dir: plan.backup_dir.clone(),
+    };
+    write_json(&plan.record_path, &record)?;
+
+    hook(Step::Done);
+    let journal = dir.recovery_path();
+    std::fs::remove_file(&journal).map_err(|source| xp_store::StoreError::Io { path: journal.clone(), source })?;
+    fsync_dir(dir.path())?;
+    Ok(record)
+}
+
+/// Re-reads the dir and checks what openraft will see on start.
+pub fn verify(config: &Config, plan: &Plan) -> Result<Inspection, RecoveryError> {
+    let insp = inspect(config)?;
+    let fail = |what: String| Err(RecoveryError::Verify(what));
+    if insp.recovery_in_progress {
+        return fail("the journal is still present".into());
+    }
+    if insp.vote != Some(plan.new_vote) {
+        return fail(format!("vote is {:?}, expected {}", insp.vote, plan.new_vote));
+    }
+    if insp.last_log_id != Some(plan.new_entry.log_id) {
+        return fail(format!("last log id is {:?}, expected {}", insp.last_log_id, plan.new_entry.log_id));
+    }
+    if insp.voters() != [plan.node_id] {
+        return fail(format!("effective voters are {:?}", insp.voters()));
+    }
+    let me = insp.effective_membership.membership().get_node(&plan.node_id).cloned();
+    if me.as_ref().map(|m| m.api_base_url.as_str()) != Some(plan.api_base_url.as_str()) {
+        return fail(format!("node meta is {me:?}, expected api_base_url {}", plan.api_base_url));
+    }
+    if insp.state_machine_membership.membership().voter_ids().collect::<Vec<_>>() != [plan.node_id] {
+        return fail("state_machine.json still holds the old membership".into());
+    }
+    if let Some(s) = &insp.snapshot {
+        if s.last_membership.membership().voter_ids().collect::<Vec<_>>() != [plan.node_id] {
+            return fail("snapshot.json still holds the old membership".into());
+        }
+    }
+    Ok(insp)
+}

@@ -1,1 +1,52 @@
-fn main() {}
+//! `cargo xtask`: project automation. Argument parsing and dispatch only; each command is a
+//! module with a `run` function.
+//!
+//! Exit codes: 0 success, 1 a scenario failed, 2 bad usage or a malformed scenario,
+//! 130 interrupted (the cluster is still torn down).
+
+mod clean;
+mod scenario;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "xp project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run chaos scenarios against a real 3-node cluster.
+    Scenario(scenario::Args),
+    /// Remove every container, network, volume and process a runner left behind.
+    Clean,
+}
+
+/// The workspace root (the xtask crate lives in `<root>/xtask`).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_owned()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Scenario(args) => scenario::run(args).await,
+            Command::Clean => clean::run().await.map(|_| 0),
+        }
+    });
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

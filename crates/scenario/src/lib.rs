@@ -1,1 +1,9 @@
-//! scenario
+//! Declarative chaos scenarios for Raft clusters: the file format ([`format`]), cluster
+//! profiles ([`profile`]), where clusters run ([`backend`]), the step engine ([`engine`]) and
+//! reports ([`report`]). `cargo xtask scenario` is a thin command line over this crate.
+
+pub mod backend;
+pub mod engine;
+pub mod format;
+pub mod profile;
+pub mod report;

@@ -1,0 +1,518 @@
+//! The docker backend: the profile's compose file, brought up under a project name unique to
+//! the run. bollard does every container operation; the compose CLI (v2 `docker compose` or
+//! v1 `docker-compose`, whichever is installed) only does `up` and `down`. Containers are found
+//! by their compose labels, never by name (v1 and v2 name them differently).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bollard::container::{
+    Config, CreateContainerOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions,
+    LogOutput, LogsOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+    WaitContainerOptions,
+};
+use bollard::image::BuildImageOptions;
+use bollard::models::{EndpointIpamConfig, EndpointSettings, HostConfig};
+use bollard::network::{ConnectNetworkOptions, DisconnectNetworkOptions, ListNetworksOptions};
+use bollard::volume::{ListVolumesOptions, RemoveVolumeOptions};
+use bollard::Docker;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use super::{poll, Backend, BackendError, CmdOutput, Teardown};
+use crate::profile::Profile;
+
+/// Every compose project a runner creates starts with this, so `clean` can find leftovers.
+pub const PROJECT_PREFIX: &str = "xpchaos";
+const PROJECT_LABEL: &str = "com.docker.compose.project";
+const SERVICE_LABEL: &str = "com.docker.compose.service";
+/// Marks one-off containers (recover, join, ops) so they are cleaned up too.
+const ONEOFF_LABEL: &str = "xp-chaos.oneoff";
+
+/// Which compose command line is installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComposeCli {
+    /// `docker compose` (the v2 plugin).
+    V2,
+    /// `docker-compose` (v1, e.g. Debian's package).
+    V1,
+}
+
+impl ComposeCli {
+    /// Prefers v2 when both answer.
+    pub fn detect() -> Result<ComposeCli, BackendError> {
+        let ok = |prog: &str, args: &[&str]| {
+            std::process::Command::new(prog)
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if ok("docker", &["compose", "version"]) {
+            Ok(ComposeCli::V2)
+        } else if ok("docker-compose", &["version"]) {
+            Ok(ComposeCli::V1)
+        } else {
+            Err(BackendError::Command(
+                "neither `docker compose` nor `docker-compose` is installed (Debian: apt-get install docker-compose)".into(),
+            ))
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            ComposeCli::V2 => "docker compose (v2)",
+            ComposeCli::V1 => "docker-compose (v1)",
+        }
+    }
+
+    fn command(self) -> tokio::process::Command {
+        match self {
+            ComposeCli::V2 => {
+                let mut c = tokio::process::Command::new("docker");
+                c.arg("compose");
+                c
+            }
+            ComposeCli::V1 => tokio::process::Command::new("docker-compose"),
+        }
+    }
+}
+
+/// Connects to the local engine and agrees on an API version it speaks (e.g. 1.41).
+pub async fn connect() -> Result<Docker, BackendError> {
+    let docker = Docker::connect_with_local_defaults()?;
+    let docker = docker.negotiate_version().await?;
+    docker.ping().await?;
+    Ok(docker)
+}
+
+/// Builds the profile's image from the given binaries through a tar context, or reuses the
+/// image already built from the same bytes. Returns its tag.
+pub async fn ensure_image(
+    docker: &Docker,
+    profile: &Profile,
+    bins: &BTreeMap<String, PathBuf>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<String, BackendError> {
+    let dockerfile_path = profile.resolve(&profile.dockerfile);
+    let dockerfile = std::fs::read(&dockerfile_path).map_err(|source| BackendError::Io { path: dockerfile_path, source })?;
+    let mut files: Vec<(String, Vec<u8>, u32)> = vec![("Dockerfile".into(), dockerfile, 0o644)];
+    for name in &profile.binaries {
+        let path = bins.get(name).ok_or_else(|| BackendError::Command(format!("binary {name} was not built")))?;
+        let bytes = std::fs::read(path).map_err(|source| BackendError::Io { path: path.clone(), source })?;
+        files.push((name.clone(), bytes, 0o755));
+    }
+    let mut h = Sha256::new();
+    for (name, bytes, _) in &files {
+        h.update(name.as_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    let digest: String = h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let tag = format!("{}:{digest}", profile.image_repo);
+    if docker.inspect_image(&tag).await.is_ok() {
+        progress(&format!("image {tag} is up to date (same binaries), reusing it"));
+        return Ok(tag);
+    }
+    progress(&format!("building image {tag} (FROM scratch, {} files)", files.len()));
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, bytes, mode) in &files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(*mode);
+        header.set_cksum();
+        tar.append_data(&mut header, name, bytes.as_slice())
+            .map_err(|source| BackendError::Io { path: name.into(), source })?;
+    }
+    let context = tar.into_inner().map_err(|source| BackendError::Io { path: "build context".into(), source })?;
+    let options = BuildImageOptions { dockerfile: "Dockerfile".to_owned(), t: tag.clone(), rm: true, ..Default::default() };
+    let mut stream = docker.build_image(options, None, Some(bytes::Bytes::from(context)));
+    while let Some(item) = stream.next().await {
+        let info = item?;
+        if let Some(e) = info.error {
+            return Err(BackendError::Command(format!("image build failed: {e}")));
+        }
+        if let Some(s) = info.stream {
+            let s = s.trim();
+            if s.starts_with("Step ") {
+                progress(s);
+            }
+        }
+    }
+    Ok(tag)
+}
+
+/// Removes one project's resources, or every runner project's (`project = None`).
+#[derive(Clone, Debug)]
+pub struct DockerTeardown {
+    pub project: Option<String>,
+    pub compose: Option<(ComposeCli, PathBuf, String)>,
+}
+
+impl DockerTeardown {
+    pub async fn run(&self) -> Result<(), BackendError> {
+        if let Some((cli, file, image)) = &self.compose {
+            let project = self.project.as_deref().expect("compose teardown names its project");
+            // compose down first (it knows the order); the label sweep below catches the rest.
+            let _ = cli
+                .command()
+                .args(["-p", project, "-f"])
+                .arg(file)
+                .args(["down", "-v", "--remove-orphans", "--timeout", "2"])
+                .env("XP_IMAGE", image)
+                .env("XP_SUBNET", "10.0.0.0/24")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await;
+        }
+        let docker = connect().await?;
+        sweep(&docker, self.project.as_deref()).await.map(|_| ())
+    }
+}
+
+fn ours(labels: Option<&HashMap<String, String>>, project: Option<&str>) -> bool {
+    let Some(p) = labels.and_then(|l| l.get(PROJECT_LABEL)) else { return false };
+    match project {
+        Some(want) => p == want,
+        None => p.starts_with(PROJECT_PREFIX),
+    }
+}
+
+/// Removes containers, networks and volumes of `project` (or of every runner project).
+/// Returns how many of each were removed.
+pub async fn sweep(docker: &Docker, project: Option<&str>) -> Result<(usize, usize, usize), BackendError> {
+    let filters = HashMap::from([("label".to_owned(), vec![PROJECT_LABEL.to_owned()])]);
+    let containers = docker
+        .list_containers(Some(ListContainersOptions { all: true, filters: filters.clone(), ..Default::default() }))
+        .await?;
+    let mut counts = (0, 0, 0);
+    for c in containers.iter().filter(|c| ours(c.labels.as_ref(), project)) {
+        let id = c.id.clone().unwrap_or_default();
+        docker.remove_container(&id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() })).await?;
+        counts.0 += 1;
+    }
+    let networks = docker.list_networks(Some(ListNetworksOptions { filters: filters.clone() })).await?;
+    for n in networks.iter().filter(|n| ours(n.labels.as_ref(), project)) {
+        docker.remove_network(n.name.as_deref().unwrap_or_default()).await?;
+        counts.1 += 1;
+    }
+    let volumes = docker.list_volumes(Some(ListVolumesOptions { filters })).await?;
+    for v in volumes.volumes.unwrap_or_default().iter().filter(|v| ours(Some(&v.labels), project)) {
+        docker.remove_volume(&v.name, Some(RemoveVolumeOptions { force: true })).await?;
+        counts.2 += 1;
+    }
+    Ok(counts)
+}
+
+/// Where an isolated node was attached, to reattach it identically.
+#[derive(Clone, Debug)]
+struct Attachment {
+    network: String,
+    ip: String,
+    aliases: Vec<String>,
+}
+
+pub struct DockerBackend {
+    docker: Docker,
+    profile: Profile,
+    cli: ComposeCli,
+    project: String,
+    image: String,
+    subnet: String,
+    compose_file: PathBuf,
+    isolated: BTreeMap<String, Vec<Attachment>>,
+}
+
+impl DockerBackend {
+    /// A backend for a new project; nothing is created until `up`.
+    pub async fn new(docker: Docker, profile: Profile, cli: ComposeCli, image: String, project: String) -> Result<DockerBackend, BackendError> {
+        let subnet = free_subnet(&docker).await?;
+        let compose_file = profile.resolve(&profile.compose_file);
+        Ok(DockerBackend { docker, profile, cli, project, image, subnet, compose_file, isolated: BTreeMap::new() })
+    }
+
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    async fn compose(&self, args: &[&str]) -> Result<(), BackendError> {
+        let out = self
+            .cli
+            .command()
+            .args(["-p", &self.project, "-f"])
+            .arg(&self.compose_file)
+            .args(args)
+            .env("XP_IMAGE", &self.image)
+            .env("XP_SUBNET", &self.subnet)
+            .output()
+            .await
+            .map_err(|e| BackendError::Command(format!("{}: {e}", self.cli.describe())))?;
+        if !out.status.success() {
+            return Err(BackendError::Command(format!(
+                "{} {} failed: {}",
+                self.cli.describe(),
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The service container of `node` (found by labels).
+    async fn container(&self, node: &str) -> Result<String, BackendError> {
+        let service = &self.profile.node(node).ok_or_else(|| BackendError::Command(format!("no node {node:?}")))?.service;
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{PROJECT_LABEL}={}", self.project), format!("{SERVICE_LABEL}={service}")],
+        )]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions { all: true, filters, ..Default::default() }))
+            .await?;
+        list.iter()
+            .find(|c| !c.labels.as_ref().is_some_and(|l| l.contains_key(ONEOFF_LABEL)))
+            .and_then(|c| c.id.clone())
+            .ok_or_else(|| BackendError::Command(format!("no container for service {service} in project {}", self.project)))
+    }
+
+    async fn running(&self, id: &str) -> Result<bool, BackendError> {
+        let i = self.docker.inspect_container(id, None::<InspectContainerOptions>).await?;
+        Ok(i.state.and_then(|s| s.running).unwrap_or(false))
+    }
+}
+
+/// A /24 in 10.199.0.0/16 that no existing network uses.
+async fn free_subnet(docker: &Docker) -> Result<String, BackendError> {
+    let networks = docker.list_networks(None::<ListNetworksOptions<String>>).await?;
+    let used: Vec<String> = networks
+        .iter()
+        .filter_map(|n| n.ipam.as_ref()?.config.clone())
+        .flatten()
+        .filter_map(|c| c.subnet)
+        .collect();
+    let mut seed = [0u8; 1];
+    getrandom::getrandom(&mut seed).expect("random source");
+    for i in 0..=255u16 {
+        let x = (seed[0] as u16 + i) % 254 + 1;
+        let s = format!("10.199.{x}.0/24");
+        if !used.contains(&s) {
+            return Ok(s);
+        }
+    }
+    Err(BackendError::Command("no free 10.199.x.0/24 subnet for the cluster network".into()))
+}
+
+impl Backend for DockerBackend {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn supports(&self, _action: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn up(&mut self) -> Result<(), BackendError> {
+        self.compose(&["up", "-d"]).await?;
+        for n in self.profile.nodes.clone() {
+            let url = format!("{}{}", self.endpoint(&n.name).await?, self.profile.info_path);
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client");
+            poll(&format!("{} to answer {url}", n.name), Duration::from_secs(60), Duration::from_millis(100), || {
+                let (http, url) = (http.clone(), url.clone());
+                async move { http.get(&url).send().await.map(|_| ()).map_err(|e| e.to_string()) }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self, node: &str, timeout: Duration) -> Result<(), BackendError> {
+        let id = self.container(node).await?;
+        // Engines below API 1.42 take no signal on stop: this sends the image's stop signal
+        // (SIGTERM) and SIGKILL after `t` seconds.
+        let t = timeout.as_secs().max(1) as i64;
+        if let Err(e) = self.docker.unpause_container(&id).await {
+            let _ = e; // not paused: fine
+        }
+        self.docker.stop_container(&id, Some(StopContainerOptions { t })).await?;
+        Ok(())
+    }
+
+    async fn kill(&mut self, node: &str, signal: &str) -> Result<(), BackendError> {
+        let id = self.container(node).await?;
+        self.docker.kill_container(&id, Some(KillContainerOptions { signal })).await?;
+        if matches!(signal, "SIGKILL" | "SIGTERM" | "SIGINT") {
+            let docker = self.docker.clone();
+            poll(&format!("{node} to exit after {signal}"), Duration::from_secs(15), Duration::from_millis(20), || {
+                let (docker, id) = (docker.clone(), id.clone());
+                async move {
+                    let i = docker.inspect_container(&id, None::<InspectContainerOptions>).await.map_err(|e| e.to_string())?;
+                    if i.state.and_then(|s| s.running).unwrap_or(false) { Err("still running".into()) } else { Ok(()) }
+                }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn start(&mut self, node: &str) -> Result<(), BackendError> {
+        let id = self.container(node).await?;
+        if !self.running(&id).await? {
+            self.docker.start_container(&id, None::<StartContainerOptions<String>>).await?;
+        }
+        Ok(())
+    }
+
+    async fn pause(&mut self, node: &str) -> Result<(), BackendError> {
+        let id = self.container(node).await?;
+        Ok(self.docker.pause_container(&id).await?)
+    }
+
+    async fn unpause(&mut self, node: &str) -> Result<(), BackendError> {
+        let id = self.container(node).await?;
+        Ok(self.docker.unpause_container(&id).await?)
+    }
+
+    async fn isolate(&mut self, node: &str) -> Result<(), BackendError> {
+        let id = self.container(node).await?;
+        let info = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await?;
+        let networks = info.network_settings.and_then(|n| n.networks).unwrap_or_default();
+        let mut attachments = Vec::new();
+        for (network, ep) in networks {
+            let ip = ep.ip_address.clone().unwrap_or_default();
+            let aliases = ep.aliases.clone().unwrap_or_default();
+            self.docker
+                .disconnect_network(&network, DisconnectNetworkOptions { container: id.clone(), force: true })
+                .await?;
+            attachments.push(Attachment { network, ip, aliases });
+        }
+        self.isolated.insert(node.to_owned(), attachments);
+        Ok(())
+    }
+
+    async fn heal(&mut self, node: &str) -> Result<(), BackendError> {
+        let id = self.container(node).await?;
+        let Some(attachments) = self.isolated.remove(node) else {
+            return Err(BackendError::Command(format!("{node} is not isolated")));
+        };
+        for a in attachments {
+            // Same IPv4 address and DNS aliases: `network disconnect` dropped both.
+            let endpoint_config = EndpointSettings {
+                aliases: Some(a.aliases.clone()),
+                ipam_config: Some(EndpointIpamConfig { ipv4_address: Some(a.ip.clone()), ..Default::default() }),
+                ..Default::default()
+            };
+            self.docker
+                .connect_network(&a.network, ConnectNetworkOptions { container: id.clone(), endpoint_config })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn oneoff(&mut self, node: &str, cmd: &[String], timeout: Duration) -> Result<CmdOutput, BackendError> {
+        let service_id = self.container(node).await?;
+        let info = self.docker.inspect_container(&service_id, None::<InspectContainerOptions>).await?;
+        // The same volume and env file as the node's own container.
+        let binds: Vec<String> = info
+            .mounts
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| {
+                let src = m.name.clone().or(m.source.clone())?;
+                let dst = m.destination.clone()?;
+                let ro = if m.rw == Some(false) { ":ro" } else { "" };
+                Some(format!("{src}:{dst}{ro}"))
+            })
+            .collect();
+        let labels = HashMap::from([
+            (PROJECT_LABEL.to_owned(), self.project.clone()),
+            (ONEOFF_LABEL.to_owned(), node.to_owned()),
+        ]);
+        let config = Config {
+            image: Some(self.image.clone()),
+            entrypoint: Some(vec![format!("/{}", cmd[0])]),
+            cmd: Some(cmd[1..].to_vec()),
+            labels: Some(labels),
+            host_config: Some(HostConfig { binds: Some(binds), network_mode: Some("none".into()), ..Default::default() }),
+            ..Default::default()
+        };
+        let mut suffix = [0u8; 3];
+        getrandom::getrandom(&mut suffix).expect("random source");
+        let name = format!("{}-oneoff-{node}-{}", self.project, suffix.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let created = self.docker.create_container(Some(CreateContainerOptions { name: name.clone(), platform: None }), config).await?;
+        let result = async {
+            self.docker.start_container(&created.id, None::<StartContainerOptions<String>>).await?;
+            let mut wait = self.docker.wait_container(&created.id, None::<WaitContainerOptions<String>>);
+            let code = match tokio::time::timeout(timeout, wait.next()).await {
+                Err(_) => return Err(BackendError::Timeout { after: timeout, what: format!("running {}", cmd.join(" ")) }),
+                Ok(Some(Ok(r))) => r.status_code,
+                // bollard reports a non-zero exit as an error carrying the code.
+                Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
+                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(None) => -1,
+            };
+            let (mut stdout, mut stderr) = (String::new(), String::new());
+            let mut logs = self.docker.logs(
+                &created.id,
+                Some(LogsOptions::<String> { stdout: true, stderr: true, ..Default::default() }),
+            );
+            while let Some(item) = logs.next().await {
+                match item? {
+                    LogOutput::StdOut { message } => stdout.push_str(&String::from_utf8_lossy(&message)),
+                    LogOutput::StdErr { message } => stderr.push_str(&String::from_utf8_lossy(&message)),
+                    _ => {}
+                }
+            }
+            Ok(CmdOutput { code, stdout, stderr })
+        }
+        .await;
+        let _ = self
+            .docker
+            .remove_container(&created.id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+            .await;
+        result
+    }
+
+    async fn endpoint(&self, node: &str) -> Result<String, BackendError> {
+        let spec = self.profile.node(node).ok_or_else(|| BackendError::Command(format!("no node {node:?}")))?;
+        let id = self.container(node).await?;
+        let info = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await?;
+        let port = info
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|p| p.get(&format!("{}/tcp", spec.port)).cloned().flatten())
+            .and_then(|b| b.into_iter().find_map(|b| b.host_port))
+            .ok_or_else(|| BackendError::Command(format!("{node} has no published port (stopped or isolated?)")))?;
+        Ok(format!("http://127.0.0.1:{port}"))
+    }
+
+    async fn logs(&self, node: &str, lines: usize) -> String {
+        let Ok(id) = self.container(node).await else { return String::new() };
+        let mut out = String::new();
+        let mut logs = self.docker.logs(
+            &id,
+            Some(LogsOptions::<String> { stdout: true, stderr: true, tail: lines.to_string(), ..Default::default() }),
+        );
+        while let Some(Ok(item)) = logs.next().await {
+            out.push_str(&item.to_string());
+        }
+        out
+    }
+
+    fn teardown(&self) -> Teardown {
+        Teardown::Docker(DockerTeardown {
+            project: Some(self.project.clone()),
+            compose: Some((self.cli, self.compose_file.clone(), self.image.clone())),
+        })
+    }
+
+    fn keep_hint(&self) -> String {
+        format!(
+            "cluster kept as compose project {p}: inspect with `docker ps --filter label={PROJECT_LABEL}={p}`; \
+             remove it with `cargo xtask clean`",
+            p = self.project
+        )
+    }
+}

@@ -1,0 +1,105 @@
+//! Where a cluster runs: containers under docker compose, or processes on loopback.
+//!
+//! The engine drives a [`Backend`]; a backend knows nothing of scenarios, only of nodes by
+//! name and the profile's commands.
+
+pub mod docker;
+pub mod local;
+
+use std::time::Duration;
+
+pub use docker::DockerBackend;
+pub use local::LocalBackend;
+
+/// Signals a `kill` step may send.
+pub const SIGNALS: &[&str] = &["SIGKILL", "SIGTERM", "SIGINT", "SIGHUP", "SIGSTOP", "SIGCONT"];
+
+/// A backend operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The container engine refused or failed.
+    #[error("docker: {0}")]
+    Docker(#[from] bollard::errors::Error),
+    /// A command (compose, a node binary) failed.
+    #[error("{0}")]
+    Command(String),
+    /// A wait ran out.
+    #[error("timed out after {after:?} {what}")]
+    Timeout { after: Duration, what: String },
+    #[error("{path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// A one-off command's result.
+#[derive(Clone, Debug, Default)]
+pub struct CmdOutput {
+    pub code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// The operations a scenario needs from wherever the cluster runs.
+// The engine is generic over the backend (no `dyn`), so `Send` bounds on these futures are not
+// needed: the engine runs on one task.
+#[allow(async_fn_in_trait)]
+pub trait Backend {
+    fn name(&self) -> &'static str;
+    /// `Err(reason)` when this backend cannot do `action`; the scenario is then skipped.
+    fn supports(&self, action: &str) -> Result<(), String>;
+    /// Creates and starts every node.
+    async fn up(&mut self) -> Result<(), BackendError>;
+    /// SIGTERM, then SIGKILL after `timeout`.
+    async fn stop(&mut self, node: &str, timeout: Duration) -> Result<(), BackendError>;
+    async fn kill(&mut self, node: &str, signal: &str) -> Result<(), BackendError>;
+    async fn start(&mut self, node: &str) -> Result<(), BackendError>;
+    async fn pause(&mut self, node: &str) -> Result<(), BackendError>;
+    async fn unpause(&mut self, node: &str) -> Result<(), BackendError>;
+    async fn isolate(&mut self, node: &str) -> Result<(), BackendError>;
+    async fn heal(&mut self, node: &str) -> Result<(), BackendError>;
+    /// Runs `cmd` (first word: a profile binary) against the node's data and env file while the
+    /// node itself is stopped.
+    async fn oneoff(&mut self, node: &str, cmd: &[String], timeout: Duration) -> Result<CmdOutput, BackendError>;
+    /// The node's API base URL as reachable from the runner.
+    async fn endpoint(&self, node: &str) -> Result<String, BackendError>;
+    /// The last `lines` lines of the node's log.
+    async fn logs(&self, node: &str, lines: usize) -> String;
+    /// What to run to remove everything this run created, even after a panic or Ctrl-C.
+    fn teardown(&self) -> Teardown;
+    /// How a developer reaches the cluster when it is kept (`--keep`).
+    fn keep_hint(&self) -> String;
+}
+
+/// Everything needed to remove a run's resources, detached from the backend.
+#[derive(Clone, Debug)]
+pub enum Teardown {
+    Docker(docker::DockerTeardown),
+    Local(local::LocalTeardown),
+}
+
+impl Teardown {
+    pub async fn run(&self) -> Result<(), BackendError> {
+        match self {
+            Teardown::Docker(t) => t.run().await,
+            Teardown::Local(t) => t.run(),
+        }
+    }
+}
+
+/// Polls `f` every `every` until it is `Ok` or `timeout` passes; the error names the last failure.
+pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut f: F) -> Result<T, BackendError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        let last = match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        if start.elapsed() >= timeout {
+            return Err(BackendError::Timeout { after: timeout, what: format!("waiting for {what}; last saw: {last}") });
+        }
+        tokio::time::sleep(every).await;
+    }
+}

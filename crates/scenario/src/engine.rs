@@ -1,0 +1,814 @@
+//! The step engine: runs a parsed scenario against a backend, one step at a time, printing a
+//! line per step and recording a report.
+//!
+//! **The engine touches nodes only through the profile's public API and the backend**; it
+//! knows no system by name. Every wait is bounded and, when it runs out, says what each node
+//! last answered.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::backend::{Backend, BackendError};
+use crate::format::{references, Matcher, PlacedStep, Scenario, Selector, Step};
+use crate::profile::Profile;
+use crate::report::{NodeEvidence, Report, StepReport, StepStatus};
+
+/// What the runner tracks of each node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    Down,
+    Running,
+    Stopped,
+    Paused,
+    Isolated,
+}
+
+/// Options of one run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Seed of every random choice (e.g. `any-follower`).
+    pub seed: u64,
+    /// Print step lines to stdout.
+    pub verbose: bool,
+}
+
+/// A deterministic generator for the run's random choices (xorshift64*).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1) as u64) as usize
+    }
+}
+
+pub struct Engine<B: Backend> {
+    scenario: Scenario,
+    profile: Profile,
+    pub backend: B,
+    http: reqwest::Client,
+    states: BTreeMap<String, NodeState>,
+    captures: BTreeMap<String, Value>,
+    last_info: BTreeMap<String, Result<Value, String>>,
+    /// Writes the cluster acknowledged, by key.
+    written: BTreeMap<String, String>,
+    rng: Rng,
+    opts: RunOptions,
+    /// Secrets to blank out of anything printed or reported.
+    secrets: Vec<String>,
+}
+
+type StepResult = Result<String, String>;
+
+impl<B: Backend> Engine<B> {
+    pub fn new(scenario: Scenario, profile: Profile, backend: B, opts: RunOptions) -> Engine<B> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .connect_timeout(Duration::from_secs(1))
+            .build()
+            .expect("http client");
+        let states = profile.nodes.iter().map(|n| (n.name.clone(), NodeState::Down)).collect();
+        let secrets = profile
+            .nodes
+            .iter()
+            .filter_map(|n| profile.env_value(&n.name, &profile.admin_token_key))
+            .collect();
+        Engine {
+            scenario,
+            profile,
+            backend,
+            http,
+            states,
+            captures: BTreeMap::new(),
+            last_info: BTreeMap::new(),
+            written: BTreeMap::new(),
+            rng: Rng::new(opts.seed),
+            opts,
+            secrets,
+        }
+    }
+
+    fn redact(&self, s: &str) -> String {
+        self.secrets.iter().fold(s.to_owned(), |acc, sec| acc.replace(sec.as_str(), "***"))
+    }
+
+    /// Runs every step; stops at the first failure. The caller tears the cluster down.
+    pub async fn run(&mut self, report: &mut Report) {
+        let steps = self.scenario.steps.clone();
+        let total = steps.len();
+        for action in steps.iter().map(|s| s.step.action()) {
+            if let Err(reason) = self.backend.supports(action) {
+                report.skip(format!("step `{action}`: {reason}"));
+                self.say(&format!("SKIPPED: the {} backend cannot run this scenario: step `{action}`: {reason}", self.backend.name()));
+                return;
+            }
+        }
+        for (i, placed) in steps.iter().enumerate() {
+            let label = format!("[{:>2}/{total}] {:<8}", i + 1, placed.step.action());
+            if self.opts.verbose {
+                print!("{label} ");
+                let _ = std::io::stdout().flush();
+            }
+            let t = Instant::now();
+            let result = self.step(placed).await;
+            let took = t.elapsed();
+            let (status, detail) = match &result {
+                Ok(d) => (StepStatus::Passed, self.redact(d)),
+                Err(e) => (StepStatus::Failed, self.redact(e)),
+            };
+            if self.opts.verbose {
+                let mark = if status == StepStatus::Passed { "✓" } else { "✗" };
+                let first = detail.lines().next().unwrap_or("");
+                println!("{first:<60} {mark} {:>6.2}s", took.as_secs_f64());
+                for more in detail.lines().skip(1) {
+                    println!("             {more}");
+                }
+            }
+            report.steps.push(StepReport {
+                index: i + 1,
+                line: placed.line,
+                action: placed.step.action().into(),
+                status,
+                duration_ms: took.as_millis() as u64,
+                detail,
+            });
+            if status == StepStatus::Failed {
+                report.fail(format!("step {} ({}, line {}) failed", i + 1, placed.step.action(), placed.line));
+                self.collect_evidence(report).await;
+                return;
+            }
+        }
+        report.pass();
+    }
+
+    fn say(&self, s: &str) {
+        if self.opts.verbose {
+            println!("{s}");
+        }
+    }
+
+    fn timeout(&self, t: Option<crate::format::Dur>) -> Duration {
+        t.map(|d| d.0).unwrap_or(self.scenario.default_timeout())
+    }
+
+    /// Each node's last info answer and log tail, for the report of a failed run.
+    pub async fn collect_evidence(&mut self, report: &mut Report) {
+        for n in self.profile.nodes.clone() {
+            let info = match self.fetch_info(&n.name).await {
+                Ok(v) => v,
+                Err(e) => self.last_info.get(&n.name).cloned().and_then(|r| r.ok()).unwrap_or(Value::String(e)),
+            };
+            let log_tail = self.redact(&self.backend.logs(&n.name, 200).await);
+            report.evidence.push(NodeEvidence { node: n.name.clone(), state: format!("{:?}", self.states[&n.name]), info, log_tail });
+        }
+    }
+
+    async fn fetch_info(&mut self, node: &str) -> Result<Value, String> {
+        let res = async {
+            let base = self.backend.endpoint(node).await.map_err(|e| e.to_string())?;
+            let r = self.http.get(format!("{base}{}", self.profile.info_path)).send().await.map_err(|e| format!("unreachable: {e}"))?;
+            if !r.status().is_success() {
+                return Err(format!("answered {}", r.status()));
+            }
+            r.json::<Value>().await.map_err(|e| format!("bad JSON: {e}"))
+        }
+        .await;
+        self.last_info.insert(node.to_owned(), res.clone());
+        res
+    }
+
+    fn running(&self) -> Vec<String> {
+        self.states.iter().filter(|(_, s)| **s == NodeState::Running).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// The current leader among running nodes (highest term wins a tie of stale leaders).
+    async fn current_leader(&mut self) -> Result<String, String> {
+        let mut best: Option<(u64, String)> = None;
+        let mut seen = Vec::new();
+        for n in self.running() {
+            match self.fetch_info(&n).await {
+                Ok(v) => {
+                    let role = v[&self.profile.role_field].as_str().unwrap_or("?").to_owned();
+                    let term = v[&self.profile.term_field].as_u64().unwrap_or(0);
+                    seen.push(format!("{n}={role}(term {term})"));
+                    if role == self.profile.leader_role && best.as_ref().is_none_or(|(t, _)| term > *t) {
+                        best = Some((term, n));
+                    }
+                }
+                Err(e) => seen.push(format!("{n}: {e}")),
+            }
+        }
+        best.map(|(_, n)| n).ok_or_else(|| format!("no leader among running nodes: {}", if seen.is_empty() { "none running".into() } else { seen.join(", ") }))
+    }
+
+    async fn followers(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for n in self.running() {
+            if let Ok(v) = self.fetch_info(&n).await {
+                if v[&self.profile.role_field] == self.profile.follower_role.as_str() {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+
+    /// Resolves a selector once.
+    async fn resolve_once(&mut self, sel: &Selector) -> Result<Vec<String>, String> {
+        let mut out: Vec<String> = Vec::new();
+        for word in &sel.0 {
+            let names = match word.as_str() {
+                "all" => self.profile.nodes.iter().map(|n| n.name.clone()).collect(),
+                "running" => self.running(),
+                "leader" => vec![self.current_leader().await?],
+                "followers" => self.followers().await,
+                "any-follower" => {
+                    let f = self.followers().await;
+                    if f.is_empty() {
+                        return Err("no follower among running nodes".into());
+                    }
+                    vec![f[self.rng.below(f.len())].clone()]
+                }
+                w => match w.strip_prefix("${").and_then(|w| w.strip_suffix('}')) {
+                    Some(cap) => {
+                        let v = self.captures.get(cap).ok_or_else(|| format!("nothing captured as {cap:?}"))?;
+                        let name = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                        let node = self
+                            .profile
+                            .nodes
+                            .iter()
+                            .find(|n| n.name == name)
+                            .ok_or_else(|| format!("capture {cap:?} is {v}, not a node name"))?;
+                        vec![node.name.clone()]
+                    }
+                    None => vec![w.to_owned()],
+                },
+            };
+            for n in names {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolves a selector, waiting (bounded) while it names a role nobody holds yet.
+    async fn resolve(&mut self, sel: &Selector, timeout: Duration) -> Result<Vec<String>, String> {
+        let start = Instant::now();
+        loop {
+            match self.resolve_once(sel).await {
+                Ok(v) if !v.is_empty() => return Ok(v),
+                Ok(_) if start.elapsed() >= timeout => return Err(format!("`{sel}` selects no node")),
+                Err(e) if start.elapsed() >= timeout => return Err(format!("resolving `{sel}` after {timeout:?}: {e}")),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    async fn resolve_one(&mut self, sel: &Selector, timeout: Duration) -> Result<String, String> {
+        let v = self.resolve(sel, timeout).await?;
+        Ok(v[0].clone())
+    }
+
+    fn set_state(&mut self, nodes: &[String], s: NodeState) {
+        for n in nodes {
+            self.states.insert(n.clone(), s);
+        }
+    }
+
+    async fn step(&mut self, placed: &PlacedStep) -> StepResult {
+        let be = |e: BackendError| e.to_string();
+        match &placed.step {
+            Step::Up(_) => {
+                self.backend.up().await.map_err(be)?;
+                let all: Vec<String> = self.profile.nodes.iter().map(|n| n.name.clone()).collect();
+                self.set_state(&all, NodeState::Running);
+                Ok(format!("{} nodes up", all.len()))
+            }
+            Step::Down(_) => {
+                self.backend.teardown().run().await.map_err(be)?;
+                let all: Vec<String> = self.profile.nodes.iter().map(|n| n.name.clone()).collect();
+                self.set_state(&all, NodeState::Down);
+                Ok("cluster removed".into())
+            }
+            Step::Stop(s) | Step::Restart(s) => {
+                let t = self.timeout(s.timeout);
+                let nodes = self.resolve(s.nodes.get_ref(), t).await?;
+                for n in &nodes {
+                    self.backend.stop(n, Duration::from_secs(10)).await.map_err(be)?;
+                }
+                self.set_state(&nodes, NodeState::Stopped);
+                if matches!(placed.step, Step::Restart(_)) {
+                    for n in &nodes {
+                        self.backend.start(n).await.map_err(be)?;
+                    }
+                    self.set_state(&nodes, NodeState::Running);
+                }
+                Ok(describe(s.nodes.get_ref(), &nodes))
+            }
+            Step::Kill(k) => {
+                let nodes = self.resolve(k.nodes.get_ref(), self.scenario.default_timeout()).await?;
+                let sig = k.signal.as_ref().map(|s| s.get_ref().clone()).unwrap_or_else(|| "SIGKILL".into());
+                for n in &nodes {
+                    self.backend.kill(n, &sig).await.map_err(be)?;
+                }
+                let state = match sig.as_str() {
+                    "SIGKILL" | "SIGTERM" | "SIGINT" => Some(NodeState::Stopped),
+                    "SIGSTOP" => Some(NodeState::Paused),
+                    "SIGCONT" => Some(NodeState::Running),
+                    _ => None,
+                };
+                if let Some(s) = state {
+                    self.set_state(&nodes, s);
+                }
+                Ok(format!("{} ({sig})", describe(k.nodes.get_ref(), &nodes)))
+            }
+            Step::Start(s) => {
+                let nodes = self.resolve(s.nodes.get_ref(), self.timeout(s.timeout)).await?;
+                for n in &nodes {
+                    self.backend.start(n).await.map_err(be)?;
+                }
+                self.set_state(&nodes, NodeState::Running);
+                Ok(describe(s.nodes.get_ref(), &nodes))
+            }
+            Step::Pause(s) | Step::Unpause(s) | Step::Isolate(s) | Step::Heal(s) => {
+                let nodes = self.resolve(s.nodes.get_ref(), self.timeout(s.timeout)).await?;
+                for n in &nodes {
+                    match &placed.step {
+                        Step::Pause(_) => self.backend.pause(n).await,
+                        Step::Unpause(_) => self.backend.unpause(n).await,
+                        Step::Isolate(_) => self.backend.isolate(n).await,
+                        _ => self.backend.heal(n).await,
+                    }
+                    .map_err(be)?;
+                }
+                let state = match &placed.step {
+                    Step::Pause(_) => NodeState::Paused,
+                    Step::Isolate(_) => NodeState::Isolated,
+                    _ => NodeState::Running,
+                };
+                self.set_state(&nodes, state);
+                Ok(describe(s.nodes.get_ref(), &nodes))
+            }
+            Step::Wipe(s) => {
+                let nodes = self.resolve(s.nodes.get_ref(), self.timeout(s.timeout)).await?;
+                for n in &nodes {
+                    self.require_stopped(n, "wipe")?;
+                    let out = self.backend.oneoff(n, &self.profile.wipe.clone(), Duration::from_secs(60)).await.map_err(be)?;
+                    if out.code != 0 {
+                        return Err(format!("wipe of {n} exited {}: {}", out.code, out.stderr.trim()));
+                    }
+                }
+                Ok(describe(s.nodes.get_ref(), &nodes))
+            }
+            Step::Recover(r) => {
+                let node = self.resolve_one(r.node.get_ref(), self.scenario.default_timeout()).await?;
+                self.require_stopped(&node, "recover")?;
+                let mut cmd = self.profile.recover.clone();
+                cmd.extend(r.args.iter().cloned());
+                let out = self.backend.oneoff(&node, &cmd, Duration::from_secs(300)).await.map_err(be)?;
+                check_output(&cmd, &out, r.expect_exit, &r.stdout_contains, &[])?;
+                Ok(format!("{node}: {} exited {}", cmd.join(" "), out.code))
+            }
+            Step::Ops(o) => {
+                let node = self.resolve_one(o.node.get_ref(), self.scenario.default_timeout()).await?;
+                let mut cmd = Vec::new();
+                for w in o.run.get_ref() {
+                    cmd.push(self.interpolate_str(w, &node).await?);
+                }
+                let out = self.backend.oneoff(&node, &cmd, self.timeout(o.timeout)).await.map_err(be)?;
+                check_output(&cmd, &out, o.expect_exit, &o.stdout_contains, &o.stderr_contains)?;
+                Ok(format!("{node}: {} exited {}", cmd.join(" "), out.code))
+            }
+            Step::Join(j) => self.join(j).await,
+            Step::Expect(e) => self.expect(e, &placed.matchers).await,
+            Step::Write(w) => self.write(w).await,
+            Step::Read(r) => self.read(r).await,
+            Step::Sleep(s) => {
+                tokio::time::sleep(s.duration.0).await;
+                Ok(format!("{:?}", s.duration.0))
+            }
+        }
+    }
+
+    fn require_stopped(&self, node: &str, what: &str) -> Result<(), String> {
+        match self.states.get(node) {
+            Some(NodeState::Stopped) => Ok(()),
+            Some(s) => Err(format!("{what} needs {node} stopped, but it is {s:?}; add a `stop` step before it")),
+            None => Err(format!("no node {node:?}")),
+        }
+    }
+
+    async fn join(&mut self, j: &crate::format::Join) -> StepResult {
+        let timeout = self.timeout(j.timeout);
+        let node = self.resolve_one(j.node.get_ref(), timeout).await?;
+        self.require_stopped(&node, "join")?;
+        let via_sel = j.via.as_ref().map(|v| v.get_ref().clone()).unwrap_or_else(|| Selector(vec!["leader".into()]));
+        let via = self.resolve_one(&via_sel, timeout).await?;
+        let admin = self
+            .profile
+            .env_value(&via, &self.profile.admin_token_key)
+            .ok_or_else(|| format!("{via}'s env file has no {}", self.profile.admin_token_key))?;
+        let ttl = j.ttl_seconds.unwrap_or(self.profile.join.token_ttl_seconds);
+        let start = Instant::now();
+        let token = loop {
+            let base = self.backend.endpoint(&via).await.map_err(|e| e.to_string())?;
+            let res = self
+                .http
+                .post(format!("{base}{}", self.profile.join.token_path))
+                .bearer_auth(&admin)
+                .json(&serde_json::json!({ "ttl_seconds": ttl }))
+                .send()
+                .await;
+            let last = match res {
+                Ok(r) if r.status().is_success() => {
+                    let v: Value = r.json().await.map_err(|e| e.to_string())?;
+                    match v[&self.profile.join.token_field].as_str() {
+                        Some(t) => break t.to_owned(),
+                        None => format!("no {} in the answer", self.profile.join.token_field),
+                    }
+                }
+                Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => e.to_string(),
+            };
+            if start.elapsed() >= timeout {
+                return Err(format!("could not create a join token on {via} within {timeout:?}; last answer: {last}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        self.secrets.push(token.clone());
+        let cmd: Vec<String> = self.profile.join.command.iter().map(|w| w.replace("{token}", &token)).collect();
+        let out = self.backend.oneoff(&node, &cmd, Duration::from_secs(60)).await.map_err(|e| e.to_string())?;
+        if out.code != 0 {
+            return Err(self.redact(&format!("join command for {node} exited {}: {}", out.code, out.stderr.trim())));
+        }
+        self.backend.start(&node).await.map_err(|e| e.to_string())?;
+        self.set_state(&[node.clone()], NodeState::Running);
+        Ok(format!("{node} joins via {via} (token from {via}, node started)"))
+    }
+
+    /// The value of a `${reference}` for node `this`.
+    async fn reference(&mut self, r: &str, this: &str) -> Result<Value, String> {
+        match r.split_once('.') {
+            Some((who, field)) => {
+                let node = match who {
+                    "self" => this.to_owned(),
+                    "leader" => self.current_leader().await?,
+                    n if self.profile.node(n).is_some() => n.to_owned(),
+                    cap => match self.captures.get(cap) {
+                        Some(Value::String(name)) => name.clone(),
+                        other => return Err(format!("${{{r}}}: capture {cap:?} is {other:?}, not a node name")),
+                    },
+                };
+                let info = match self.last_info.get(&node) {
+                    Some(Ok(v)) if node != this => v.clone(),
+                    _ => self.fetch_info(&node).await.map_err(|e| format!("${{{r}}}: {node} {e}"))?,
+                };
+                let v = info.get(field).cloned().ok_or_else(|| format!("${{{r}}}: {node}'s info has no field {field:?}"))?;
+                Ok(v)
+            }
+            None => self.captures.get(r).cloned().ok_or_else(|| format!("${{{r}}} is not captured")),
+        }
+    }
+
+    async fn interpolate_str(&mut self, s: &str, this: &str) -> Result<String, String> {
+        let mut out = s.to_owned();
+        for r in references(s) {
+            let v = self.reference(r, this).await?;
+            let text = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+            out = out.replace(&format!("${{{r}}}"), &text);
+        }
+        Ok(out)
+    }
+
+    /// Resolves references inside a matcher value; a string that is exactly one reference
+    /// takes the referenced value's type (so `"${self.node_id}"` compares as a number).
+    async fn interpolate(&mut self, v: &Value, this: &str) -> Result<Value, String> {
+        Ok(match v {
+            Value::String(s) => {
+                let refs = references(s);
+                if refs.len() == 1 && s == &format!("${{{}}}", refs[0]) {
+                    self.reference(refs[0], this).await?
+                } else {
+                    Value::String(Box::pin(self.interpolate_str(s, this)).await?)
+                }
+            }
+            Value::Array(a) => {
+                let mut out = Vec::new();
+                for x in a {
+                    out.push(Box::pin(self.interpolate(x, this)).await?);
+                }
+                Value::Array(out)
+            }
+            other => other.clone(),
+        })
+    }
+
+    async fn expect(&mut self, e: &crate::format::Expect, matchers: &[(String, Matcher)]) -> StepResult {
+        let timeout = self.timeout(e.timeout);
+        let sel = e.nodes.as_ref().map(|n| n.get_ref().clone()).unwrap_or_else(|| Selector(vec!["running".into()]));
+        let start = Instant::now();
+        loop {
+            let attempt = self.expect_once(&sel, matchers).await;
+            match attempt {
+                Ok((nodes, summary)) => {
+                    let first = nodes[0].clone();
+                    for (name, field) in &e.capture {
+                        let info = self.last_info.get(&first).cloned().and_then(|r| r.ok()).unwrap_or_default();
+                        let v = info.get(field.get_ref()).cloned().unwrap_or(Value::Null);
+                        self.captures.insert(name.clone(), v);
+                    }
+                    let caps = if e.capture.is_empty() {
+                        String::new()
+                    } else {
+                        let c: Vec<String> = e.capture.keys().map(|k| format!("{k}={}", self.captures[k])).collect();
+                        format!("; captured {}", c.join(", "))
+                    };
+                    return Ok(format!("{} on {}{caps} (after {:.2}s)", summary, nodes.join(", "), start.elapsed().as_secs_f64()));
+                }
+                Err(why) if start.elapsed() >= timeout => {
+                    let mut msg = format!("not met within {timeout:?}: {why}\nlast answers:");
+                    for n in self.profile.nodes.iter().map(|n| n.name.clone()) {
+                        let last = match self.last_info.get(&n) {
+                            Some(Ok(v)) => compact(v, &matchers.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>()),
+                            Some(Err(e)) => e.clone(),
+                            None => "(not asked)".into(),
+                        };
+                        msg.push_str(&format!("\n  {n} [{:?}]: {last}", self.states[&n]));
+                    }
+                    return Err(msg);
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    async fn expect_once(&mut self, sel: &Selector, matchers: &[(String, Matcher)]) -> Result<(Vec<String>, String), String> {
+        let nodes = self.resolve_once(sel).await?;
+        if nodes.is_empty() {
+            return Err(format!("`{sel}` selects no node"));
+        }
+        let mut infos = Vec::new();
+        for n in &nodes {
+            infos.push(self.fetch_info(n).await.map_err(|e| format!("{n}: {e}"))?);
+        }
+        for (field, m) in matchers {
+            if *m == Matcher::Same {
+                let vals: Vec<&Value> = infos.iter().map(|i| &i[field]).collect();
+                if vals.iter().any(|v| *v != vals[0]) || vals[0].is_null() {
+                    let shown: Vec<String> = nodes.iter().zip(&vals).map(|(n, v)| format!("{n}={v}")).collect();
+                    return Err(format!("{field} differs: {}", shown.join(", ")));
+                }
+                continue;
+            }
+            for (n, info) in nodes.iter().zip(&infos) {
+                let actual = info.get(field).cloned().unwrap_or(Value::Null);
+                let m = match m {
+                    Matcher::Eq(v) => Matcher::Eq(self.interpolate(v, n).await?),
+                    Matcher::Ne(v) => Matcher::Ne(self.interpolate(v, n).await?),
+                    Matcher::Contains(v) => Matcher::Contains(self.interpolate(v, n).await?),
+                    Matcher::OneOf(vs) => {
+                        let mut out = Vec::new();
+                        for v in vs {
+                            out.push(self.interpolate(v, n).await?);
+                        }
+                        Matcher::OneOf(out)
+                    }
+                    other => other.clone(),
+                };
+                if !matches(&m, &actual) {
+                    return Err(format!("{n}: {field} is {actual}, expected {m}"));
+                }
+            }
+        }
+        let summary: Vec<String> = matchers.iter().map(|(f, m)| format!("{f} {m}")).collect();
+        Ok((nodes, summary.join(", ")))
+    }
+
+    fn kv_url(&self, base: &str, key: &str) -> String {
+        format!("{base}{}", self.profile.kv_path.replace("{key}", key))
+    }
+
+    async fn write(&mut self, w: &crate::format::Write) -> StepResult {
+        let timeout = self.timeout(w.timeout);
+        let via_sel = w.via.as_ref().map(|v| v.get_ref().clone()).unwrap_or_else(|| Selector(vec!["leader".into()]));
+        let mut keys: Vec<(String, String)> = w.keys.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let prefix = w.prefix.clone().unwrap_or_else(|| "key".into());
+        for i in 0..w.count {
+            keys.push((format!("{prefix}-{i}"), format!("{prefix}-value-{i}")));
+        }
+        let start = Instant::now();
+        let mut via_used = String::new();
+        for (k, v) in &keys {
+            loop {
+                let attempt = async {
+                    let via = self.resolve_one(&via_sel, timeout).await?;
+                    let base = self.backend.endpoint(&via).await.map_err(|e| e.to_string())?;
+                    let r = self
+                        .http
+                        .put(self.kv_url(&base, k))
+                        .json(&serde_json::json!({ "value": v }))
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if r.status().is_success() {
+                        Ok(via)
+                    } else {
+                        Err(format!("{} {}", r.status(), r.text().await.unwrap_or_default()))
+                    }
+                }
+                .await;
+                match attempt {
+                    Ok(via) => {
+                        via_used = via;
+                        self.written.insert(k.clone(), v.clone());
+                        break;
+                    }
+                    Err(e) if start.elapsed() >= timeout => return Err(format!("write of {k:?} not acknowledged within {timeout:?}: {e}")),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+        Ok(format!("{} keys acknowledged via {via_used}", keys.len()))
+    }
+
+    async fn read(&mut self, r: &crate::format::Read) -> StepResult {
+        let timeout = self.timeout(r.timeout);
+        let via_sel = r.via.as_ref().map(|v| v.get_ref().clone()).unwrap_or_else(|| Selector(vec!["leader".into()]));
+        let mut keys: BTreeMap<String, String> = r.keys.clone();
+        if r.all_written {
+            keys.extend(self.written.clone());
+        }
+        let nodes = self.resolve(&via_sel, timeout).await?;
+        let start = Instant::now();
+        for n in &nodes {
+            for (k, want) in &keys {
+                loop {
+                    let got = async {
+                        let base = self.backend.endpoint(n).await.map_err(|e| e.to_string())?;
+                        let res = self.http.get(self.kv_url(&base, k)).send().await.map_err(|e| e.to_string())?;
+                        if res.status() == reqwest::StatusCode::NOT_FOUND {
+                            return Ok(None);
+                        }
+                        if !res.status().is_success() {
+                            return Err(format!("{} {}", res.status(), res.text().await.unwrap_or_default()));
+                        }
+                        let v: Value = res.json().await.map_err(|e| e.to_string())?;
+                        Ok(v["value"].as_str().map(str::to_owned))
+                    }
+                    .await;
+                    match got {
+                        Ok(Some(v)) if &v == want => break,
+                        Ok(other) if start.elapsed() >= timeout => {
+                            return Err(format!("via {n}: {k:?} is {other:?}, expected {want:?}"));
+                        }
+                        Err(e) if start.elapsed() >= timeout => return Err(format!("via {n}: reading {k:?}: {e}")),
+                        _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            }
+        }
+        Ok(format!("{} keys read back via {}", keys.len(), nodes.join(", ")))
+    }
+}
+
+fn describe(sel: &Selector, nodes: &[String]) -> String {
+    let names = nodes.join(", ");
+    if sel.0.len() == 1 && sel.0[0] == names {
+        names
+    } else {
+        format!("{sel} → {names}")
+    }
+}
+
+fn check_output(cmd: &[String], out: &crate::backend::CmdOutput, exit: i64, stdout: &[String], stderr: &[String]) -> Result<(), String> {
+    let tail = |s: &str| s.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    if out.code != exit {
+        return Err(format!(
+            "{} exited {}, expected {exit}\nstdout:\n{}\nstderr:\n{}",
+            cmd.join(" "),
+            out.code,
+            tail(&out.stdout),
+            tail(&out.stderr)
+        ));
+    }
+    for want in stdout {
+        if !out.stdout.contains(want.as_str()) {
+            return Err(format!("stdout of {} lacks {want:?}:\n{}", cmd.join(" "), tail(&out.stdout)));
+        }
+    }
+    for want in stderr {
+        if !out.stderr.contains(want.as_str()) {
+            return Err(format!("stderr of {} lacks {want:?}:\n{}", cmd.join(" "), tail(&out.stderr)));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `actual` satisfies `m` (`Same` is checked across nodes by the caller).
+pub fn matches(m: &Matcher, actual: &Value) -> bool {
+    let num = actual.as_f64();
+    match m {
+        Matcher::Eq(v) => loose_eq(actual, v),
+        Matcher::Ne(v) => !loose_eq(actual, v),
+        Matcher::OneOf(vs) => vs.iter().any(|v| loose_eq(actual, v)),
+        Matcher::NotEmpty => match actual {
+            Value::Null => false,
+            Value::String(s) => !s.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            _ => true,
+        },
+        Matcher::Same => true,
+        Matcher::Gt(n) => num.is_some_and(|x| x > *n),
+        Matcher::Ge(n) => num.is_some_and(|x| x >= *n),
+        Matcher::Lt(n) => num.is_some_and(|x| x < *n),
+        Matcher::Le(n) => num.is_some_and(|x| x <= *n),
+        Matcher::Contains(v) => actual.as_array().is_some_and(|a| a.iter().any(|x| loose_eq(x, v))),
+        Matcher::Len(n) => match actual {
+            Value::Array(a) => a.len() as u64 == *n,
+            Value::String(s) => s.len() as u64 == *n,
+            _ => false,
+        },
+    }
+}
+
+/// Equality where numbers compare by value (1 == 1.0).
+fn loose_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| loose_eq(p, q)),
+        _ => a == b,
+    }
+}
+
+/// The fields an expectation looks at, plus role and term, on one line.
+fn compact(v: &Value, fields: &[String]) -> String {
+    let mut keys: Vec<&str> = vec!["role", "term", "leader_id"];
+    keys.extend(fields.iter().map(String::as_str));
+    keys.dedup();
+    let mut seen = Vec::new();
+    let parts: Vec<String> = keys
+        .into_iter()
+        .filter(|k| {
+            let new = !seen.contains(k);
+            seen.push(k);
+            new
+        })
+        .filter_map(|k| v.get(k).map(|x| format!("{k}={x}")))
+        .collect();
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn matcher_table() {
+        let cases: &[(Matcher, Value, bool)] = &[
+            (Matcher::Eq(json!("leader")), json!("leader"), true),
+            (Matcher::Eq(json!(1)), json!(1.0), true),
+            (Matcher::Eq(json!([1])), json!([1]), true),
+            (Matcher::Eq(json!([1])), json!([1, 2]), false),
+            (Matcher::Ne(json!("")), json!(""), false),
+            (Matcher::OneOf(vec![json!("leader"), json!("follower")]), json!("follower"), true),
+            (Matcher::OneOf(vec![json!("leader")]), json!("candidate"), false),
+            (Matcher::NotEmpty, json!(""), false),
+            (Matcher::NotEmpty, json!([]), false),
+            (Matcher::NotEmpty, json!("x"), true),
+            (Matcher::NotEmpty, Value::Null, false),
+            (Matcher::Gt(2.0), json!(3), true),
+            (Matcher::Gt(2.0), json!(2), false),
+            (Matcher::Ge(2.0), json!(2), true),
+            (Matcher::Lt(2.0), json!("1"), false),
+            (Matcher::Le(2.0), json!(2), true),
+            (Matcher::Contains(json!(4)), json!([1, 4]), true),
+            (Matcher::Contains(json!(5)), json!([1, 4]), false),
+            (Matcher::Len(1), json!([7]), true),
+            (Matcher::Len(2), json!("ab"), true),
+        ];
+        for (m, actual, want) in cases {
+            assert_eq!(matches(m, actual), *want, "{m} on {actual}");
+        }
+    }
+
+    #[test]
+    fn rng_is_reproducible() {
+        let a: Vec<usize> = (0..5).scan(Rng::new(42), |r, _| Some(r.below(3))).collect();
+        let b: Vec<usize> = (0..5).scan(Rng::new(42), |r, _| Some(r.below(3))).collect();
+        assert_eq!(a, b);
+        assert!(a.iter().all(|x| *x < 3));
+    }
+}

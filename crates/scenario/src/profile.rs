@@ -1,0 +1,129 @@
+//! Cluster profiles: everything the runner knows about a particular system under test.
+//!
+//! The step engine only speaks in profile terms (info endpoint, role field, recovery command,
+//! join procedure); `compose/xp-3.profile.toml` fills them in for the xp cluster. Another system
+//! (a 5-node variant, etcd) is another profile file, not engine code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_PROFILE: &str = "xp-3";
+
+/// A profile file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("cannot read profile {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    pub name: String,
+    /// Compose service name.
+    pub service: String,
+    /// The URL peers use inside the cluster network.
+    pub api_base_url: String,
+    /// Port the node listens on inside its container.
+    pub port: u16,
+    /// The node's env file, relative to the profile.
+    pub env_file: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinSpec {
+    pub token_path: String,
+    pub token_ttl_seconds: u64,
+    pub token_field: String,
+    /// Command run for the joining node; `{token}` is replaced by the token.
+    pub command: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSpec {
+    /// Flag the binaries take to name the env file.
+    pub env_file_flag: String,
+    /// Env keys set for a local run; `{data_dir}`, `{port}`, `{node}` are filled in.
+    pub set: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    pub summary: String,
+    pub compose_file: PathBuf,
+    pub dockerfile: PathBuf,
+    pub image_repo: String,
+    /// Binaries copied into the image (from the build) and runnable by `ops` steps.
+    pub binaries: Vec<String>,
+    /// Where the env file is mounted and where the data volume is, inside containers.
+    pub env_file_in_container: String,
+    pub data_dir_in_container: String,
+    /// Env key holding the admin token (read from each node's env file, never printed).
+    pub admin_token_key: String,
+    pub info_path: String,
+    /// Known fields of the info answer (for validating `expect`); empty: any.
+    #[serde(default)]
+    pub info_fields: Vec<String>,
+    pub role_field: String,
+    pub leader_role: String,
+    pub follower_role: String,
+    pub node_id_field: String,
+    pub leader_id_field: String,
+    pub term_field: String,
+    /// `{key}` is replaced; PUT sends `{"value": v}`, GET answers `{"value": v}`.
+    pub kv_path: String,
+    pub run: Vec<String>,
+    pub recover: Vec<String>,
+    pub wipe: Vec<String>,
+    pub join: JoinSpec,
+    pub local: LocalSpec,
+    #[serde(rename = "node")]
+    pub nodes: Vec<NodeSpec>,
+    /// The directory the profile was loaded from; relative paths are resolved against it.
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+impl Profile {
+    pub fn load(path: &Path) -> Result<Profile, ProfileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read { path: path.to_owned(), source })?;
+        let mut p: Profile = toml::from_str(&text)
+            .map_err(|e| ProfileError::Invalid { path: path.to_owned(), message: e.to_string() })?;
+        p.dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+        if p.nodes.is_empty() {
+            return Err(ProfileError::Invalid { path: path.to_owned(), message: "no [[node]]".into() });
+        }
+        Ok(p)
+    }
+
+    /// `compose/<name>.profile.toml` under `root`.
+    pub fn path_for(root: &Path, name: &str) -> PathBuf {
+        root.join("compose").join(format!("{name}.profile.toml"))
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeSpec> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn resolve(&self, rel: &Path) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// The value of `key` in a node's env file.
+    pub fn env_value(&self, node: &str, key: &str) -> Option<String> {
+        let spec = self.node(node)?;
+        let text = std::fs::read_to_string(self.resolve(&spec.env_file)).ok()?;
+        text.lines()
+            .filter_map(|l| l.trim().split_once('='))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+    }
+}

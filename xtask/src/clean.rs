@@ -1,0 +1,25 @@
+//! `cargo xtask clean`: removes what a killed runner left behind, found by labels (docker) and
+//! by command line (local processes).
+
+use anyhow::Result;
+use scenario::backend::{docker, local};
+
+pub async fn run() -> Result<()> {
+    match docker::connect().await {
+        Ok(d) => {
+            let (c, n, v) = docker::sweep(&d, None).await?;
+            println!(
+                "docker: removed {c} container(s), {n} network(s), {v} volume(s) of compose projects {}*",
+                docker::PROJECT_PREFIX
+            );
+        }
+        Err(e) => println!("docker: no engine answered ({e}); nothing to clean there"),
+    }
+    let runs = crate::scenario::local_runs_dir();
+    let killed = local::kill_processes_under(&runs);
+    if runs.exists() {
+        std::fs::remove_dir_all(&runs)?;
+    }
+    println!("local: killed {killed} process(es), removed {}", runs.display());
+    Ok(())
+}

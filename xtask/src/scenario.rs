@@ -1,0 +1,303 @@
+//! `cargo xtask scenario`: parse scenarios, pick a backend, build the binaries (and image),
+//! run each scenario with guaranteed teardown, write reports.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use std::panic::AssertUnwindSafe;
+
+use anyhow::{bail, Context, Result};
+use futures_util::FutureExt;
+use scenario::backend::docker::{self, ComposeCli, DockerBackend};
+use scenario::backend::{Backend, LocalBackend, Teardown};
+use scenario::engine::{Engine, RunOptions};
+use scenario::format::{self, Scenario};
+use scenario::profile::Profile;
+use scenario::report::{junit, Outcome, Report};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Scenario names (files under scenarios/) or paths.
+    names: Vec<String>,
+    /// Run every scenario under scenarios/.
+    #[arg(long)]
+    all: bool,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    list: bool,
+    /// Where the cluster runs: docker, local, or auto (docker when an engine answers).
+    #[arg(long, default_value = "auto", value_parser = ["docker", "local", "auto"])]
+    backend: String,
+    /// Leave the cluster running afterwards and print how to reach and remove it.
+    #[arg(long)]
+    keep: bool,
+    /// Directory for reports (default target/scenario-reports/<time>).
+    #[arg(long)]
+    report_dir: Option<PathBuf>,
+    /// Also write JUnit XML here.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Seed of every random choice (printed at the start of each run).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// Where local-backend runs keep their processes' files.
+pub fn local_runs_dir() -> PathBuf {
+    crate::root().join("target").join("xp-chaos-local")
+}
+
+fn scenario_files(args: &Args, root: &Path) -> Result<Vec<PathBuf>> {
+    let dir = root.join("scenarios");
+    if args.all || args.list {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        return Ok(files);
+    }
+    if args.names.is_empty() {
+        bail!("name a scenario (e.g. `cargo xtask scenario quorum-loss`), or pass --all or --list");
+    }
+    args.names
+        .iter()
+        .map(|n| {
+            let p = PathBuf::from(n);
+            let candidate = if p.extension().is_some() { p } else { dir.join(format!("{n}.toml")) };
+            if candidate.exists() {
+                Ok(candidate)
+            } else {
+                bail!("no scenario {n:?}: {} does not exist (see `cargo xtask scenario --list`)", candidate.display())
+            }
+        })
+        .collect()
+}
+
+fn load_all(files: &[PathBuf], root: &Path) -> Result<Vec<(Scenario, Profile)>, String> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for f in files {
+        let src = match std::fs::read_to_string(f) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(format!("{}: cannot read: {e}", f.display()));
+                continue;
+            }
+        };
+        let cluster = format::cluster_of(&src);
+        let profile = match Profile::load(&Profile::path_for(root, &cluster)) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(format!("{}: cluster {cluster:?}: {e}", f.display()));
+                continue;
+            }
+        };
+        match format::parse(f, &src, &profile) {
+            Ok(s) => out.push((s, profile)),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() { Ok(out) } else { Err(errors.join("\n")) }
+}
+
+/// Builds `xp` and `xp-ops` with the workspace's settings (static, same target dir).
+fn build_binaries(profile: &Profile) -> Result<BTreeMap<String, PathBuf>> {
+    let t = Instant::now();
+    println!("building {} ...", profile.binaries.join(", "));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(crate::root()).args(["build", "--quiet"]);
+    for b in &profile.binaries {
+        cmd.args(["-p", b]);
+    }
+    let status = cmd.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build of {} failed", profile.binaries.join(", "));
+    }
+    // The xtask binary sits next to them: target/<triple>/<profile>/xtask.
+    let dir = std::env::current_exe()?.parent().expect("exe dir").to_owned();
+    let bins: BTreeMap<String, PathBuf> = profile.binaries.iter().map(|b| (b.clone(), dir.join(b))).collect();
+    for (b, p) in &bins {
+        if !p.exists() {
+            bail!("built {b} but {} does not exist", p.display());
+        }
+    }
+    println!("built in {:.1}s", t.elapsed().as_secs_f64());
+    Ok(bins)
+}
+
+enum Chosen {
+    Docker(bollard::Docker, ComposeCli),
+    Local,
+}
+
+async fn choose_backend(wanted: &str) -> Result<Chosen> {
+    let docker = async {
+        let d = tokio::time::timeout(std::time::Duration::from_secs(5), docker::connect())
+            .await
+            .map_err(|_| anyhow::anyhow!("the Docker engine did not answer within 5s"))??;
+        let cli = ComposeCli::detect()?;
+        let v = d.version().await?;
+        println!(
+            "backend: docker (engine {}, API {}, {})",
+            v.version.unwrap_or_default(),
+            d.client_version(),
+            cli.describe()
+        );
+        anyhow::Ok(Chosen::Docker(d, cli))
+    };
+    match wanted {
+        "docker" => docker.await.context("--backend docker"),
+        "local" => {
+            println!("backend: local (processes on loopback)");
+            Ok(Chosen::Local)
+        }
+        _ => match docker.await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                println!("backend: local (auto: no usable Docker: {e:#})");
+                Ok(Chosen::Local)
+            }
+        },
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom_fill(&mut b);
+    u64::from_le_bytes(b) % 1_000_000_000
+}
+
+fn getrandom_fill(b: &mut [u8]) {
+    // std has no random source; the time and pid are enough to pick a seed we print anyway.
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let x = t ^ ((std::process::id() as u64) << 32);
+    b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+}
+
+/// Runs one scenario on a backend, with teardown on success, failure, panic and Ctrl-C.
+async fn run_one<B: Backend>(
+    scenario: Scenario,
+    profile: Profile,
+    backend: B,
+    seed: u64,
+    keep: bool,
+) -> (Report, bool) {
+    let mut report = Report::new(&scenario.name, &scenario.file, &scenario.summary, backend.name(), seed);
+    let teardown: Teardown = backend.teardown();
+    let hint = backend.keep_hint();
+    let started = Instant::now();
+    let mut engine = Engine::new(scenario, profile, backend, RunOptions { seed, verbose: true });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    // A panic in a step is caught here so that the teardown below still runs.
+    let interrupted = {
+        let run = AssertUnwindSafe(engine.run(&mut report)).catch_unwind();
+        tokio::select! {
+            r = run => {
+                if let Err(p) = r {
+                    let msg = p.downcast_ref::<String>().cloned().or(p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                    report.fail(format!("the runner panicked: {msg}"));
+                }
+                None
+            }
+            _ = tokio::signal::ctrl_c() => Some("Ctrl-C"),
+            _ = term.recv() => Some("SIGTERM"),
+        }
+    };
+    if let Some(what) = interrupted {
+        println!("\ninterrupted by {what}: tearing the cluster down");
+        report.fail(format!("interrupted by {what}"));
+    }
+    let interrupted = interrupted.is_some();
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    if keep && !interrupted {
+        println!("{hint}");
+    } else {
+        let t = Instant::now();
+        match teardown.run().await {
+            Ok(()) => println!("cluster torn down in {:.1}s", t.elapsed().as_secs_f64()),
+            Err(e) => eprintln!("warning: teardown incomplete ({e}); run `cargo xtask clean`"),
+        }
+    }
+    (report, interrupted)
+}
+
+
+pub async fn run(args: Args) -> Result<u8> {
+    let root = crate::root();
+    let files = scenario_files(&args, &root)?;
+    let loaded = match load_all(&files, &root) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(2);
+        }
+    };
+    if args.list {
+        for (s, _) in &loaded {
+            println!("{:<18} {}", s.name, s.summary);
+        }
+        return Ok(0);
+    }
+    let chosen = choose_backend(&args.backend).await?;
+    let bins = build_binaries(&loaded[0].1)?;
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
+    let report_root = args.report_dir.clone().unwrap_or_else(|| root.join("target/scenario-reports").join(&stamp));
+    let mut image_for: BTreeMap<String, String> = BTreeMap::new();
+    let mut reports = Vec::new();
+    let mut interrupted = false;
+    for (scenario, profile) in loaded {
+        let seed = args.seed.unwrap_or_else(random_u64);
+        println!("\n=== {} — {}\n    file {}, cluster {}, seed {seed} (rerun with --seed {seed})", scenario.name, scenario.summary, scenario.file.display(), profile.name);
+        let name = scenario.name.clone();
+        let (report, stop) = match &chosen {
+            Chosen::Docker(d, cli) => {
+                let image = match image_for.get(&profile.name) {
+                    Some(i) => i.clone(),
+                    None => {
+                        let i = docker::ensure_image(d, &profile, &bins, &mut |m| println!("{m}")).await?;
+                        image_for.insert(profile.name.clone(), i.clone());
+                        i
+                    }
+                };
+                let project = format!("{}{}", docker::PROJECT_PREFIX, random_u64() % 1_000_000);
+                let backend = DockerBackend::new(d.clone(), profile.clone(), *cli, image, project.clone()).await?;
+                println!("    compose project {project}");
+                run_one(scenario, profile, backend, seed, args.keep).await
+            }
+            Chosen::Local => {
+                let dir = local_runs_dir().join(format!("{}-{}", name, random_u64() % 1_000_000));
+                let backend = LocalBackend::new(profile.clone(), bins.clone(), dir)?;
+                run_one(scenario, profile, backend, seed, args.keep).await
+            }
+        };
+        let dir = report_root.join(&name);
+        report.write(&dir).with_context(|| format!("writing report to {}", dir.display()))?;
+        let verdict = match report.outcome {
+            Outcome::Passed => "PASSED",
+            Outcome::Skipped => "SKIPPED",
+            _ => "FAILED",
+        };
+        println!("=== {name}: {verdict} in {:.1}s{} — report {}", report.duration_ms as f64 / 1000.0, report.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(), dir.join("report.json").display());
+        reports.push(report);
+        if stop {
+            interrupted = true;
+            break;
+        }
+    }
+    if let Some(j) = &args.junit {
+        std::fs::write(j, junit(&reports)).with_context(|| format!("writing {}", j.display()))?;
+    }
+    println!("\nsummary:");
+    for r in &reports {
+        println!("  {:<18} {:?} {:.1}s", r.scenario, r.outcome, r.duration_ms as f64 / 1000.0);
+    }
+    let failed = reports.iter().filter(|r| r.outcome == Outcome::Failed).count();
+    let passed = reports.iter().filter(|r| r.outcome == Outcome::Passed).count();
+    let skipped = reports.iter().filter(|r| r.outcome == Outcome::Skipped).count();
+    println!("{passed} passed, {failed} failed, {skipped} skipped");
+    Ok(if interrupted { 130 } else if failed > 0 { 1 } else { 0 })
+}

@@ -74,6 +74,8 @@ impl<B: Backend> Engine<B> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(3))
             .connect_timeout(Duration::from_secs(1))
+            // Redirects name the leader by its in-cluster URL; `kv` maps them to our endpoint.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client");
         let states = profile.nodes.iter().map(|n| (n.name.clone(), NodeState::Down)).collect();
@@ -599,6 +601,45 @@ impl<B: Backend> Engine<B> {
         format!("{base}{}", self.profile.kv_path.replace("{key}", key))
     }
 
+    /// Rewrites a URL a node gave (e.g. a redirect to `http://node2:8080/...`) into one the
+    /// runner can reach, using each node's in-cluster URL from the profile and its last info.
+    async fn reachable(&mut self, url: &str) -> String {
+        for n in self.profile.nodes.clone() {
+            let mut bases = vec![n.api_base_url.clone()];
+            if let Some(Ok(v)) = self.last_info.get(&n.name) {
+                if let Some(u) = v["api_base_url"].as_str() {
+                    bases.push(u.to_owned());
+                }
+            }
+            for b in bases {
+                if let Some(rest) = url.strip_prefix(b.as_str()) {
+                    if let Ok(e) = self.backend.endpoint(&n.name).await {
+                        return format!("{e}{rest}");
+                    }
+                }
+            }
+        }
+        url.to_owned()
+    }
+
+    /// A KV request through node `base`, following up to three redirects to the leader.
+    async fn kv(&mut self, method: reqwest::Method, base: &str, key: &str, body: Option<Value>) -> Result<reqwest::Response, String> {
+        let mut url = self.kv_url(base, key);
+        for _ in 0..4 {
+            let mut req = self.http.request(method.clone(), &url);
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            let r = req.send().await.map_err(|e| e.to_string())?;
+            if !r.status().is_redirection() {
+                return Ok(r);
+            }
+            let loc = r.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default().to_owned();
+            url = self.reachable(&loc).await;
+        }
+        Err(format!("too many redirects for {key:?}"))
+    }
+
     async fn write(&mut self, w: &crate::format::Write) -> StepResult {
         let timeout = self.timeout(w.timeout);
         let via_sel = w.via.as_ref().map(|v| v.get_ref().clone()).unwrap_or_else(|| Selector(vec!["leader".into()]));
@@ -614,13 +655,7 @@ impl<B: Backend> Engine<B> {
                 let attempt = async {
                     let via = self.resolve_one(&via_sel, timeout).await?;
                     let base = self.backend.endpoint(&via).await.map_err(|e| e.to_string())?;
-                    let r = self
-                        .http
-                        .put(self.kv_url(&base, k))
-                        .json(&serde_json::json!({ "value": v }))
-                        .send()
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let r = self.kv(reqwest::Method::PUT, &base, k, Some(serde_json::json!({ "value": v }))).await?;
                     if r.status().is_success() {
                         Ok(via)
                     } else {
@@ -656,7 +691,7 @@ impl<B: Backend> Engine<B> {
                 loop {
                     let got = async {
                         let base = self.backend.endpoint(n).await.map_err(|e| e.to_string())?;
-                        let res = self.http.get(self.kv_url(&base, k)).send().await.map_err(|e| e.to_string())?;
+                        let res = self.kv(reqwest::Method::GET, &base, k, None).await?;
                         if res.status() == reqwest::StatusCode::NOT_FOUND {
                             return Ok(None);
                         }

@@ -168,7 +168,8 @@ impl LogFile {
         let mut new = Vec::new();
         let mut offset = self.len;
         for entry in entries {
-            if let Some(last) = self.last_log_id().or(new.last().map(|(_, e): &(u64, Entry)| e.log_id)) {
+            let prev = new.last().map(|(_, e): &(u64, Entry)| e.log_id).or(self.last_log_id());
+            if let Some(last) = prev {
                 if entry.log_id.index != last.index + 1 {
                     return Err(StoreError::corrupt(
                         &self.path,
@@ -272,6 +273,9 @@ mod tests {
         log.append((1..=5).map(|i| entry(1, i))).unwrap();
         log.truncate(4).unwrap();
         log.append([entry(2, 4)]).unwrap();
+        // A batch after existing entries (the case a follower catching up hits).
+        log.append((5..=8).map(|i| entry(2, i))).unwrap();
+        log.truncate(5).unwrap();
         drop(log);
         let mut log = LogFile::open(dir.path(), None, OpenMode::Repair).unwrap();
         assert_eq!(indexes(&log), [1, 2, 3, 4]);

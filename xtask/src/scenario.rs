@@ -70,7 +70,10 @@ fn scenario_files(args: &Args, root: &Path) -> Result<Vec<PathBuf>> {
             if candidate.exists() {
                 Ok(candidate)
             } else {
-                bail!("no scenario {n:?}: {} does not exist (see `cargo xtask scenario --list`)", candidate.display())
+                bail!(
+                    "no scenario {n:?}: {} does not exist (see `cargo xtask scenario --list`)",
+                    candidate.display()
+                )
             }
         })
         .collect()
@@ -100,7 +103,11 @@ fn load_all(files: &[PathBuf], root: &Path) -> Result<Vec<(Scenario, Profile)>, 
             Err(e) => errors.push(e.to_string()),
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors.join("\n")) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors.join("\n"))
+    }
 }
 
 /// Builds `xp` and `xp-ops` with the workspace's settings (static, same target dir).
@@ -119,7 +126,8 @@ fn build_binaries(profile: &Profile) -> Result<BTreeMap<String, PathBuf>> {
     }
     // The xtask binary sits next to them: target/<triple>/<profile>/xtask.
     let dir = std::env::current_exe()?.parent().expect("exe dir").to_owned();
-    let bins: BTreeMap<String, PathBuf> = profile.binaries.iter().map(|b| (b.clone(), dir.join(b))).collect();
+    let bins: BTreeMap<String, PathBuf> =
+        profile.binaries.iter().map(|b| (b.clone(), dir.join(b))).collect();
     for (b, p) in &bins {
         if !p.exists() {
             bail!("built {b} but {} does not exist", p.display());
@@ -173,7 +181,8 @@ fn random_u64() -> u64 {
 
 fn getrandom_fill(b: &mut [u8]) {
     // std has no random source; the time and pid are enough to pick a seed we print anyway.
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        as u64;
     let x = t ^ ((std::process::id() as u64) << 32);
     b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
 }
@@ -186,12 +195,14 @@ async fn run_one<B: Backend>(
     seed: u64,
     keep: bool,
 ) -> (Report, bool) {
-    let mut report = Report::new(&scenario.name, &scenario.file, &scenario.summary, backend.name(), seed);
+    let mut report =
+        Report::new(&scenario.name, &scenario.file, &scenario.summary, backend.name(), seed);
     let teardown: Teardown = backend.teardown();
     let hint = backend.keep_hint();
     let started = Instant::now();
     let mut engine = Engine::new(scenario, profile, backend, RunOptions { seed, verbose: true });
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     // A panic in a step is caught here so that the teardown below still runs.
     let interrupted = {
         let run = AssertUnwindSafe(engine.run(&mut report)).catch_unwind();
@@ -225,7 +236,6 @@ async fn run_one<B: Backend>(
     (report, interrupted)
 }
 
-
 pub async fn run(args: Args) -> Result<u8> {
     let root = crate::root();
     let files = scenario_files(&args, &root)?;
@@ -244,27 +254,41 @@ pub async fn run(args: Args) -> Result<u8> {
     }
     let chosen = choose_backend(&args.backend).await?;
     let bins = build_binaries(&loaded[0].1)?;
-    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
-    let report_root = args.report_dir.clone().unwrap_or_else(|| root.join("target/scenario-reports").join(&stamp));
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(':', "");
+    let report_root = args
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| root.join("target/scenario-reports").join(&stamp));
     let mut image_for: BTreeMap<String, String> = BTreeMap::new();
     let mut reports = Vec::new();
     let mut interrupted = false;
     for (scenario, profile) in loaded {
         let seed = args.seed.unwrap_or_else(random_u64);
-        println!("\n=== {} — {}\n    file {}, cluster {}, seed {seed} (rerun with --seed {seed})", scenario.name, scenario.summary, scenario.file.display(), profile.name);
+        println!(
+            "\n=== {} — {}\n    file {}, cluster {}, seed {seed} (rerun with --seed {seed})",
+            scenario.name,
+            scenario.summary,
+            scenario.file.display(),
+            profile.name
+        );
         let name = scenario.name.clone();
         let (report, stop) = match &chosen {
             Chosen::Docker(d, cli) => {
                 let image = match image_for.get(&profile.name) {
                     Some(i) => i.clone(),
                     None => {
-                        let i = docker::ensure_image(d, &profile, &bins, &mut |m| println!("{m}")).await?;
+                        let i = docker::ensure_image(d, &profile, &bins, &mut |m| println!("{m}"))
+                            .await?;
                         image_for.insert(profile.name.clone(), i.clone());
                         i
                     }
                 };
                 let project = format!("{}{}", docker::PROJECT_PREFIX, random_u64() % 1_000_000);
-                let backend = DockerBackend::new(d.clone(), profile.clone(), *cli, image, project.clone()).await?;
+                let backend =
+                    DockerBackend::new(d.clone(), profile.clone(), *cli, image, project.clone())
+                        .await?;
                 println!("    compose project {project}");
                 run_one(scenario, profile, backend, seed, args.keep).await
             }
@@ -281,7 +305,12 @@ pub async fn run(args: Args) -> Result<u8> {
             Outcome::Skipped => "SKIPPED",
             _ => "FAILED",
         };
-        println!("=== {name}: {verdict} in {:.1}s{} — report {}", report.duration_ms as f64 / 1000.0, report.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(), dir.join("report.json").display());
+        println!(
+            "=== {name}: {verdict} in {:.1}s{} — report {}",
+            report.duration_ms as f64 / 1000.0,
+            report.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+            dir.join("report.json").display()
+        );
         reports.push(report);
         if stop {
             interrupted = true;
@@ -299,5 +328,11 @@ pub async fn run(args: Args) -> Result<u8> {
     let passed = reports.iter().filter(|r| r.outcome == Outcome::Passed).count();
     let skipped = reports.iter().filter(|r| r.outcome == Outcome::Skipped).count();
     println!("{passed} passed, {failed} failed, {skipped} skipped");
-    Ok(if interrupted { 130 } else if failed > 0 { 1 } else { 0 })
+    Ok(if interrupted {
+        130
+    } else if failed > 0 {
+        1
+    } else {
+        0
+    })
 }

@@ -110,7 +110,10 @@ impl<B: Backend> Engine<B> {
         for action in steps.iter().map(|s| s.step.action()) {
             if let Err(reason) = self.backend.supports(action) {
                 report.skip(format!("step `{action}`: {reason}"));
-                self.say(&format!("SKIPPED: the {} backend cannot run this scenario: step `{action}`: {reason}", self.backend.name()));
+                self.say(&format!(
+                    "SKIPPED: the {} backend cannot run this scenario: step `{action}`: {reason}",
+                    self.backend.name()
+                ));
                 return;
             }
         }
@@ -144,7 +147,12 @@ impl<B: Backend> Engine<B> {
                 detail,
             });
             if status == StepStatus::Failed {
-                report.fail(format!("step {} ({}, line {}) failed", i + 1, placed.step.action(), placed.line));
+                report.fail(format!(
+                    "step {} ({}, line {}) failed",
+                    i + 1,
+                    placed.step.action(),
+                    placed.line
+                ));
                 self.collect_evidence(report).await;
                 return;
             }
@@ -167,17 +175,32 @@ impl<B: Backend> Engine<B> {
         for n in self.profile.nodes.clone() {
             let info = match self.fetch_info(&n.name).await {
                 Ok(v) => v,
-                Err(e) => self.last_info.get(&n.name).cloned().and_then(|r| r.ok()).unwrap_or(Value::String(e)),
+                Err(e) => self
+                    .last_info
+                    .get(&n.name)
+                    .cloned()
+                    .and_then(|r| r.ok())
+                    .unwrap_or(Value::String(e)),
             };
             let log_tail = self.redact(&self.backend.logs(&n.name, 200).await);
-            report.evidence.push(NodeEvidence { node: n.name.clone(), state: format!("{:?}", self.states[&n.name]), info, log_tail });
+            report.evidence.push(NodeEvidence {
+                node: n.name.clone(),
+                state: format!("{:?}", self.states[&n.name]),
+                info,
+                log_tail,
+            });
         }
     }
 
     async fn fetch_info(&mut self, node: &str) -> Result<Value, String> {
         let res = async {
             let base = self.backend.endpoint(node).await.map_err(|e| e.to_string())?;
-            let r = self.http.get(format!("{base}{}", self.profile.info_path)).send().await.map_err(|e| format!("unreachable: {e}"))?;
+            let r = self
+                .http
+                .get(format!("{base}{}", self.profile.info_path))
+                .send()
+                .await
+                .map_err(|e| format!("unreachable: {e}"))?;
             if !r.status().is_success() {
                 return Err(format!("answered {}", r.status()));
             }
@@ -189,7 +212,11 @@ impl<B: Backend> Engine<B> {
     }
 
     fn running(&self) -> Vec<String> {
-        self.states.iter().filter(|(_, s)| **s == NodeState::Running).map(|(n, _)| n.clone()).collect()
+        self.states
+            .iter()
+            .filter(|(_, s)| **s == NodeState::Running)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// The current leader among running nodes (highest term wins a tie of stale leaders).
@@ -202,14 +229,21 @@ impl<B: Backend> Engine<B> {
                     let role = v[&self.profile.role_field].as_str().unwrap_or("?").to_owned();
                     let term = v[&self.profile.term_field].as_u64().unwrap_or(0);
                     seen.push(format!("{n}={role}(term {term})"));
-                    if role == self.profile.leader_role && best.as_ref().is_none_or(|(t, _)| term > *t) {
+                    if role == self.profile.leader_role
+                        && best.as_ref().is_none_or(|(t, _)| term > *t)
+                    {
                         best = Some((term, n));
                     }
                 }
                 Err(e) => seen.push(format!("{n}: {e}")),
             }
         }
-        best.map(|(_, n)| n).ok_or_else(|| format!("no leader among running nodes: {}", if seen.is_empty() { "none running".into() } else { seen.join(", ") }))
+        best.map(|(_, n)| n).ok_or_else(|| {
+            format!(
+                "no leader among running nodes: {}",
+                if seen.is_empty() { "none running".into() } else { seen.join(", ") }
+            )
+        })
     }
 
     async fn followers(&mut self) -> Vec<String> {
@@ -242,14 +276,15 @@ impl<B: Backend> Engine<B> {
                 }
                 w => match w.strip_prefix("${").and_then(|w| w.strip_suffix('}')) {
                     Some(cap) => {
-                        let v = self.captures.get(cap).ok_or_else(|| format!("nothing captured as {cap:?}"))?;
+                        let v = self
+                            .captures
+                            .get(cap)
+                            .ok_or_else(|| format!("nothing captured as {cap:?}"))?;
                         let name = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
-                        let node = self
-                            .profile
-                            .nodes
-                            .iter()
-                            .find(|n| n.name == name)
-                            .ok_or_else(|| format!("capture {cap:?} is {v}, not a node name"))?;
+                        let node =
+                            self.profile.nodes.iter().find(|n| n.name == name).ok_or_else(
+                                || format!("capture {cap:?} is {v}, not a node name"),
+                            )?;
                         vec![node.name.clone()]
                     }
                     None => vec![w.to_owned()],
@@ -270,8 +305,12 @@ impl<B: Backend> Engine<B> {
         loop {
             match self.resolve_once(sel).await {
                 Ok(v) if !v.is_empty() => return Ok(v),
-                Ok(_) if start.elapsed() >= timeout => return Err(format!("`{sel}` selects no node")),
-                Err(e) if start.elapsed() >= timeout => return Err(format!("resolving `{sel}` after {timeout:?}: {e}")),
+                Ok(_) if start.elapsed() >= timeout => {
+                    return Err(format!("`{sel}` selects no node"))
+                }
+                Err(e) if start.elapsed() >= timeout => {
+                    return Err(format!("resolving `{sel}` after {timeout:?}: {e}"))
+                }
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
@@ -319,8 +358,13 @@ impl<B: Backend> Engine<B> {
                 Ok(describe(s.nodes.get_ref(), &nodes))
             }
             Step::Kill(k) => {
-                let nodes = self.resolve(k.nodes.get_ref(), self.scenario.default_timeout()).await?;
-                let sig = k.signal.as_ref().map(|s| s.get_ref().clone()).unwrap_or_else(|| "SIGKILL".into());
+                let nodes =
+                    self.resolve(k.nodes.get_ref(), self.scenario.default_timeout()).await?;
+                let sig = k
+                    .signal
+                    .as_ref()
+                    .map(|s| s.get_ref().clone())
+                    .unwrap_or_else(|| "SIGKILL".into());
                 for n in &nodes {
                     self.backend.kill(n, &sig).await.map_err(be)?;
                 }
@@ -366,29 +410,41 @@ impl<B: Backend> Engine<B> {
                 let nodes = self.resolve(s.nodes.get_ref(), self.timeout(s.timeout)).await?;
                 for n in &nodes {
                     self.require_stopped(n, "wipe")?;
-                    let out = self.backend.oneoff(n, &self.profile.wipe.clone(), Duration::from_secs(60)).await.map_err(be)?;
+                    let out = self
+                        .backend
+                        .oneoff(n, &self.profile.wipe.clone(), Duration::from_secs(60))
+                        .await
+                        .map_err(be)?;
                     if out.code != 0 {
-                        return Err(format!("wipe of {n} exited {}: {}", out.code, out.stderr.trim()));
+                        return Err(format!(
+                            "wipe of {n} exited {}: {}",
+                            out.code,
+                            out.stderr.trim()
+                        ));
                     }
                 }
                 Ok(describe(s.nodes.get_ref(), &nodes))
             }
             Step::Recover(r) => {
-                let node = self.resolve_one(r.node.get_ref(), self.scenario.default_timeout()).await?;
+                let node =
+                    self.resolve_one(r.node.get_ref(), self.scenario.default_timeout()).await?;
                 self.require_stopped(&node, "recover")?;
                 let mut cmd = self.profile.recover.clone();
                 cmd.extend(r.args.iter().cloned());
-                let out = self.backend.oneoff(&node, &cmd, Duration::from_secs(300)).await.map_err(be)?;
+                let out =
+                    self.backend.oneoff(&node, &cmd, Duration::from_secs(300)).await.map_err(be)?;
                 check_output(&cmd, &out, r.expect_exit, &r.stdout_contains, &[])?;
                 Ok(format!("{node}: {} exited {}", cmd.join(" "), out.code))
             }
             Step::Ops(o) => {
-                let node = self.resolve_one(o.node.get_ref(), self.scenario.default_timeout()).await?;
+                let node =
+                    self.resolve_one(o.node.get_ref(), self.scenario.default_timeout()).await?;
                 let mut cmd = Vec::new();
                 for w in o.run.get_ref() {
                     cmd.push(self.interpolate_str(w, &node).await?);
                 }
-                let out = self.backend.oneoff(&node, &cmd, self.timeout(o.timeout)).await.map_err(be)?;
+                let out =
+                    self.backend.oneoff(&node, &cmd, self.timeout(o.timeout)).await.map_err(be)?;
                 check_output(&cmd, &out, o.expect_exit, &o.stdout_contains, &o.stderr_contains)?;
                 Ok(format!("{node}: {} exited {}", cmd.join(" "), out.code))
             }
@@ -406,7 +462,9 @@ impl<B: Backend> Engine<B> {
     fn require_stopped(&self, node: &str, what: &str) -> Result<(), String> {
         match self.states.get(node) {
             Some(NodeState::Stopped) => Ok(()),
-            Some(s) => Err(format!("{what} needs {node} stopped, but it is {s:?}; add a `stop` step before it")),
+            Some(s) => Err(format!(
+                "{what} needs {node} stopped, but it is {s:?}; add a `stop` step before it"
+            )),
             None => Err(format!("no node {node:?}")),
         }
     }
@@ -415,7 +473,11 @@ impl<B: Backend> Engine<B> {
         let timeout = self.timeout(j.timeout);
         let node = self.resolve_one(j.node.get_ref(), timeout).await?;
         self.require_stopped(&node, "join")?;
-        let via_sel = j.via.as_ref().map(|v| v.get_ref().clone()).unwrap_or_else(|| Selector(vec!["leader".into()]));
+        let via_sel = j
+            .via
+            .as_ref()
+            .map(|v| v.get_ref().clone())
+            .unwrap_or_else(|| Selector(vec!["leader".into()]));
         let via = self.resolve_one(&via_sel, timeout).await?;
         let admin = self
             .profile
@@ -449,13 +511,22 @@ impl<B: Backend> Engine<B> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         self.secrets.push(token.clone());
-        let cmd: Vec<String> = self.profile.join.command.iter().map(|w| w.replace("{token}", &token)).collect();
-        let out = self.backend.oneoff(&node, &cmd, Duration::from_secs(60)).await.map_err(|e| e.to_string())?;
+        let cmd: Vec<String> =
+            self.profile.join.command.iter().map(|w| w.replace("{token}", &token)).collect();
+        let out = self
+            .backend
+            .oneoff(&node, &cmd, Duration::from_secs(60))
+            .await
+            .map_err(|e| e.to_string())?;
         if out.code != 0 {
-            return Err(self.redact(&format!("join command for {node} exited {}: {}", out.code, out.stderr.trim())));
+            return Err(self.redact(&format!(
+                "join command for {node} exited {}: {}",
+                out.code,
+                out.stderr.trim()
+            )));
         }
         self.backend.start(&node).await.map_err(|e| e.to_string())?;
-        self.set_state(&[node.clone()], NodeState::Running);
+        self.set_state(std::slice::from_ref(&node), NodeState::Running);
         Ok(format!("{node} joins via {via} (token from {via}, node started)"))
     }
 
@@ -469,17 +540,28 @@ impl<B: Backend> Engine<B> {
                     n if self.profile.node(n).is_some() => n.to_owned(),
                     cap => match self.captures.get(cap) {
                         Some(Value::String(name)) => name.clone(),
-                        other => return Err(format!("${{{r}}}: capture {cap:?} is {other:?}, not a node name")),
+                        other => {
+                            return Err(format!(
+                                "${{{r}}}: capture {cap:?} is {other:?}, not a node name"
+                            ))
+                        }
                     },
                 };
                 let info = match self.last_info.get(&node) {
                     Some(Ok(v)) if node != this => v.clone(),
-                    _ => self.fetch_info(&node).await.map_err(|e| format!("${{{r}}}: {node} {e}"))?,
+                    _ => {
+                        self.fetch_info(&node).await.map_err(|e| format!("${{{r}}}: {node} {e}"))?
+                    }
                 };
-                let v = info.get(field).cloned().ok_or_else(|| format!("${{{r}}}: {node}'s info has no field {field:?}"))?;
+                let v = info
+                    .get(field)
+                    .cloned()
+                    .ok_or_else(|| format!("${{{r}}}: {node}'s info has no field {field:?}"))?;
                 Ok(v)
             }
-            None => self.captures.get(r).cloned().ok_or_else(|| format!("${{{r}}} is not captured")),
+            None => {
+                self.captures.get(r).cloned().ok_or_else(|| format!("${{{r}}} is not captured"))
+            }
         }
     }
 
@@ -516,9 +598,17 @@ impl<B: Backend> Engine<B> {
         })
     }
 
-    async fn expect(&mut self, e: &crate::format::Expect, matchers: &[(String, Matcher)]) -> StepResult {
+    async fn expect(
+        &mut self,
+        e: &crate::format::Expect,
+        matchers: &[(String, Matcher)],
+    ) -> StepResult {
         let timeout = self.timeout(e.timeout);
-        let sel = e.nodes.as_ref().map(|n| n.get_ref().clone()).unwrap_or_else(|| Selector(vec!["running".into()]));
+        let sel = e
+            .nodes
+            .as_ref()
+            .map(|n| n.get_ref().clone())
+            .unwrap_or_else(|| Selector(vec!["running".into()]));
         let start = Instant::now();
         loop {
             let attempt = self.expect_once(&sel, matchers).await;
@@ -526,23 +616,37 @@ impl<B: Backend> Engine<B> {
                 Ok((nodes, summary)) => {
                     let first = nodes[0].clone();
                     for (name, field) in &e.capture {
-                        let info = self.last_info.get(&first).cloned().and_then(|r| r.ok()).unwrap_or_default();
+                        let info = self
+                            .last_info
+                            .get(&first)
+                            .cloned()
+                            .and_then(|r| r.ok())
+                            .unwrap_or_default();
                         let v = info.get(field.get_ref()).cloned().unwrap_or(Value::Null);
                         self.captures.insert(name.clone(), v);
                     }
                     let caps = if e.capture.is_empty() {
                         String::new()
                     } else {
-                        let c: Vec<String> = e.capture.keys().map(|k| format!("{k}={}", self.captures[k])).collect();
+                        let c: Vec<String> =
+                            e.capture.keys().map(|k| format!("{k}={}", self.captures[k])).collect();
                         format!("; captured {}", c.join(", "))
                     };
-                    return Ok(format!("{} on {}{caps} (after {:.2}s)", summary, nodes.join(", "), start.elapsed().as_secs_f64()));
+                    return Ok(format!(
+                        "{} on {}{caps} (after {:.2}s)",
+                        summary,
+                        nodes.join(", "),
+                        start.elapsed().as_secs_f64()
+                    ));
                 }
                 Err(why) if start.elapsed() >= timeout => {
                     let mut msg = format!("not met within {timeout:?}: {why}\nlast answers:");
                     for n in self.profile.nodes.iter().map(|n| n.name.clone()) {
                         let last = match self.last_info.get(&n) {
-                            Some(Ok(v)) => compact(v, &matchers.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>()),
+                            Some(Ok(v)) => compact(
+                                v,
+                                &matchers.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
+                            ),
                             Some(Err(e)) => e.clone(),
                             None => "(not asked)".into(),
                         };
@@ -555,7 +659,11 @@ impl<B: Backend> Engine<B> {
         }
     }
 
-    async fn expect_once(&mut self, sel: &Selector, matchers: &[(String, Matcher)]) -> Result<(Vec<String>, String), String> {
+    async fn expect_once(
+        &mut self,
+        sel: &Selector,
+        matchers: &[(String, Matcher)],
+    ) -> Result<(Vec<String>, String), String> {
         let nodes = self.resolve_once(sel).await?;
         if nodes.is_empty() {
             return Err(format!("`{sel}` selects no node"));
@@ -568,7 +676,8 @@ impl<B: Backend> Engine<B> {
             if *m == Matcher::Same {
                 let vals: Vec<&Value> = infos.iter().map(|i| &i[field]).collect();
                 if vals.iter().any(|v| *v != vals[0]) || vals[0].is_null() {
-                    let shown: Vec<String> = nodes.iter().zip(&vals).map(|(n, v)| format!("{n}={v}")).collect();
+                    let shown: Vec<String> =
+                        nodes.iter().zip(&vals).map(|(n, v)| format!("{n}={v}")).collect();
                     return Err(format!("{field} differs: {}", shown.join(", ")));
                 }
                 continue;
@@ -623,7 +732,13 @@ impl<B: Backend> Engine<B> {
     }
 
     /// A KV request through node `base`, following up to three redirects to the leader.
-    async fn kv(&mut self, method: reqwest::Method, base: &str, key: &str, body: Option<Value>) -> Result<reqwest::Response, String> {
+    async fn kv(
+        &mut self,
+        method: reqwest::Method,
+        base: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> Result<reqwest::Response, String> {
         let mut url = self.kv_url(base, key);
         for _ in 0..4 {
             let mut req = self.http.request(method.clone(), &url);
@@ -634,7 +749,12 @@ impl<B: Backend> Engine<B> {
             if !r.status().is_redirection() {
                 return Ok(r);
             }
-            let loc = r.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default().to_owned();
+            let loc = r
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
             url = self.reachable(&loc).await;
         }
         Err(format!("too many redirects for {key:?}"))
@@ -642,8 +762,13 @@ impl<B: Backend> Engine<B> {
 
     async fn write(&mut self, w: &crate::format::Write) -> StepResult {
         let timeout = self.timeout(w.timeout);
-        let via_sel = w.via.as_ref().map(|v| v.get_ref().clone()).unwrap_or_else(|| Selector(vec!["leader".into()]));
-        let mut keys: Vec<(String, String)> = w.keys.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let via_sel = w
+            .via
+            .as_ref()
+            .map(|v| v.get_ref().clone())
+            .unwrap_or_else(|| Selector(vec!["leader".into()]));
+        let mut keys: Vec<(String, String)> =
+            w.keys.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let prefix = w.prefix.clone().unwrap_or_else(|| "key".into());
         for i in 0..w.count {
             keys.push((format!("{prefix}-{i}"), format!("{prefix}-value-{i}")));
@@ -655,7 +780,9 @@ impl<B: Backend> Engine<B> {
                 let attempt = async {
                     let via = self.resolve_one(&via_sel, timeout).await?;
                     let base = self.backend.endpoint(&via).await.map_err(|e| e.to_string())?;
-                    let r = self.kv(reqwest::Method::PUT, &base, k, Some(serde_json::json!({ "value": v }))).await?;
+                    let r = self
+                        .kv(reqwest::Method::PUT, &base, k, Some(serde_json::json!({ "value": v })))
+                        .await?;
                     if r.status().is_success() {
                         Ok(via)
                     } else {
@@ -669,7 +796,11 @@ impl<B: Backend> Engine<B> {
                         self.written.insert(k.clone(), v.clone());
                         break;
                     }
-                    Err(e) if start.elapsed() >= timeout => return Err(format!("write of {k:?} not acknowledged within {timeout:?}: {e}")),
+                    Err(e) if start.elapsed() >= timeout => {
+                        return Err(format!(
+                            "write of {k:?} not acknowledged within {timeout:?}: {e}"
+                        ))
+                    }
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
@@ -679,7 +810,11 @@ impl<B: Backend> Engine<B> {
 
     async fn read(&mut self, r: &crate::format::Read) -> StepResult {
         let timeout = self.timeout(r.timeout);
-        let via_sel = r.via.as_ref().map(|v| v.get_ref().clone()).unwrap_or_else(|| Selector(vec!["leader".into()]));
+        let via_sel = r
+            .via
+            .as_ref()
+            .map(|v| v.get_ref().clone())
+            .unwrap_or_else(|| Selector(vec!["leader".into()]));
         let mut keys: BTreeMap<String, String> = r.keys.clone();
         if r.all_written {
             keys.extend(self.written.clone());
@@ -696,7 +831,11 @@ impl<B: Backend> Engine<B> {
                             return Ok(None);
                         }
                         if !res.status().is_success() {
-                            return Err(format!("{} {}", res.status(), res.text().await.unwrap_or_default()));
+                            return Err(format!(
+                                "{} {}",
+                                res.status(),
+                                res.text().await.unwrap_or_default()
+                            ));
                         }
                         let v: Value = res.json().await.map_err(|e| e.to_string())?;
                         Ok(v["value"].as_str().map(str::to_owned))
@@ -707,7 +846,9 @@ impl<B: Backend> Engine<B> {
                         Ok(other) if start.elapsed() >= timeout => {
                             return Err(format!("via {n}: {k:?} is {other:?}, expected {want:?}"));
                         }
-                        Err(e) if start.elapsed() >= timeout => return Err(format!("via {n}: reading {k:?}: {e}")),
+                        Err(e) if start.elapsed() >= timeout => {
+                            return Err(format!("via {n}: reading {k:?}: {e}"))
+                        }
                         _ => tokio::time::sleep(Duration::from_millis(100)).await,
                     }
                 }
@@ -726,8 +867,23 @@ fn describe(sel: &Selector, nodes: &[String]) -> String {
     }
 }
 
-fn check_output(cmd: &[String], out: &crate::backend::CmdOutput, exit: i64, stdout: &[String], stderr: &[String]) -> Result<(), String> {
-    let tail = |s: &str| s.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+fn check_output(
+    cmd: &[String],
+    out: &crate::backend::CmdOutput,
+    exit: i64,
+    stdout: &[String],
+    stderr: &[String],
+) -> Result<(), String> {
+    let tail = |s: &str| {
+        s.lines()
+            .rev()
+            .take(12)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     if out.code != exit {
         return Err(format!(
             "{} exited {}, expected {exit}\nstdout:\n{}\nstderr:\n{}",
@@ -739,12 +895,20 @@ fn check_output(cmd: &[String], out: &crate::backend::CmdOutput, exit: i64, stdo
     }
     for want in stdout {
         if !out.stdout.contains(want.as_str()) {
-            return Err(format!("stdout of {} lacks {want:?}:\n{}", cmd.join(" "), tail(&out.stdout)));
+            return Err(format!(
+                "stdout of {} lacks {want:?}:\n{}",
+                cmd.join(" "),
+                tail(&out.stdout)
+            ));
         }
     }
     for want in stderr {
         if !out.stderr.contains(want.as_str()) {
-            return Err(format!("stderr of {} lacks {want:?}:\n{}", cmd.join(" "), tail(&out.stderr)));
+            return Err(format!(
+                "stderr of {} lacks {want:?}:\n{}",
+                cmd.join(" "),
+                tail(&out.stderr)
+            ));
         }
     }
     Ok(())
@@ -782,7 +946,9 @@ pub fn matches(m: &Matcher, actual: &Value) -> bool {
 fn loose_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| loose_eq(p, q)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| loose_eq(p, q))
+        }
         _ => a == b,
     }
 }

@@ -51,9 +51,11 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(Dur)
-            .map_err(|_| de::Error::custom(format!("invalid duration {s:?}: expected e.g. \"500ms\", \"5s\", \"2m\"")))
+        humantime::parse_duration(&s).map(Dur).map_err(|_| {
+            de::Error::custom(format!(
+                "invalid duration {s:?}: expected e.g. \"500ms\", \"5s\", \"2m\""
+            ))
+        })
     }
 }
 
@@ -70,7 +72,9 @@ impl<'de> Deserialize<'de> for Selector {
             One(String),
             Many(Vec<String>),
         }
-        match OneOrMany::deserialize(d).map_err(|_| de::Error::custom("expected a node selector: a string or an array of strings"))? {
+        match OneOrMany::deserialize(d).map_err(|_| {
+            de::Error::custom("expected a node selector: a string or an array of strings")
+        })? {
             OneOrMany::One(s) => Ok(Selector(vec![s])),
             OneOrMany::Many(v) if v.is_empty() => Err(de::Error::custom("empty node selector")),
             OneOrMany::Many(v) => Ok(Selector(v)),
@@ -336,14 +340,21 @@ pub fn parse_matcher(v: &toml::Value) -> Result<Matcher, String> {
         return Err(format!("a matcher table holds exactly one of: {OPS}"));
     }
     let (op, arg) = t.iter().next().unwrap();
-    let num = || arg.as_integer().map(|i| i as f64).or(arg.as_float()).ok_or_else(|| format!("`{op}` takes a number"));
+    let num = || {
+        arg.as_integer()
+            .map(|i| i as f64)
+            .or(arg.as_float())
+            .ok_or_else(|| format!("`{op}` takes a number"))
+    };
     let yes = || match arg.as_bool() {
         Some(true) => Ok(()),
         _ => Err(format!("write `{op} = true`")),
     };
     Ok(match op.as_str() {
         "one_of" => match arg {
-            toml::Value::Array(a) if !a.is_empty() => Matcher::OneOf(a.iter().map(toml_to_json).collect()),
+            toml::Value::Array(a) if !a.is_empty() => {
+                Matcher::OneOf(a.iter().map(toml_to_json).collect())
+            }
             _ => return Err("`one_of` takes a non-empty array".into()),
         },
         "ne" => Matcher::Ne(toml_to_json(arg)),
@@ -354,7 +365,9 @@ pub fn parse_matcher(v: &toml::Value) -> Result<Matcher, String> {
         "lt" => Matcher::Lt(num()?),
         "le" => Matcher::Le(num()?),
         "contains" => Matcher::Contains(toml_to_json(arg)),
-        "len" => Matcher::Len(arg.as_integer().filter(|i| *i >= 0).ok_or("`len` takes a whole number")? as u64),
+        "len" => Matcher::Len(
+            arg.as_integer().filter(|i| *i >= 0).ok_or("`len` takes a whole number")? as u64,
+        ),
         other => return Err(format!("unknown matcher `{other}`; expected one of: {OPS}")),
     })
 }
@@ -426,7 +439,14 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
     })?;
     let cluster = match &raw.cluster {
         Some(c) if c.get_ref() != &profile.name => {
-            return Err(err_at(c.span().start, format!("unknown cluster profile {:?}; this run has {:?}", c.get_ref(), profile.name)))
+            return Err(err_at(
+                c.span().start,
+                format!(
+                    "unknown cluster profile {:?}; this run has {:?}",
+                    c.get_ref(),
+                    profile.name
+                ),
+            ))
         }
         Some(c) => c.get_ref().clone(),
         None => profile.name.clone(),
@@ -439,12 +459,18 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
     let mut captures: BTreeSet<String> = BTreeSet::new();
     let mut steps = Vec::new();
 
-    let check_selector = |sel: &Spanned<Selector>, captures: &BTreeSet<String>, single: bool| -> Result<(), ParseError> {
+    let check_selector = |sel: &Spanned<Selector>,
+                          captures: &BTreeSet<String>,
+                          single: bool|
+     -> Result<(), ParseError> {
         let at = sel.span().start;
         for word in &sel.get_ref().0 {
             if let Some(r) = word.strip_prefix("${").and_then(|w| w.strip_suffix('}')) {
                 if !captures.contains(r) {
-                    return Err(err_at(at, format!("`${{{r}}}` refers to nothing: no earlier step captures {r:?}")));
+                    return Err(err_at(
+                        at,
+                        format!("`${{{r}}}` refers to nothing: no earlier step captures {r:?}"),
+                    ));
                 }
             } else if !nodes.contains(word.as_str()) && !SELECTOR_WORDS.contains(&word.as_str()) {
                 return Err(err_at(
@@ -457,16 +483,25 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
                 ));
             }
         }
-        if single && (sel.get_ref().0.len() != 1 || ["all", "running", "followers"].contains(&sel.get_ref().0[0].as_str())) {
+        if single
+            && (sel.get_ref().0.len() != 1
+                || ["all", "running", "followers"].contains(&sel.get_ref().0[0].as_str()))
+        {
             return Err(err_at(at, "this step acts on exactly one node: a name, `leader`, `any-follower` or `${capture}`".into()));
         }
         Ok(())
     };
-    let check_refs = |s: &str, at: usize, captures: &BTreeSet<String>, allow_self: bool| -> Result<(), ParseError> {
+    let check_refs = |s: &str,
+                      at: usize,
+                      captures: &BTreeSet<String>,
+                      allow_self: bool|
+     -> Result<(), ParseError> {
         for r in references(s) {
             let ok = match r.split_once('.') {
                 Some(("self", f)) => allow_self && !f.is_empty(),
-                Some((n, f)) => (nodes.contains(n) || n == "leader" || captures.contains(n)) && !f.is_empty(),
+                Some((n, f)) => {
+                    (nodes.contains(n) || n == "leader" || captures.contains(n)) && !f.is_empty()
+                }
                 None => captures.contains(r),
             };
             if !ok {
@@ -487,13 +522,26 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
         let mut matchers = Vec::new();
         match &step {
             Step::Up(_) | Step::Down(_) | Step::Sleep(_) => {}
-            Step::Stop(n) | Step::Start(n) | Step::Restart(n) | Step::Pause(n) | Step::Unpause(n) | Step::Isolate(n)
-            | Step::Heal(n) | Step::Wipe(n) => check_selector(&n.nodes, &captures, false)?,
+            Step::Stop(n)
+            | Step::Start(n)
+            | Step::Restart(n)
+            | Step::Pause(n)
+            | Step::Unpause(n)
+            | Step::Isolate(n)
+            | Step::Heal(n)
+            | Step::Wipe(n) => check_selector(&n.nodes, &captures, false)?,
             Step::Kill(k) => {
                 check_selector(&k.nodes, &captures, false)?;
                 if let Some(s) = &k.signal {
                     if !crate::backend::SIGNALS.contains(&s.get_ref().as_str()) {
-                        return Err(err_at(s.span().start, format!("unknown signal {:?}; expected one of {}", s.get_ref(), crate::backend::SIGNALS.join(", "))));
+                        return Err(err_at(
+                            s.span().start,
+                            format!(
+                                "unknown signal {:?}; expected one of {}",
+                                s.get_ref(),
+                                crate::backend::SIGNALS.join(", ")
+                            ),
+                        ));
                     }
                 }
             }
@@ -502,7 +550,13 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
                 check_selector(&o.node, &captures, true)?;
                 let words = o.run.get_ref();
                 if words.is_empty() || !profile.binaries.contains(&words[0]) {
-                    return Err(err_at(o.run.span().start, format!("`run` must start with one of the profile's binaries: {}", profile.binaries.join(", "))));
+                    return Err(err_at(
+                        o.run.span().start,
+                        format!(
+                            "`run` must start with one of the profile's binaries: {}",
+                            profile.binaries.join(", ")
+                        ),
+                    ));
                 }
                 for w in words {
                     check_refs(w, o.run.span().start, &captures, false)?;
@@ -523,9 +577,16 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
                 }
                 for (field, value) in &e.that {
                     if !profile.info_fields.is_empty() && !profile.info_fields.contains(field) {
-                        return Err(err_at(value.span().start, format!("unknown field {field:?} of the cluster info; expected one of {}", profile.info_fields.join(", "))));
+                        return Err(err_at(
+                            value.span().start,
+                            format!(
+                                "unknown field {field:?} of the cluster info; expected one of {}",
+                                profile.info_fields.join(", ")
+                            ),
+                        ));
                     }
-                    let m = parse_matcher(value.get_ref()).map_err(|m| err_at(value.span().start, m))?;
+                    let m = parse_matcher(value.get_ref())
+                        .map_err(|m| err_at(value.span().start, m))?;
                     let mut strings = Vec::new();
                     collect_strings(value.get_ref(), &mut strings);
                     for s in strings {
@@ -534,8 +595,13 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
                     matchers.push((field.clone(), m));
                 }
                 for (name, field) in &e.capture {
-                    if !profile.info_fields.is_empty() && !profile.info_fields.contains(field.get_ref()) {
-                        return Err(err_at(field.span().start, format!("cannot capture unknown field {:?}", field.get_ref())));
+                    if !profile.info_fields.is_empty()
+                        && !profile.info_fields.contains(field.get_ref())
+                    {
+                        return Err(err_at(
+                            field.span().start,
+                            format!("cannot capture unknown field {:?}", field.get_ref()),
+                        ));
                     }
                     captures.insert(name.clone());
                 }
@@ -559,7 +625,14 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
         }
         steps.push(PlacedStep { step, line, matchers });
     }
-    Ok(Scenario { file: file.to_owned(), name: raw.name, summary: raw.summary, cluster, defaults: raw.defaults, steps })
+    Ok(Scenario {
+        file: file.to_owned(),
+        name: raw.name,
+        summary: raw.summary,
+        cluster,
+        defaults: raw.defaults,
+        steps,
+    })
 }
 
 fn collect_strings(v: &toml::Value, out: &mut Vec<String>) {

@@ -94,12 +94,16 @@ pub struct Profile {
 
 impl Profile {
     pub fn load(path: &Path) -> Result<Profile, ProfileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ProfileError::Read { path: path.to_owned(), source })?;
         let mut p: Profile = toml::from_str(&text)
             .map_err(|e| ProfileError::Invalid { path: path.to_owned(), message: e.to_string() })?;
         p.dir = path.parent().unwrap_or(Path::new(".")).to_owned();
         if p.nodes.is_empty() {
-            return Err(ProfileError::Invalid { path: path.to_owned(), message: "no [[node]]".into() });
+            return Err(ProfileError::Invalid {
+                path: path.to_owned(),
+                message: "no [[node]]".into(),
+            });
         }
         Ok(p)
     }

@@ -89,9 +89,15 @@ impl Report {
     /// Writes `report.json` and, on failure, `<node>.info.json` and `<node>.log` into `dir`.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(self).expect("report serializes"))?;
+        std::fs::write(
+            dir.join("report.json"),
+            serde_json::to_string_pretty(self).expect("report serializes"),
+        )?;
         for e in &self.evidence {
-            std::fs::write(dir.join(format!("{}.info.json", e.node)), serde_json::to_string_pretty(&e.info).unwrap())?;
+            std::fs::write(
+                dir.join(format!("{}.info.json", e.node)),
+                serde_json::to_string_pretty(&e.info).unwrap(),
+            )?;
             std::fs::write(dir.join(format!("{}.log", e.node)), &e.log_tail)?;
         }
         Ok(())
@@ -114,7 +120,9 @@ fn xml_escape(s: &str) -> String {
 
 /// JUnit XML: one `<testsuite>` per scenario, one `<testcase>` per step.
 pub fn junit(reports: &[Report]) -> String {
-    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"scenarios\">\n");
+    let mut x = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"scenarios\">\n",
+    );
     for r in reports {
         let failures = r.steps.iter().filter(|s| s.status == StepStatus::Failed).count();
         let skipped = usize::from(r.outcome == Outcome::Skipped);

@@ -97,7 +97,12 @@ pub struct RaftTiming {
 
 impl Default for RaftTiming {
     fn default() -> Self {
-        RaftTiming { heartbeat_ms: 100, election_min_ms: 300, election_max_ms: 600, snapshot_logs: 1000 }
+        RaftTiming {
+            heartbeat_ms: 100,
+            election_min_ms: 300,
+            election_max_ms: 600,
+            snapshot_logs: 1000,
+        }
     }
 }
 
@@ -134,9 +139,12 @@ impl Config {
         let required = |key: &'static str| -> Result<(usize, &str), ConfigError> {
             match get(key) {
                 Some((line, v)) if !v.is_empty() => Ok((line, v)),
-                Some((line, _)) => {
-                    Err(ConfigError::Invalid { path: p(), line, key, why: "must not be empty".into() })
-                }
+                Some((line, _)) => Err(ConfigError::Invalid {
+                    path: p(),
+                    line,
+                    key,
+                    why: "must not be empty".into(),
+                }),
                 None => Err(ConfigError::Missing { path: p(), key, meaning: meaning(key) }),
             }
         };
@@ -154,7 +162,8 @@ impl Config {
         let data_dir = PathBuf::from(dir);
 
         let (line, node_name) = required("XP_NODE_NAME")?;
-        if !node_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        if !node_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
             return Err(invalid(
                 line,
                 "XP_NODE_NAME",
@@ -190,7 +199,11 @@ impl Config {
                 None => Ok(None),
                 Some((line, v)) => match v.parse::<u64>() {
                     Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
-                    _ => Err(invalid(line, key, format!("{v:?} is not a whole number in {min}..={max}"))),
+                    _ => Err(invalid(
+                        line,
+                        key,
+                        format!("{v:?} is not a whole number in {min}..={max}"),
+                    )),
                 },
             }
         };
@@ -205,7 +218,8 @@ impl Config {
             snapshot_logs: number("XP_RAFT_SNAPSHOT_LOGS", 2, 10_000_000)?
                 .unwrap_or(d.snapshot_logs),
         };
-        if raft.heartbeat_ms >= raft.election_min_ms || raft.election_min_ms >= raft.election_max_ms {
+        if raft.heartbeat_ms >= raft.election_min_ms || raft.election_min_ms >= raft.election_max_ms
+        {
             return Err(ConfigError::Inconsistent {
                 path: p(),
                 message: format!(
@@ -348,9 +362,8 @@ fn unquote(v: &str) -> Option<String> {
 
 /// Checks an `http://host:port` URL and returns its port.
 fn check_url(url: &str) -> Result<u16, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?} must start with http://"))?;
+    let rest =
+        url.strip_prefix("http://").ok_or_else(|| format!("{url:?} must start with http://"))?;
     let authority = rest.trim_end_matches('/');
     if authority.contains('/') {
         return Err(format!("{url:?} must not have a path"));

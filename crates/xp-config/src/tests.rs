@@ -2,7 +2,8 @@
 
 use super::*;
 
-const BASE: &str = "XP_DATA_DIR=/var/lib/xp\nXP_NODE_NAME=node1\nXP_API_BASE_URL=http://node1:8080\n";
+const BASE: &str =
+    "XP_DATA_DIR=/var/lib/xp\nXP_NODE_NAME=node1\nXP_API_BASE_URL=http://node1:8080\n";
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(Path::new("xp.env"), text)

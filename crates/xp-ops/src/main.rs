@@ -111,13 +111,19 @@ fn inspect(a: InspectArgs) -> Result<(), Failure> {
     let id = |l: Option<xp_store::LogId>| l.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
     println!("node:               {} ({})", i.identity.node_id, i.identity.node_name);
     println!("cluster id:         {}", i.cluster_id.as_deref().unwrap_or("unknown"));
-    println!("vote:               {}", i.vote.map(|v| v.to_string()).unwrap_or_else(|| "none".into()));
+    println!(
+        "vote:               {}",
+        i.vote.map(|v| v.to_string()).unwrap_or_else(|| "none".into())
+    );
     println!("highest term:       {}", i.term);
     println!("last log id:        {}", id(i.last_log_id));
     println!("committed:          {}", id(i.committed));
     println!("last applied:       {}", id(i.last_applied));
     println!("purged up to:       {}", id(i.purged));
-    println!("log entries:        {} (after last applied: {})", i.log_entries, i.entries_after_applied);
+    println!(
+        "log entries:        {} (after last applied: {})",
+        i.log_entries, i.entries_after_applied
+    );
     println!("effective voters:   {:?} (from the {:?})", i.voters(), i.membership_source);
     for (nid, n) in i.effective_membership.membership().nodes() {
         println!("  member {nid}: {n}");
@@ -128,7 +134,10 @@ fn inspect(a: InspectArgs) -> Result<(), Failure> {
     }
     println!("kv keys:            {}", i.kv_keys);
     if i.torn_tail_bytes > 0 {
-        println!("torn log tail:      {} bytes (an interrupted write; cut when the node starts)", i.torn_tail_bytes);
+        println!(
+            "torn log tail:      {} bytes (an interrupted write; cut when the node starts)",
+            i.torn_tail_bytes
+        );
     }
     if i.recovery_in_progress {
         println!("RECOVERY IN PROGRESS: run `xp-ops xp recover-single-node -y` to finish it");
@@ -174,7 +183,9 @@ fn recover(a: RecoverArgs) -> Result<(), Failure> {
         return Ok(());
     }
     if a.no_backup {
-        eprintln!("warning: --no-backup: raft/ is NOT backed up; there is no way back if this goes wrong");
+        eprintln!(
+            "warning: --no-backup: raft/ is NOT backed up; there is no way back if this goes wrong"
+        );
     }
     let t = Instant::now();
     let mut progress = |step: Step| {
@@ -189,8 +200,16 @@ fn recover(a: RecoverArgs) -> Result<(), Failure> {
     done(&config, &plan, &record)
 }
 
-fn done(config: &Config, plan: &xp_recovery::Plan, record: &xp_recovery::RecoveryRecord) -> Result<(), Failure> {
-    println!("\nrecovered: node {} is now the only voter; record written to {}", plan.node_id, plan.record_path.display());
+fn done(
+    config: &Config,
+    plan: &xp_recovery::Plan,
+    record: &xp_recovery::RecoveryRecord,
+) -> Result<(), Failure> {
+    println!(
+        "\nrecovered: node {} is now the only voter; record written to {}",
+        plan.node_id,
+        plan.record_path.display()
+    );
     println!("{}", serde_json::to_string_pretty(record).expect("record serializes"));
     println!(
         "\nnext steps:\n  1. start the node (xp run) and check {url}/api/cluster/info: role=leader, voters=[{id}]\n  \
@@ -201,7 +220,11 @@ fn done(config: &Config, plan: &xp_recovery::Plan, record: &xp_recovery::Recover
         id = plan.node_id
     );
     if let Some(b) = &plan.backup_dir {
-        println!("  rollback: stop the node, move {} away, move {} to raft/", config.raft_dir().display(), b.display());
+        println!(
+            "  rollback: stop the node, move {} away, move {} to raft/",
+            config.raft_dir().display(),
+            b.display()
+        );
     }
     Ok(())
 }
@@ -214,7 +237,10 @@ fn fault_hook() -> impl FnMut(Step) {
     move |step: Step| {
         let name = serde_json::to_value(step).ok().and_then(|v| v.as_str().map(str::to_owned));
         if at.is_some() && at == name {
-            eprintln!("XP_OPS_FAULT_AT={}: aborting before this write", at.as_deref().unwrap_or(""));
+            eprintln!(
+                "XP_OPS_FAULT_AT={}: aborting before this write",
+                at.as_deref().unwrap_or("")
+            );
             std::process::abort();
         }
     }

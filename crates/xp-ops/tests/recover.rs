@@ -27,13 +27,18 @@ fn stopped_cluster(base_port: u16, extra_env: &str) -> Cluster {
     let leader = c.wait_leader(&[1, 2, 3], T);
     let mut last = 0;
     for k in 0..KEYS {
-        last = kv_put(&c.nodes[leader - 1].url(), &format!("key{k}"), &format!("value{k}")).unwrap();
+        last =
+            kv_put(&c.nodes[leader - 1].url(), &format!("key{k}"), &format!("value{k}")).unwrap();
     }
     for i in 1..=3 {
         let n = &c.nodes[i - 1];
         wait_for("every write applied on every node", T, || {
             let v = n.info()?;
-            if v["last_applied_index"].as_u64().unwrap() >= last { Ok(()) } else { Err(v.to_string()) }
+            if v["last_applied_index"].as_u64().unwrap() >= last {
+                Ok(())
+            } else {
+                Err(v.to_string())
+            }
         });
     }
     for i in 1..=3 {
@@ -65,7 +70,8 @@ fn inspect_json(env: &Path) -> Value {
 
 fn voters(i: &Value) -> Vec<u64> {
     let m = &i["effective_membership"]["membership"];
-    let mut v: Vec<u64> = m["configs"][0].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    let mut v: Vec<u64> =
+        m["configs"][0].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
     v.sort();
     v
 }
@@ -76,7 +82,11 @@ fn start_and_expect_single_leader(node: &mut Node) -> Duration {
     node.start();
     let info = wait_for("the recovered node to become leader", T, || {
         let v = node.info()?;
-        if v["role"] == "leader" { Ok(v) } else { Err(v.to_string()) }
+        if v["role"] == "leader" {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
     });
     let took = t.elapsed();
     assert_eq!(info["leader_api_base_url"], node.url().as_str());
@@ -105,7 +115,11 @@ fn full_drill_recover_then_rejoin_a_wiped_node() {
     assert!(out.contains("voters now:        [1, 2, 3] -> after: [1]"), "{out}");
     assert!(out.contains("dry run: nothing changed"), "{out}");
     assert_eq!(digest(&raft1), before);
-    assert!(!std::fs::read_dir(&c.nodes[0].data_dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("raft.bak")));
+    assert!(!std::fs::read_dir(&c.nodes[0].data_dir).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("raft.bak")));
 
     // Recover for real: a verified backup identical to the old state, and a record.
     let o = ops(&env1, &["recover-single-node", "-y"]);
@@ -136,7 +150,10 @@ fn full_drill_recover_then_rejoin_a_wiped_node() {
     let took = start_and_expect_single_leader(c.node(1));
     eprintln!("measured: recovered node start to leader in {took:?}");
     for k in 0..KEYS {
-        assert_eq!(kv_get(&c.nodes[0].url(), &format!("key{k}")).unwrap(), Some(format!("value{k}")));
+        assert_eq!(
+            kv_get(&c.nodes[0].url(), &format!("key{k}")).unwrap(),
+            Some(format!("value{k}"))
+        );
     }
 
     // node3 comes back with its old data: it is fenced off and changes nothing.
@@ -158,7 +175,11 @@ fn full_drill_recover_then_rejoin_a_wiped_node() {
         let ok = v["leader_api_base_url"] == leader_url.as_str()
             && v["voters"] == serde_json::json!([1, new_id])
             && v["role"] == "follower";
-        if ok { Ok(()) } else { Err(v.to_string()) }
+        if ok {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
     });
     kv_put(&leader_url, "after-recovery", "yes").unwrap();
     assert_eq!(kv_get(&c.nodes[1].url(), "after-recovery").unwrap().as_deref(), Some("yes"));
@@ -185,8 +206,13 @@ fn uncommitted_entries_and_a_membership_entry_after_last_applied() {
     let n = &c.nodes[leader - 1];
     let applied = wait_for("the uncommitted entry to be appended", T, || {
         let v = n.info()?;
-        let (log, applied) = (v["last_log_index"].as_u64().unwrap(), v["last_applied_index"].as_u64().unwrap());
-        if log > applied { Ok(applied) } else { Err(v.to_string()) }
+        let (log, applied) =
+            (v["last_log_index"].as_u64().unwrap(), v["last_applied_index"].as_u64().unwrap());
+        if log > applied {
+            Ok(applied)
+        } else {
+            Err(v.to_string())
+        }
     });
     c.node(leader).terminate();
 
@@ -200,7 +226,10 @@ fn uncommitted_entries_and_a_membership_entry_after_last_applied() {
         let sm = dir.read_state_machine().unwrap().unwrap();
         let mut nodes: std::collections::BTreeMap<u64, xp_store::NodeMeta> =
             sm.last_membership.membership().nodes().map(|(k, v)| (*k, v.clone())).collect();
-        nodes.insert(9, xp_store::NodeMeta { name: "ghost".into(), api_base_url: "http://127.0.0.1:1".into() });
+        nodes.insert(
+            9,
+            xp_store::NodeMeta { name: "ghost".into(), api_base_url: "http://127.0.0.1:1".into() },
+        );
         let configs = vec![sm.last_membership.membership().voter_ids().collect()];
         log.append([xp_store::Entry {
             log_id: xp_store::LogId::new(last.leader_id, last.index + 1),
@@ -214,7 +243,12 @@ fn uncommitted_entries_and_a_membership_entry_after_last_applied() {
     assert_eq!(i["last_applied"]["index"].as_u64().unwrap(), applied);
 
     let o = ops(&env, &["recover-single-node", "--dry-run"]);
-    assert!(stdout(&o).contains("after last_applied are kept; as the only voter this node will commit them"), "{}", stdout(&o));
+    assert!(
+        stdout(&o)
+            .contains("after last_applied are kept; as the only voter this node will commit them"),
+        "{}",
+        stdout(&o)
+    );
     let o = ops(&env, &["recover-single-node", "-y"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let i = inspect_json(&env);
@@ -237,12 +271,22 @@ fn a_data_dir_with_a_snapshot_is_brought_in_line() {
     let o = ops(&env, &["recover-single-node", "-y", "--no-backup"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("--no-backup: raft/ is NOT backed up"));
-    assert!(!std::fs::read_dir(&c.nodes[0].data_dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("raft.bak")));
-    let snap: Value = serde_json::from_slice(&std::fs::read(c.nodes[0].data_dir.join("raft/snapshot.json")).unwrap()).unwrap();
+    assert!(!std::fs::read_dir(&c.nodes[0].data_dir).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("raft.bak")));
+    let snap: Value = serde_json::from_slice(
+        &std::fs::read(c.nodes[0].data_dir.join("raft/snapshot.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(snap["meta"]["last_membership"]["membership"]["configs"], serde_json::json!([[1]]));
     start_and_expect_single_leader(c.node(1));
     for k in 0..KEYS {
-        assert_eq!(kv_get(&c.nodes[0].url(), &format!("key{k}")).unwrap(), Some(format!("value{k}")));
+        assert_eq!(
+            kv_get(&c.nodes[0].url(), &format!("key{k}")).unwrap(),
+            Some(format!("value{k}"))
+        );
     }
 }
 
@@ -267,10 +311,19 @@ fn refusals_leave_everything_as_it_was() {
     // Missing Raft state: exit 3, readable.
     let empty = dir.join("empty.env");
     let env1 = std::fs::read_to_string(&n1.env_file).unwrap();
-    std::fs::write(&empty, env1.replace(n1.data_dir.to_str().unwrap(), dir.join("void").to_str().unwrap())).unwrap();
+    std::fs::write(
+        &empty,
+        env1.replace(n1.data_dir.to_str().unwrap(), dir.join("void").to_str().unwrap()),
+    )
+    .unwrap();
     let o = ops(&empty, &["recover-single-node", "-y"]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(stderr(&o).contains("missing Raft state: ") && stderr(&o).contains("state_machine.json does not exist"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("missing Raft state: ")
+            && stderr(&o).contains("state_machine.json does not exist"),
+        "{}",
+        stderr(&o)
+    );
 
     // Wrong env file for this data dir (node2's name): refused.
     let wrong = dir.join("wrong.env");
@@ -305,7 +358,11 @@ fn refusals_leave_everything_as_it_was() {
     std::fs::write(&id_path, r#"{"node_id":42,"node_name":"node1"}"#).unwrap();
     let o = ops(&n1.env_file, &["recover-single-node", "-y"]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(stderr(&o).contains("refusing: node 42 (node1) is not in its own effective membership"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("refusing: node 42 (node1) is not in its own effective membership"),
+        "{}",
+        stderr(&o)
+    );
     std::fs::write(&id_path, &original_id).unwrap();
 
     // Corrupt state_machine.json: refused naming the file; nothing else touched.
@@ -325,11 +382,19 @@ fn refusals_leave_everything_as_it_was() {
     std::fs::write(&log_path, &bad_log).unwrap();
     let o = ops(&n1.env_file, &["recover-single-node", "-y"]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(stderr(&o).contains("log.bin: corrupt Raft state: bad record at byte 0"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("log.bin: corrupt Raft state: bad record at byte 0"),
+        "{}",
+        stderr(&o)
+    );
     std::fs::write(&log_path, &log).unwrap();
 
     assert_eq!(digest(&raft1), before, "no refusal changed a byte");
-    assert!(!std::fs::read_dir(&n1.data_dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("raft.bak")));
+    assert!(!std::fs::read_dir(&n1.data_dir).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("raft.bak")));
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -350,12 +415,14 @@ fn a_crash_at_every_write_point_leaves_old_state_or_a_finishable_one() {
     let pristine = c.nodes[0].data_dir.clone();
     let env_text = std::fs::read_to_string(&c.nodes[0].env_file).unwrap();
     let old = digest(&pristine.join("raft"));
-    let steps = ["backup", "journal", "vote", "log_entry", "state_machine", "snapshot", "record", "done"];
+    let steps =
+        ["backup", "journal", "vote", "log_entry", "state_machine", "snapshot", "record", "done"];
     for step in steps {
         let data = c.dir.path().join(format!("crash-{step}"));
         copy_tree(&pristine, &data);
         let env = c.dir.path().join(format!("crash-{step}.env"));
-        std::fs::write(&env, env_text.replace(pristine.to_str().unwrap(), data.to_str().unwrap())).unwrap();
+        std::fs::write(&env, env_text.replace(pristine.to_str().unwrap(), data.to_str().unwrap()))
+            .unwrap();
 
         let o = Command::new(bin("xp-ops"))
             .args(["xp", "recover-single-node", "-y", "--env-file"])
@@ -370,15 +437,27 @@ fn a_crash_at_every_write_point_leaves_old_state_or_a_finishable_one() {
             assert_eq!(now, old, "{step}: without a journal the state must be the old one");
         } else {
             // The node refuses to start on a half-recovered dir.
-            let out = std::process::Command::new(bin("xp")).arg("--env-file").arg(&env).arg("run").output().unwrap();
-            assert!(String::from_utf8_lossy(&out.stderr).contains("was interrupted; run it again"), "{step}");
+            let out = std::process::Command::new(bin("xp"))
+                .arg("--env-file")
+                .arg(&env)
+                .arg("run")
+                .output()
+                .unwrap();
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("was interrupted; run it again"),
+                "{step}"
+            );
         }
         let o = ops(&env, &["recover-single-node", "-y"]);
         assert!(o.status.success(), "{step}: re-run must finish: {}", stderr(&o));
         let i = inspect_json(&env);
         assert_eq!(voters(&i), [1], "{step}");
         assert_eq!(i["recovery_in_progress"], false, "{step}");
-        assert_eq!(i["state_machine_membership"]["membership"]["configs"], serde_json::json!([[1]]), "{step}");
+        assert_eq!(
+            i["state_machine_membership"]["membership"]["configs"],
+            serde_json::json!([[1]]),
+            "{step}"
+        );
     }
     // One of them, started: a leader with the data.
     let data = c.dir.path().join("crash-vote");

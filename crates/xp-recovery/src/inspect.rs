@@ -46,12 +46,17 @@ pub struct Inspection {
 impl Inspection {
     /// The highest index any part of the state mentions.
     pub fn last_index(&self) -> u64 {
-        [self.last_log_id, self.purged, self.last_applied, self.snapshot.as_ref().and_then(|s| s.last_log_id)]
-            .iter()
-            .flatten()
-            .map(|l| l.index)
-            .max()
-            .unwrap_or(0)
+        [
+            self.last_log_id,
+            self.purged,
+            self.last_applied,
+            self.snapshot.as_ref().and_then(|s| s.last_log_id),
+        ]
+        .iter()
+        .flatten()
+        .map(|l| l.index)
+        .max()
+        .unwrap_or(0)
     }
 
     /// The highest term any part of the state mentions.
@@ -107,14 +112,15 @@ pub fn inspect(config: &Config) -> Result<Inspection, RecoveryError> {
 
     // openraft: the last membership entry after last_applied wins; else the state machine's.
     let applied_index = sm.last_applied.map(|l| l.index);
-    let from_log = log
-        .iter()
-        .rev()
-        .take_while(|e| applied_index.is_none_or(|a| e.log_id.index > a))
-        .find_map(|e| match &e.payload {
-            xp_store::EntryPayload::Membership(m) => Some(StoredMembership::new(Some(e.log_id), m.clone())),
-            _ => None,
-        });
+    let from_log =
+        log.iter().rev().take_while(|e| applied_index.is_none_or(|a| e.log_id.index > a)).find_map(
+            |e| match &e.payload {
+                xp_store::EntryPayload::Membership(m) => {
+                    Some(StoredMembership::new(Some(e.log_id), m.clone()))
+                }
+                _ => None,
+            },
+        );
     let (effective_membership, membership_source) = match from_log {
         Some(m) => (m, MembershipSource::Log),
         None => (sm.last_membership.clone(), MembershipSource::StateMachine),

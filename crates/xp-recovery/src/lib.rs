@@ -58,7 +58,9 @@ impl RecoveryError {
         use xp_store::StoreError as S;
         match self {
             RecoveryError::Config(_) => 2,
-            RecoveryError::Store(S::Io { .. }) | RecoveryError::Backup(_) | RecoveryError::Verify(_) => 4,
+            RecoveryError::Store(S::Io { .. })
+            | RecoveryError::Backup(_)
+            | RecoveryError::Verify(_) => 4,
             _ => 3,
         }
     }

@@ -79,16 +79,40 @@ impl Plan {
             s.push_str(&t);
             s.push('\n');
         };
-        line(&mut s, format!("recovery plan for node {} ({}), started {}", self.node_id, self.node_name, self.started_at));
-        line(&mut s, format!("  voters now:        {:?} -> after: [{}]", self.old_voters, self.node_id));
+        line(
+            &mut s,
+            format!(
+                "recovery plan for node {} ({}), started {}",
+                self.node_id, self.node_name, self.started_at
+            ),
+        );
+        line(
+            &mut s,
+            format!("  voters now:        {:?} -> after: [{}]", self.old_voters, self.node_id),
+        );
         for (id, m) in &self.old_members {
             line(&mut s, format!("    member {id}: {m}"));
         }
-        line(&mut s, format!("  node meta:         {}@{} (from XP_NODE_NAME / XP_API_BASE_URL)", self.node_name, self.api_base_url));
-        line(&mut s, format!("  vote:              {} -> {}", fmt_vote(self.old_vote), self.new_vote));
+        line(
+            &mut s,
+            format!(
+                "  node meta:         {}@{} (from XP_NODE_NAME / XP_API_BASE_URL)",
+                self.node_name, self.api_base_url
+            ),
+        );
+        line(
+            &mut s,
+            format!("  vote:              {} -> {}", fmt_vote(self.old_vote), self.new_vote),
+        );
         line(&mut s, format!("  last applied:      {}", fmt_log_id(self.last_applied)));
         line(&mut s, format!("  last log id:       {}", fmt_log_id(self.last_log_id)));
-        line(&mut s, format!("  append entry:      {} membership {{{}}}", self.new_entry.log_id, self.node_id));
+        line(
+            &mut s,
+            format!(
+                "  append entry:      {} membership {{{}}}",
+                self.new_entry.log_id, self.node_id
+            ),
+        );
         match self.uncommitted {
             Some((a, b)) => line(&mut s, format!(
                 "  uncommitted:       {} entries ({a}..={b}) after last_applied are kept; as the only voter this node will commit them",
@@ -98,12 +122,18 @@ impl Plan {
         }
         line(&mut s, "  state_machine.json: last_membership rewritten to the new membership (data untouched)".into());
         if self.rewrite_snapshot {
-            line(&mut s, "  snapshot.json:     meta.last_membership rewritten to the new membership".into());
+            line(
+                &mut s,
+                "  snapshot.json:     meta.last_membership rewritten to the new membership".into(),
+            );
         } else {
             line(&mut s, "  snapshot.json:     none".into());
         }
         match &self.backup_dir {
-            Some(b) => line(&mut s, format!("  backup:            {} (complete copy of raft/, verified)", b.display())),
+            Some(b) => line(
+                &mut s,
+                format!("  backup:            {} (complete copy of raft/, verified)", b.display()),
+            ),
             None => line(&mut s, "  backup:            NONE (--no-backup)".into()),
         }
         line(&mut s, format!("  record:            {}", self.record_path.display()));
@@ -135,9 +165,13 @@ pub fn plan(
             membership.nodes().map(|(id, n)| format!("{id}={n}")).collect::<Vec<_>>()
         )));
     }
-    let meta = NodeMeta { name: config.node_name.clone(), api_base_url: config.api_base_url.clone() };
+    let meta =
+        NodeMeta { name: config.node_name.clone(), api_base_url: config.api_base_url.clone() };
     let voters = insp.voters();
-    if voters == [me] && membership.learner_ids().next().is_none() && membership.get_node(&me) == Some(&meta) {
+    if voters == [me]
+        && membership.learner_ids().next().is_none()
+        && membership.get_node(&me) == Some(&meta)
+    {
         return Ok(None);
     }
     let term = insp.max_term() + 1;
@@ -176,7 +210,8 @@ pub fn plan(
 /// a backup is never overwritten.
 fn free_backup_dir(config: &Config, started: &str) -> PathBuf {
     let base = config.data_dir.join(format!("raft.bak-{started}"));
-    (2..).map(|n| config.data_dir.join(format!("raft.bak-{started}-{n}")))
+    (2..)
+        .map(|n| config.data_dir.join(format!("raft.bak-{started}-{n}")))
         .find(|p| !p.exists())
         .filter(|_| base.exists())
         .unwrap_or(base)
@@ -227,7 +262,11 @@ pub fn pending_journal(config: &Config) -> Result<Option<Plan>, RecoveryError> {
 }
 
 /// Runs the idempotent steps after the journal; used by [`apply`] and to resume.
-pub fn finish(config: &Config, plan: &Plan, hook: &mut dyn FnMut(Step)) -> Result<RecoveryRecord, RecoveryError> {
+pub fn finish(
+    config: &Config,
+    plan: &Plan,
+    hook: &mut dyn FnMut(Step),
+) -> Result<RecoveryRecord, RecoveryError> {
     let dir = RaftDir::new(config.raft_dir());
     hook(Step::Vote);
     dir.write_vote(&plan.new_vote)?;
@@ -249,7 +288,8 @@ pub fn finish(config: &Config, plan: &Plan, hook: &mut dyn FnMut(Step)) -> Resul
     let new_membership = plan.new_membership();
     hook(Step::StateMachine);
     if let Some(mut sm) = dir.read_state_machine()? {
-        sm.last_membership = StoredMembership::new(*sm.last_membership.log_id(), new_membership.clone());
+        sm.last_membership =
+            StoredMembership::new(*sm.last_membership.log_id(), new_membership.clone());
         dir.write_state_machine(&sm)?;
     }
     hook(Step::Snapshot);
@@ -282,7 +322,8 @@ pub fn finish(config: &Config, plan: &Plan, hook: &mut dyn FnMut(Step)) -> Resul
 
     hook(Step::Done);
     let journal = dir.recovery_path();
-    std::fs::remove_file(&journal).map_err(|source| xp_store::StoreError::Io { path: journal.clone(), source })?;
+    std::fs::remove_file(&journal)
+        .map_err(|source| xp_store::StoreError::Io { path: journal.clone(), source })?;
     fsync_dir(dir.path())?;
     Ok(record)
 }
@@ -298,7 +339,10 @@ pub fn verify(config: &Config, plan: &Plan) -> Result<Inspection, RecoveryError>
         return fail(format!("vote is {:?}, expected {}", insp.vote, plan.new_vote));
     }
     if insp.last_log_id != Some(plan.new_entry.log_id) {
-        return fail(format!("last log id is {:?}, expected {}", insp.last_log_id, plan.new_entry.log_id));
+        return fail(format!(
+            "last log id is {:?}, expected {}",
+            insp.last_log_id, plan.new_entry.log_id
+        ));
     }
     if insp.voters() != [plan.node_id] {
         return fail(format!("effective voters are {:?}", insp.voters()));
@@ -307,7 +351,8 @@ pub fn verify(config: &Config, plan: &Plan) -> Result<Inspection, RecoveryError>
     if me.as_ref().map(|m| m.api_base_url.as_str()) != Some(plan.api_base_url.as_str()) {
         return fail(format!("node meta is {me:?}, expected api_base_url {}", plan.api_base_url));
     }
-    if insp.state_machine_membership.membership().voter_ids().collect::<Vec<_>>() != [plan.node_id] {
+    if insp.state_machine_membership.membership().voter_ids().collect::<Vec<_>>() != [plan.node_id]
+    {
         return fail("state_machine.json still holds the old membership".into());
     }
     if let Some(s) = &insp.snapshot {

@@ -84,7 +84,10 @@ impl LogFile {
             }
             let entry: Entry = match serde_json::from_slice(payload) {
                 Ok(e) => e,
-                Err(e) => return torn(&format!("checksum ok but not an entry: {e}")).map(|_| unreachable!()),
+                Err(e) => {
+                    return torn(&format!("checksum ok but not an entry: {e}"))
+                        .map(|_| unreachable!())
+                }
             };
             let index = entry.log_id.index;
             if let Some(p) = prev {
@@ -173,7 +176,10 @@ impl LogFile {
                 if entry.log_id.index != last.index + 1 {
                     return Err(StoreError::corrupt(
                         &self.path,
-                        format!("append of entry {} after entry {} would leave a hole", entry.log_id.index, last.index),
+                        format!(
+                            "append of entry {} after entry {} would leave a hole",
+                            entry.log_id.index, last.index
+                        ),
                     ));
                 }
             }
@@ -240,7 +246,11 @@ impl LogFile {
         }
         atomic_write(&self.path, &buf)?;
         self.file = Some(
-            OpenOptions::new().read(true).write(true).open(&self.path).map_err(StoreError::io(&self.path))?,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.path)
+                .map_err(StoreError::io(&self.path))?,
         );
         self.entries = entries;
         self.len = buf.len() as u64;
@@ -258,7 +268,10 @@ mod tests {
     fn entry(term: u64, index: u64) -> Entry {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
-            payload: EntryPayload::Normal(Request::Set { key: format!("k{index}"), value: "v".into() }),
+            payload: EntryPayload::Normal(Request::Set {
+                key: format!("k{index}"),
+                value: "v".into(),
+            }),
         }
     }
 
@@ -332,6 +345,9 @@ mod tests {
         bytes[HEADER + 2] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         let err = LogFile::open(dir.path(), None, OpenMode::Repair).unwrap_err().to_string();
-        assert!(err.contains("corrupt Raft state: bad record at byte 0: checksum mismatch"), "{err}");
+        assert!(
+            err.contains("corrupt Raft state: bad record at byte 0: checksum mismatch"),
+            "{err}"
+        );
     }
 }

@@ -16,7 +16,6 @@ use crate::state::{RaftDir, SmFile, SnapshotFile};
 use crate::types::*;
 use crate::StoreError;
 
-
 struct LogInner {
     dir: RaftDir,
     log: LogFile,
@@ -112,7 +111,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.inner.lock().unwrap().committed)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -204,9 +207,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
         }
-        self.dir
-            .write_state_machine(&next)
-            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        self.dir.write_state_machine(&next).map_err(|e| StorageIOError::write_state_machine(&e))?;
         *self.state.write().unwrap() = next;
         Ok(out)
     }

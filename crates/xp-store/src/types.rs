@@ -97,13 +97,15 @@ impl SmData {
                 self.next_node_id += 1;
                 Response::NodeId { node_id }
             }
-            Request::ConsumeJoinToken { nonce, node_id } => match self.used_join_tokens.get(nonce) {
-                Some(used_by) => Response::JoinToken { first_use: false, node_id: *used_by },
-                None => {
-                    self.used_join_tokens.insert(nonce.clone(), *node_id);
-                    Response::JoinToken { first_use: true, node_id: *node_id }
+            Request::ConsumeJoinToken { nonce, node_id } => {
+                match self.used_join_tokens.get(nonce) {
+                    Some(used_by) => Response::JoinToken { first_use: false, node_id: *used_by },
+                    None => {
+                        self.used_join_tokens.insert(nonce.clone(), *node_id);
+                        Response::JoinToken { first_use: true, node_id: *node_id }
+                    }
                 }
-            },
+            }
         }
     }
 

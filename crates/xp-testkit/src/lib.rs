@@ -31,13 +31,16 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Status, headers (lower-case names) and body of an HTTP answer.
+pub type HttpAnswer = (u16, Vec<(String, String)>, String);
+
 /// A minimal HTTP/1.1 exchange. Returns status, headers (lower-case names) and body.
 pub fn http(
     method: &str,
     url: &str,
     body: Option<&str>,
     headers: &[(&str, &str)],
-) -> Result<(u16, Vec<(String, String)>, String), String> {
+) -> Result<HttpAnswer, String> {
     let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -98,7 +101,12 @@ pub fn get_json(url: &str) -> Result<(u16, Value), String> {
 }
 
 /// `POST`/`PUT` JSON returning parsed JSON with the status.
-pub fn send_json(method: &str, url: &str, body: &Value, headers: &[(&str, &str)]) -> Result<(u16, Value), String> {
+pub fn send_json(
+    method: &str,
+    url: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> Result<(u16, Value), String> {
     let (status, _, text) = http(method, url, Some(&body.to_string()), headers)?;
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
@@ -146,7 +154,8 @@ impl Node {
 
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_file).unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.log_file).unwrap();
         let child = Command::new(bin("xp"))
             .arg("--env-file")
             .arg(&self.env_file)
@@ -193,7 +202,12 @@ impl Node {
 
     /// Runs `xp <args>` (not `run`) against this node's env file.
     pub fn xp(&self, args: &[&str]) -> std::process::Output {
-        Command::new(bin("xp")).arg("--env-file").arg(&self.env_file).args(args).output().expect("run xp")
+        Command::new(bin("xp"))
+            .arg("--env-file")
+            .arg(&self.env_file)
+            .args(args)
+            .output()
+            .expect("run xp")
     }
 
     pub fn info(&self) -> Result<Value, String> {
@@ -265,9 +279,14 @@ impl Cluster {
     /// 1-based index.
     pub fn wait_leader(&self, among: &[usize], timeout: Duration) -> usize {
         wait_for("one leader that every listed node follows", timeout, || {
-            let infos: Vec<Value> = among.iter().map(|i| self.nodes[i - 1].info()).collect::<Result<_, _>>()?;
-            let leaders: Vec<usize> =
-                among.iter().zip(&infos).filter(|(_, v)| v["role"] == "leader").map(|(i, _)| *i).collect();
+            let infos: Vec<Value> =
+                among.iter().map(|i| self.nodes[i - 1].info()).collect::<Result<_, _>>()?;
+            let leaders: Vec<usize> = among
+                .iter()
+                .zip(&infos)
+                .filter(|(_, v)| v["role"] == "leader")
+                .map(|(i, _)| *i)
+                .collect();
             let [leader] = leaders[..] else {
                 return Err(format!("leaders: {leaders:?}; infos: {infos:?}"));
             };
@@ -288,9 +307,14 @@ impl Cluster {
 /// `PUT /api/kv/{key}` on `url`, following one redirect to the leader.
 pub fn kv_put(url: &str, key: &str, value: &str) -> Result<u64, String> {
     let body = serde_json::json!({ "value": value }).to_string();
-    let (mut status, mut headers, mut text) = http("PUT", &format!("{url}/api/kv/{key}"), Some(&body), &[])?;
+    let (mut status, mut headers, mut text) =
+        http("PUT", &format!("{url}/api/kv/{key}"), Some(&body), &[])?;
     if status == 307 {
-        let loc = headers.iter().find(|(k, _)| k == "location").map(|(_, v)| v.clone()).ok_or("no location")?;
+        let loc = headers
+            .iter()
+            .find(|(k, _)| k == "location")
+            .map(|(_, v)| v.clone())
+            .ok_or("no location")?;
         (status, headers, text) = http("PUT", &loc, Some(&body), &[])?;
     }
     let _ = headers;
@@ -303,9 +327,14 @@ pub fn kv_put(url: &str, key: &str, value: &str) -> Result<u64, String> {
 
 /// `GET /api/kv/{key}` on `url`, following one redirect; `Ok(None)` for 404.
 pub fn kv_get(url: &str, key: &str) -> Result<Option<String>, String> {
-    let (mut status, mut headers, mut text) = http("GET", &format!("{url}/api/kv/{key}"), None, &[])?;
+    let (mut status, mut headers, mut text) =
+        http("GET", &format!("{url}/api/kv/{key}"), None, &[])?;
     if status == 307 {
-        let loc = headers.iter().find(|(k, _)| k == "location").map(|(_, v)| v.clone()).ok_or("no location")?;
+        let loc = headers
+            .iter()
+            .find(|(k, _)| k == "location")
+            .map(|(_, v)| v.clone())
+            .ok_or("no location")?;
         (status, headers, text) = http("GET", &loc, None, &[])?;
     }
     let _ = headers;
@@ -337,7 +366,8 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             // Keep the full logs where a developer can read them after the temp dir is gone.
-            let keep = std::env::temp_dir().join("xp-test-logs").join(self.nodes[0].port.to_string());
+            let keep =
+                std::env::temp_dir().join("xp-test-logs").join(self.nodes[0].port.to_string());
             let _ = std::fs::create_dir_all(&keep);
             eprintln!("full node logs kept in {}", keep.display());
             for n in &self.nodes {

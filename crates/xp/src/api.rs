@@ -88,10 +88,16 @@ impl TryAsForward for openraft::error::CheckIsLeaderError<NodeId, xp_store::Node
 
 fn not_leader(leader: Option<NodeId>, url: Option<String>, what: &str) -> ApiError {
     let message = match (&leader, &url) {
-        (Some(id), Some(u)) => format!("this node is not the leader; send {what} to the leader, node {id} at {u}"),
+        (Some(id), Some(u)) => {
+            format!("this node is not the leader; send {what} to the leader, node {id} at {u}")
+        }
         _ => format!("this node is not the leader and knows no leader; retry {what} later"),
     };
-    let status = if url.is_some() { StatusCode::MISDIRECTED_REQUEST } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if url.is_some() {
+        StatusCode::MISDIRECTED_REQUEST
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     ApiError { status, message, leader_api_base_url: url, location: None }
 }
 
@@ -115,9 +121,9 @@ pub fn require_leader(app: &App, what: &str) -> Result<(), ApiError> {
     if m.state == ServerState::Leader {
         return Ok(());
     }
-    let url = m
-        .current_leader
-        .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.api_base_url.clone()));
+    let url = m.current_leader.and_then(|l| {
+        m.membership_config.membership().get_node(&l).map(|n| n.api_base_url.clone())
+    });
     Err(not_leader(m.current_leader, url, what))
 }
 
@@ -236,7 +242,10 @@ async fn kv_put(
     Ok(Json(serde_json::json!({ "key": key, "log_index": res.log_id.index })))
 }
 
-async fn kv_get(State(app): State<Arc<App>>, Path(key): Path<String>) -> Result<Json<KvValue>, ApiError> {
+async fn kv_get(
+    State(app): State<Arc<App>>,
+    Path(key): Path<String>,
+) -> Result<Json<KvValue>, ApiError> {
     check_key(&key)?;
     app.raft
         .ensure_linearizable()
@@ -300,7 +309,10 @@ async fn create_join_token(
     }
     require_leader(&app, "join-token requests")?;
     let Some(cluster_id) = app.sm.read().unwrap().data.cluster_id.clone() else {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the cluster has no id yet; retry in a moment"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster has no id yet; retry in a moment",
+        ));
     };
     let res = app.raft.client_write(Request::AllocateNodeId).await.map_err(ApiError::from_raft)?;
     let SmResponse::NodeId { node_id } = res.data else {
@@ -316,10 +328,17 @@ async fn create_join_token(
     };
     let secret = app.config.require_cluster_secret().map_err(ApiError::internal)?;
     tracing::info!(node_id, ttl, "issued a join token");
-    Ok(Json(TokenResponse { join_token: token::sign(&claims, secret), node_id, expires_at: claims.expires_at }))
+    Ok(Json(TokenResponse {
+        join_token: token::sign(&claims, secret),
+        node_id,
+        expires_at: claims.expires_at,
+    }))
 }
 
-async fn join(State(app): State<Arc<App>>, Json(req): Json<JoinRequest>) -> Result<Json<JoinResponse>, ApiError> {
+async fn join(
+    State(app): State<Arc<App>>,
+    Json(req): Json<JoinRequest>,
+) -> Result<Json<JoinResponse>, ApiError> {
     crate::join::admit(&app, req).await.map(Json)
 }
 
@@ -334,11 +353,16 @@ fn check_rpc(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("missing {FROM_HEADER}")))?;
-    let to: Option<NodeId> = headers.get(TO_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let to: Option<NodeId> =
+        headers.get(TO_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     if to != Some(app.id) {
         return Err(ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
-            format!("this is node {}, not node {}", app.id, to.map(|t| t.to_string()).unwrap_or_else(|| "?".into())),
+            format!(
+                "this is node {}, not node {}",
+                app.id,
+                to.map(|t| t.to_string()).unwrap_or_else(|| "?".into())
+            ),
         ));
     }
     let m = app.raft.metrics().borrow().membership_config.clone();

@@ -25,11 +25,15 @@ pub async fn init(config: &Config) -> Result<u64, NodeError> {
     dir.create()?;
     dir.write_identity(&Identity { node_id, node_name: config.node_name.clone() })?;
     let (log, sm) = open_raft_store(&dir)?;
-    let raft = Raft::new(node_id, raft_config(config)?, Network::new(node_id, String::new()), log, sm)
+    let raft =
+        Raft::new(node_id, raft_config(config)?, Network::new(node_id, String::new()), log, sm)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let meta =
+        NodeMeta { name: config.node_name.clone(), api_base_url: config.api_base_url.clone() };
+    raft.initialize(BTreeMap::from([(node_id, meta)]))
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
-    let meta = NodeMeta { name: config.node_name.clone(), api_base_url: config.api_base_url.clone() };
-    raft.initialize(BTreeMap::from([(node_id, meta)])).await.map_err(|e| NodeError::Raft(e.to_string()))?;
     let _ = tokio::time::timeout(Duration::from_secs(2), raft.shutdown()).await;
     Ok(node_id)
 }
@@ -48,7 +52,12 @@ pub fn join(config: &Config, token_text: &str) -> Result<PendingJoin, NodeError>
     }
     let dir = RaftDir::new(config.raft_dir());
     if !dir.is_pristine()? {
-        let who = dir.read_identity().ok().flatten().map(|i| format!(" as node {}", i.node_id)).unwrap_or_default();
+        let who = dir
+            .read_identity()
+            .ok()
+            .flatten()
+            .map(|i| format!(" as node {}", i.node_id))
+            .unwrap_or_default();
         return Err(NodeError::Identity(format!(
             "this node already belongs to a cluster{who} ({} holds Raft state); only a wiped node can join",
             dir.path().display()
@@ -72,12 +81,17 @@ pub fn wipe(config: &Config) -> Result<usize, NodeError> {
     let entries = std::fs::read_dir(&config.data_dir)
         .map_err(|source| xp_store::StoreError::Io { path: config.data_dir.clone(), source })?;
     for entry in entries {
-        let entry = entry.map_err(|source| xp_store::StoreError::Io { path: config.data_dir.clone(), source })?;
+        let entry = entry
+            .map_err(|source| xp_store::StoreError::Io { path: config.data_dir.clone(), source })?;
         let path = entry.path();
         if path == lock.path() {
             continue;
         }
-        let res = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        let res = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
         res.map_err(|source| xp_store::StoreError::Io { path: path.clone(), source })?;
         removed += 1;
     }
@@ -91,8 +105,15 @@ pub async fn healthcheck(config: &Config) -> Result<(), String> {
     if addr.ip().is_unspecified() {
         addr.set_ip([127, 0, 0, 1].into());
     }
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().map_err(|e| e.to_string())?;
-    let res = client.get(format!("http://{addr}/api/cluster/info")).send().await.map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let res = client
+        .get(format!("http://{addr}/api/cluster/info"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
     if !res.status().is_success() {
         return Err(format!("{addr} answered {}", res.status()));
     }

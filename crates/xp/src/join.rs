@@ -80,7 +80,10 @@ pub async fn admit(app: &App, req: JoinRequest) -> Result<JoinResponse, ApiError
     if claims.cluster_id != cluster_id {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            format!("join token is for cluster {:?}, this is cluster {cluster_id:?}", claims.cluster_id),
+            format!(
+                "join token is for cluster {:?}, this is cluster {cluster_id:?}",
+                claims.cluster_id
+            ),
         ));
     }
     let id = claims.node_id;
@@ -97,7 +100,10 @@ pub async fn admit(app: &App, req: JoinRequest) -> Result<JoinResponse, ApiError
         .await
         .map_err(ApiError::from_raft)?;
     if let Response::JoinToken { first_use: false, .. } = used.data {
-        tracing::info!(node_id = id, "join token presented again for a join still in progress; continuing");
+        tracing::info!(
+            node_id = id,
+            "join token presented again for a join still in progress; continuing"
+        );
     }
 
     let meta = NodeMeta { name: req.node_name.clone(), api_base_url: req.api_base_url.clone() };
@@ -108,11 +114,19 @@ pub async fn admit(app: &App, req: JoinRequest) -> Result<JoinResponse, ApiError
         .map_err(|_| {
             ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                format!("node {id} did not catch up within {}s; is it running and reachable at {}?", CATCH_UP_TIMEOUT.as_secs(), req.api_base_url),
+                format!(
+                    "node {id} did not catch up within {}s; is it running and reachable at {}?",
+                    CATCH_UP_TIMEOUT.as_secs(),
+                    req.api_base_url
+                ),
             )
         })?
         .map_err(ApiError::from_raft)?;
-    tracing::info!(node_id = id, caught_up_ms = start.elapsed().as_millis() as u64, "learner caught up");
+    tracing::info!(
+        node_id = id,
+        caught_up_ms = start.elapsed().as_millis() as u64,
+        "learner caught up"
+    );
 
     let membership = app.raft.metrics().borrow().membership_config.membership().clone();
     let replaced: Vec<NodeId> = membership
@@ -135,7 +149,11 @@ pub async fn admit(app: &App, req: JoinRequest) -> Result<JoinResponse, ApiError
 }
 
 /// Joiner side: asks the leader (following redirects to a new leader) until admitted.
-pub async fn complete_join(app: Arc<App>, pending: PendingJoin, fatal: watch::Sender<Option<String>>) {
+pub async fn complete_join(
+    app: Arc<App>,
+    pending: PendingJoin,
+    fatal: watch::Sender<Option<String>>,
+) {
     let req = JoinRequest {
         token: pending.token.clone(),
         node_name: app.config.node_name.clone(),
@@ -157,7 +175,9 @@ pub async fn complete_join(app: Arc<App>, pending: PendingJoin, fatal: watch::Se
             Ok(r) if r.status().is_success() => {
                 let body: Result<JoinResponse, _> = r.json().await;
                 match body {
-                    Ok(b) => tracing::info!(voters = ?b.voters, leader = %b.leader_api_base_url, "joined the cluster"),
+                    Ok(b) => {
+                        tracing::info!(voters = ?b.voters, leader = %b.leader_api_base_url, "joined the cluster")
+                    }
                     Err(e) => tracing::warn!("joined, but the answer did not parse: {e}"),
                 }
                 if let Err(e) = PendingJoin::remove(&app.config.data_dir) {
@@ -170,7 +190,8 @@ pub async fn complete_join(app: Arc<App>, pending: PendingJoin, fatal: watch::Se
                 let body: serde_json::Value = r.json().await.unwrap_or_default();
                 let msg = body["error"].as_str().unwrap_or("").to_owned();
                 if status == StatusCode::MISDIRECTED_REQUEST {
-                    if let Some(l) = body["leader_api_base_url"].as_str().filter(|s| !s.is_empty()) {
+                    if let Some(l) = body["leader_api_base_url"].as_str().filter(|s| !s.is_empty())
+                    {
                         url = l.to_owned();
                     }
                     last = msg;

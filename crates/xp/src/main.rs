@@ -63,7 +63,8 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(Some(&config));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result: Result<(), NodeError> = rt.block_on(async {
         match cli.command {
             Command::Run => run(config).await,

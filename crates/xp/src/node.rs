@@ -53,7 +53,10 @@ pub struct App {
 
 impl App {
     pub fn meta(&self) -> NodeMeta {
-        NodeMeta { name: self.config.node_name.clone(), api_base_url: self.config.api_base_url.clone() }
+        NodeMeta {
+            name: self.config.node_name.clone(),
+            api_base_url: self.config.api_base_url.clone(),
+        }
     }
 
     /// The API URL of the current leader, if one is known.
@@ -118,14 +121,12 @@ fn resolve_identity(
     let node_id = match (pending, config.node_id) {
         (Some(p), _) => p.node_id,
         (None, Some(id)) => id,
-        (None, None) => {
-            return Err(NodeError::Identity(format!(
-                "{} has no Raft state and {} sets no XP_NODE_ID: run `xp init` to start a new cluster \
+        (None, None) => return Err(NodeError::Identity(format!(
+            "{} has no Raft state and {} sets no XP_NODE_ID: run `xp init` to start a new cluster \
                  or `xp join --token TOKEN` to join one",
-                dir.path().display(),
-                config.path.display()
-            )))
-        }
+            dir.path().display(),
+            config.path.display()
+        ))),
     };
     let id = Identity { node_id, node_name: config.node_name.clone() };
     dir.create()?;
@@ -167,14 +168,19 @@ impl RunningNode {
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|source| NodeError::Bind { addr: config.bind, source })?;
-        let addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.bind, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| NodeError::Bind { addr: config.bind, source })?;
 
-        let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
+        let initialized =
+            raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
         if !initialized && pending.is_none() && !config.bootstrap_members.is_empty() {
             let members: BTreeMap<NodeId, NodeMeta> = config
                 .bootstrap_members
                 .iter()
-                .map(|m| (m.id, NodeMeta { name: m.name.clone(), api_base_url: m.api_base_url.clone() }))
+                .map(|m| {
+                    (m.id, NodeMeta { name: m.name.clone(), api_base_url: m.api_base_url.clone() })
+                })
                 .collect();
             tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "bootstrapping a new cluster");
             raft.initialize(members).await.map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -227,7 +233,10 @@ async fn assign_cluster_id(app: Arc<App>) {
         if metrics.borrow().state == ServerState::Shutdown {
             return;
         }
-        if tokio::time::timeout(Duration::from_millis(500), metrics.changed()).await.is_ok_and(|r| r.is_err()) {
+        if tokio::time::timeout(Duration::from_millis(500), metrics.changed())
+            .await
+            .is_ok_and(|r| r.is_err())
+        {
             return;
         }
     }

@@ -80,10 +80,9 @@ pub fn verify(token: &str, secret: &Secret, now: u64) -> Result<JoinClaims, Toke
 }
 
 fn split(token: &str) -> Result<(Vec<u8>, Vec<u8>), TokenError> {
-    let (p, s) = token
-        .trim()
-        .split_once('.')
-        .ok_or_else(|| TokenError::Malformed("expected two base64url parts joined by '.'".into()))?;
+    let (p, s) = token.trim().split_once('.').ok_or_else(|| {
+        TokenError::Malformed("expected two base64url parts joined by '.'".into())
+    })?;
     let p = B64.decode(p).map_err(|e| TokenError::Malformed(format!("payload: {e}")))?;
     let s = B64.decode(s).map_err(|e| TokenError::Malformed(format!("signature: {e}")))?;
     Ok((p, s))
@@ -97,7 +96,10 @@ pub fn random_hex(bytes: usize) -> String {
 }
 
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
 }
 
 #[cfg(test)]

@@ -19,8 +19,14 @@ fn formation_replication_failover_and_full_restart() {
 
     let infos: Vec<_> = (1..=3).map(|i| c.node(i).info().unwrap()).collect();
     let cluster_id = wait_for("a cluster id on every node", T, || {
-        let ids: Vec<String> = (1..=3).map(|i| c.nodes[i - 1].info().map(|v| v["cluster_id"].as_str().unwrap().to_owned())).collect::<Result<_, _>>()?;
-        if !ids[0].is_empty() && ids.iter().all(|i| i == &ids[0]) { Ok(ids[0].clone()) } else { Err(format!("{ids:?}")) }
+        let ids: Vec<String> = (1..=3)
+            .map(|i| c.nodes[i - 1].info().map(|v| v["cluster_id"].as_str().unwrap().to_owned()))
+            .collect::<Result<_, _>>()?;
+        if !ids[0].is_empty() && ids.iter().all(|i| i == &ids[0]) {
+            Ok(ids[0].clone())
+        } else {
+            Err(format!("{ids:?}"))
+        }
     });
     for v in &infos {
         assert_eq!(v["voters"], serde_json::json!([1, 2, 3]));
@@ -33,9 +39,18 @@ fn formation_replication_failover_and_full_restart() {
         let node = &c.nodes[i - 1];
         wait_for("the write to be applied", T, || {
             let v = node.info()?;
-            if v["last_applied_index"].as_u64().unwrap() >= index { Ok(()) } else { Err(v.to_string()) }
+            if v["last_applied_index"].as_u64().unwrap() >= index {
+                Ok(())
+            } else {
+                Err(v.to_string())
+            }
         });
-        assert_eq!(kv_get(&node.url(), "alpha").unwrap().as_deref(), Some("1"), "read via {}", node.name);
+        assert_eq!(
+            kv_get(&node.url(), "alpha").unwrap().as_deref(),
+            Some("1"),
+            "read via {}",
+            node.name
+        );
     }
 
     // SIGKILL the leader: the other two elect a new one and keep the data.
@@ -99,7 +114,8 @@ fn data_dir_is_locked_while_running_and_wrong_env_is_refused() {
 
     // node2's env file pointed at node1's data dir: the identity check refuses.
     let env2 = std::fs::read_to_string(&c.nodes[1].env_file).unwrap();
-    let wrong = env2.replace(c.nodes[1].data_dir.to_str().unwrap(), c.nodes[0].data_dir.to_str().unwrap())
+    let wrong = env2
+        .replace(c.nodes[1].data_dir.to_str().unwrap(), c.nodes[0].data_dir.to_str().unwrap())
         + "XP_NODE_ID=2\n";
     std::fs::write(&c.nodes[1].env_file, wrong).unwrap();
     let out = c.nodes[1].xp(&["run"]);
@@ -112,7 +128,10 @@ fn data_dir_is_locked_while_running_and_wrong_env_is_refused() {
     std::fs::write(&c.nodes[1].env_file, env2).unwrap();
     let out = c.nodes[1].xp(&["run"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("run `xp init` to start a new cluster or `xp join --token TOKEN` to join one"), "{err}");
+    assert!(
+        err.contains("run `xp init` to start a new cluster or `xp join --token TOKEN` to join one"),
+        "{err}"
+    );
 
     // A malformed env file exits 2 naming the key.
     std::fs::write(&c.nodes[1].env_file, "XP_DATA_DIR=/tmp\nXP_TYPO=1\n").unwrap();

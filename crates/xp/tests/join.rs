@@ -21,7 +21,11 @@ fn token_refusals_change_nothing_and_a_new_node_joins() {
     let lurl = c.nodes[leader - 1].url();
     wait_for("a cluster id", T, || {
         let v = c.nodes[leader - 1].info()?;
-        if v["cluster_id"] != "" { Ok(()) } else { Err(v.to_string()) }
+        if v["cluster_id"] != "" {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
     });
     kv_put(&lurl, "before-join", "x").unwrap();
     let tokens_url = format!("{lurl}/api/admin/cluster/join-tokens");
@@ -29,11 +33,19 @@ fn token_refusals_change_nothing_and_a_new_node_joins() {
     // Admin token: missing, wrong.
     let (s, v) = send_json("POST", &tokens_url, &json!({"ttl_seconds": 60}), &[]).unwrap();
     assert_eq!((s, v["error"].as_str().unwrap()), (401, "missing admin bearer token"));
-    let (s, _) = send_json("POST", &tokens_url, &json!({}), &[("Authorization", "Bearer nope-nope-nope-nope")]).unwrap();
+    let (s, _) = send_json(
+        "POST",
+        &tokens_url,
+        &json!({}),
+        &[("Authorization", "Bearer nope-nope-nope-nope")],
+    )
+    .unwrap();
     assert_eq!(s, 403);
     // TTL out of bounds.
     let auth = format!("Bearer {ADMIN_TOKEN}");
-    let (s, v) = send_json("POST", &tokens_url, &json!({"ttl_seconds": 0}), &[("Authorization", &auth)]).unwrap();
+    let (s, v) =
+        send_json("POST", &tokens_url, &json!({"ttl_seconds": 0}), &[("Authorization", &auth)])
+            .unwrap();
     assert_eq!(s, 400, "{v}");
     // On a follower: 421 naming the leader.
     let follower = (1..=3).find(|i| *i != leader).unwrap();
@@ -57,8 +69,10 @@ fn token_refusals_change_nothing_and_a_new_node_joins() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("join token signature is invalid"));
     assert!(!c.nodes[3].data_dir.join("join.json").exists());
     let node4_url = c.nodes[3].url();
-    let req = |token: &str| json!({"token": token, "node_name": "node4", "api_base_url": node4_url});
-    let (s, v) = send_json("POST", &format!("{lurl}/api/cluster/join"), &req(&forged), &[]).unwrap();
+    let req =
+        |token: &str| json!({"token": token, "node_name": "node4", "api_base_url": node4_url});
+    let (s, v) =
+        send_json("POST", &format!("{lurl}/api/cluster/join"), &req(&forged), &[]).unwrap();
     assert_eq!(s, 401, "{v}");
     assert_eq!(voters(&c, leader), json!([1, 2, 3]));
 
@@ -83,7 +97,9 @@ fn token_refusals_change_nothing_and_a_new_node_joins() {
     let new_id = wait_for("node4 to be a voter", T, || {
         let v = c.nodes[3].info()?;
         let id = v["node_id"].as_u64().unwrap();
-        if v["voters"].as_array().unwrap().iter().any(|x| x == id) && v["leader_api_base_url"] == lurl.as_str() {
+        if v["voters"].as_array().unwrap().iter().any(|x| x == id)
+            && v["leader_api_base_url"] == lurl.as_str()
+        {
             Ok(id)
         } else {
             Err(v.to_string())
@@ -99,7 +115,8 @@ fn token_refusals_change_nothing_and_a_new_node_joins() {
     // `xp join` on a node that belongs to a cluster is refused.
     c.node(4).terminate();
     let out = c.nodes[3].xp(&["join", "--token", &good]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("this node already belongs to a cluster as node"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("this node already belongs to a cluster as node"));
     c.node(4).start();
 
     // A follower's disk is replaced: wipe it, join with a token; the old id is replaced.
@@ -113,8 +130,13 @@ fn token_refusals_change_nothing_and_a_new_node_joins() {
     c.node(victim).start();
     wait_for("the replacement to take the old member's place", T, || {
         let v = c.nodes[leader - 1].info()?;
-        let vs: Vec<u64> = v["voters"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
-        if !vs.contains(&victim_id) && vs.len() == 4 { Ok(()) } else { Err(v.to_string()) }
+        let vs: Vec<u64> =
+            v["voters"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        if !vs.contains(&victim_id) && vs.len() == 4 {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
     });
     assert_eq!(kv_get(&c.nodes[victim - 1].url(), "before-join").unwrap().as_deref(), Some("x"));
 }

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::container::{
-    Config, CreateContainerOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions,
-    LogOutput, LogsOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
-    WaitContainerOptions,
+    Config, CreateContainerOptions, InspectContainerOptions, KillContainerOptions,
+    ListContainersOptions, LogOutput, LogsOptions, RemoveContainerOptions, StartContainerOptions,
+    StopContainerOptions, WaitContainerOptions,
 };
 use bollard::image::BuildImageOptions;
 use bollard::models::{EndpointIpamConfig, EndpointSettings, HostConfig};
@@ -97,11 +97,15 @@ pub async fn ensure_image(
     progress: &mut dyn FnMut(&str),
 ) -> Result<String, BackendError> {
     let dockerfile_path = profile.resolve(&profile.dockerfile);
-    let dockerfile = std::fs::read(&dockerfile_path).map_err(|source| BackendError::Io { path: dockerfile_path, source })?;
+    let dockerfile = std::fs::read(&dockerfile_path)
+        .map_err(|source| BackendError::Io { path: dockerfile_path, source })?;
     let mut files: Vec<(String, Vec<u8>, u32)> = vec![("Dockerfile".into(), dockerfile, 0o644)];
     for name in &profile.binaries {
-        let path = bins.get(name).ok_or_else(|| BackendError::Command(format!("binary {name} was not built")))?;
-        let bytes = std::fs::read(path).map_err(|source| BackendError::Io { path: path.clone(), source })?;
+        let path = bins
+            .get(name)
+            .ok_or_else(|| BackendError::Command(format!("binary {name} was not built")))?;
+        let bytes = std::fs::read(path)
+            .map_err(|source| BackendError::Io { path: path.clone(), source })?;
         files.push((name.clone(), bytes, 0o755));
     }
     let mut h = Sha256::new();
@@ -126,8 +130,15 @@ pub async fn ensure_image(
         tar.append_data(&mut header, name, bytes.as_slice())
             .map_err(|source| BackendError::Io { path: name.into(), source })?;
     }
-    let context = tar.into_inner().map_err(|source| BackendError::Io { path: "build context".into(), source })?;
-    let options = BuildImageOptions { dockerfile: "Dockerfile".to_owned(), t: tag.clone(), rm: true, ..Default::default() };
+    let context = tar
+        .into_inner()
+        .map_err(|source| BackendError::Io { path: "build context".into(), source })?;
+    let options = BuildImageOptions {
+        dockerfile: "Dockerfile".to_owned(),
+        t: tag.clone(),
+        rm: true,
+        ..Default::default()
+    };
     let mut stream = docker.build_image(options, None, Some(bytes::Bytes::from(context)));
     while let Some(item) = stream.next().await {
         let info = item?;
@@ -183,18 +194,31 @@ fn ours(labels: Option<&HashMap<String, String>>, project: Option<&str>) -> bool
 
 /// Removes containers, networks and volumes of `project` (or of every runner project).
 /// Returns how many of each were removed.
-pub async fn sweep(docker: &Docker, project: Option<&str>) -> Result<(usize, usize, usize), BackendError> {
+pub async fn sweep(
+    docker: &Docker,
+    project: Option<&str>,
+) -> Result<(usize, usize, usize), BackendError> {
     let filters = HashMap::from([("label".to_owned(), vec![PROJECT_LABEL.to_owned()])]);
     let containers = docker
-        .list_containers(Some(ListContainersOptions { all: true, filters: filters.clone(), ..Default::default() }))
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: filters.clone(),
+            ..Default::default()
+        }))
         .await?;
     let mut counts = (0, 0, 0);
     for c in containers.iter().filter(|c| ours(c.labels.as_ref(), project)) {
         let id = c.id.clone().unwrap_or_default();
-        docker.remove_container(&id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() })).await?;
+        docker
+            .remove_container(
+                &id,
+                Some(RemoveContainerOptions { force: true, v: true, ..Default::default() }),
+            )
+            .await?;
         counts.0 += 1;
     }
-    let networks = docker.list_networks(Some(ListNetworksOptions { filters: filters.clone() })).await?;
+    let networks =
+        docker.list_networks(Some(ListNetworksOptions { filters: filters.clone() })).await?;
     for n in networks.iter().filter(|n| ours(n.labels.as_ref(), project)) {
         docker.remove_network(n.name.as_deref().unwrap_or_default()).await?;
         counts.1 += 1;
@@ -228,10 +252,25 @@ pub struct DockerBackend {
 
 impl DockerBackend {
     /// A backend for a new project; nothing is created until `up`.
-    pub async fn new(docker: Docker, profile: Profile, cli: ComposeCli, image: String, project: String) -> Result<DockerBackend, BackendError> {
+    pub async fn new(
+        docker: Docker,
+        profile: Profile,
+        cli: ComposeCli,
+        image: String,
+        project: String,
+    ) -> Result<DockerBackend, BackendError> {
         let subnet = free_subnet(&docker).await?;
         let compose_file = profile.resolve(&profile.compose_file);
-        Ok(DockerBackend { docker, profile, cli, project, image, subnet, compose_file, isolated: BTreeMap::new() })
+        Ok(DockerBackend {
+            docker,
+            profile,
+            cli,
+            project,
+            image,
+            subnet,
+            compose_file,
+            isolated: BTreeMap::new(),
+        })
     }
 
     pub fn project(&self) -> &str {
@@ -263,19 +302,32 @@ impl DockerBackend {
 
     /// The service container of `node` (found by labels).
     async fn container(&self, node: &str) -> Result<String, BackendError> {
-        let service = &self.profile.node(node).ok_or_else(|| BackendError::Command(format!("no node {node:?}")))?.service;
+        let service = &self
+            .profile
+            .node(node)
+            .ok_or_else(|| BackendError::Command(format!("no node {node:?}")))?
+            .service;
         let filters = HashMap::from([(
             "label".to_owned(),
             vec![format!("{PROJECT_LABEL}={}", self.project), format!("{SERVICE_LABEL}={service}")],
         )]);
         let list = self
             .docker
-            .list_containers(Some(ListContainersOptions { all: true, filters, ..Default::default() }))
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters,
+                ..Default::default()
+            }))
             .await?;
         list.iter()
             .find(|c| !c.labels.as_ref().is_some_and(|l| l.contains_key(ONEOFF_LABEL)))
             .and_then(|c| c.id.clone())
-            .ok_or_else(|| BackendError::Command(format!("no container for service {service} in project {}", self.project)))
+            .ok_or_else(|| {
+                BackendError::Command(format!(
+                    "no container for service {service} in project {}",
+                    self.project
+                ))
+            })
     }
 
     async fn running(&self, id: &str) -> Result<bool, BackendError> {
@@ -318,7 +370,10 @@ impl Backend for DockerBackend {
         self.compose(&["up", "-d"]).await?;
         for n in self.profile.nodes.clone() {
             let url = format!("{}{}", self.endpoint(&n.name).await?, self.profile.info_path);
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client");
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("http client");
             poll(&format!("{} to answer {url}", n.name), Duration::from_secs(60), Duration::from_millis(100), || {
                 let (http, url) = (http.clone(), url.clone());
                 async move { http.get(&url).send().await.map(|_| ()).map_err(|e| e.to_string()) }
@@ -345,13 +400,25 @@ impl Backend for DockerBackend {
         self.docker.kill_container(&id, Some(KillContainerOptions { signal })).await?;
         if matches!(signal, "SIGKILL" | "SIGTERM" | "SIGINT") {
             let docker = self.docker.clone();
-            poll(&format!("{node} to exit after {signal}"), Duration::from_secs(15), Duration::from_millis(20), || {
-                let (docker, id) = (docker.clone(), id.clone());
-                async move {
-                    let i = docker.inspect_container(&id, None::<InspectContainerOptions>).await.map_err(|e| e.to_string())?;
-                    if i.state.and_then(|s| s.running).unwrap_or(false) { Err("still running".into()) } else { Ok(()) }
-                }
-            })
+            poll(
+                &format!("{node} to exit after {signal}"),
+                Duration::from_secs(15),
+                Duration::from_millis(20),
+                || {
+                    let (docker, id) = (docker.clone(), id.clone());
+                    async move {
+                        let i = docker
+                            .inspect_container(&id, None::<InspectContainerOptions>)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        if i.state.and_then(|s| s.running).unwrap_or(false) {
+                            Err("still running".into())
+                        } else {
+                            Ok(())
+                        }
+                    }
+                },
+            )
             .await?;
         }
         Ok(())
@@ -384,7 +451,10 @@ impl Backend for DockerBackend {
             let ip = ep.ip_address.clone().unwrap_or_default();
             let aliases = ep.aliases.clone().unwrap_or_default();
             self.docker
-                .disconnect_network(&network, DisconnectNetworkOptions { container: id.clone(), force: true })
+                .disconnect_network(
+                    &network,
+                    DisconnectNetworkOptions { container: id.clone(), force: true },
+                )
                 .await?;
             attachments.push(Attachment { network, ip, aliases });
         }
@@ -401,19 +471,31 @@ impl Backend for DockerBackend {
             // Same IPv4 address and DNS aliases: `network disconnect` dropped both.
             let endpoint_config = EndpointSettings {
                 aliases: Some(a.aliases.clone()),
-                ipam_config: Some(EndpointIpamConfig { ipv4_address: Some(a.ip.clone()), ..Default::default() }),
+                ipam_config: Some(EndpointIpamConfig {
+                    ipv4_address: Some(a.ip.clone()),
+                    ..Default::default()
+                }),
                 ..Default::default()
             };
             self.docker
-                .connect_network(&a.network, ConnectNetworkOptions { container: id.clone(), endpoint_config })
+                .connect_network(
+                    &a.network,
+                    ConnectNetworkOptions { container: id.clone(), endpoint_config },
+                )
                 .await?;
         }
         Ok(())
     }
 
-    async fn oneoff(&mut self, node: &str, cmd: &[String], timeout: Duration) -> Result<CmdOutput, BackendError> {
+    async fn oneoff(
+        &mut self,
+        node: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<CmdOutput, BackendError> {
         let service_id = self.container(node).await?;
-        let info = self.docker.inspect_container(&service_id, None::<InspectContainerOptions>).await?;
+        let info =
+            self.docker.inspect_container(&service_id, None::<InspectContainerOptions>).await?;
         // The same volume and env file as the node's own container.
         let binds: Vec<String> = info
             .mounts
@@ -435,21 +517,43 @@ impl Backend for DockerBackend {
             entrypoint: Some(vec![format!("/{}", cmd[0])]),
             cmd: Some(cmd[1..].to_vec()),
             labels: Some(labels),
-            host_config: Some(HostConfig { binds: Some(binds), network_mode: Some("none".into()), ..Default::default() }),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let mut suffix = [0u8; 3];
         getrandom::getrandom(&mut suffix).expect("random source");
-        let name = format!("{}-oneoff-{node}-{}", self.project, suffix.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        let created = self.docker.create_container(Some(CreateContainerOptions { name: name.clone(), platform: None }), config).await?;
+        let name = format!(
+            "{}-oneoff-{node}-{}",
+            self.project,
+            suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions { name: name.clone(), platform: None }),
+                config,
+            )
+            .await?;
         let result = async {
             self.docker.start_container(&created.id, None::<StartContainerOptions<String>>).await?;
-            let mut wait = self.docker.wait_container(&created.id, None::<WaitContainerOptions<String>>);
+            let mut wait =
+                self.docker.wait_container(&created.id, None::<WaitContainerOptions<String>>);
             let code = match tokio::time::timeout(timeout, wait.next()).await {
-                Err(_) => return Err(BackendError::Timeout { after: timeout, what: format!("running {}", cmd.join(" ")) }),
+                Err(_) => {
+                    return Err(BackendError::Timeout {
+                        after: timeout,
+                        what: format!("running {}", cmd.join(" ")),
+                    })
+                }
                 Ok(Some(Ok(r))) => r.status_code,
                 // bollard reports a non-zero exit as an error carrying the code.
-                Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
+                Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError {
+                    code, ..
+                }))) => code,
                 Ok(Some(Err(e))) => return Err(e.into()),
                 Ok(None) => -1,
             };
@@ -460,8 +564,12 @@ impl Backend for DockerBackend {
             );
             while let Some(item) = logs.next().await {
                 match item? {
-                    LogOutput::StdOut { message } => stdout.push_str(&String::from_utf8_lossy(&message)),
-                    LogOutput::StdErr { message } => stderr.push_str(&String::from_utf8_lossy(&message)),
+                    LogOutput::StdOut { message } => {
+                        stdout.push_str(&String::from_utf8_lossy(&message))
+                    }
+                    LogOutput::StdErr { message } => {
+                        stderr.push_str(&String::from_utf8_lossy(&message))
+                    }
                     _ => {}
                 }
             }
@@ -470,13 +578,19 @@ impl Backend for DockerBackend {
         .await;
         let _ = self
             .docker
-            .remove_container(&created.id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+            .remove_container(
+                &created.id,
+                Some(RemoveContainerOptions { force: true, ..Default::default() }),
+            )
             .await;
         result
     }
 
     async fn endpoint(&self, node: &str) -> Result<String, BackendError> {
-        let spec = self.profile.node(node).ok_or_else(|| BackendError::Command(format!("no node {node:?}")))?;
+        let spec = self
+            .profile
+            .node(node)
+            .ok_or_else(|| BackendError::Command(format!("no node {node:?}")))?;
         let id = self.container(node).await?;
         let info = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await?;
         let port = info
@@ -484,7 +598,11 @@ impl Backend for DockerBackend {
             .and_then(|n| n.ports)
             .and_then(|p| p.get(&format!("{}/tcp", spec.port)).cloned().flatten())
             .and_then(|b| b.into_iter().find_map(|b| b.host_port))
-            .ok_or_else(|| BackendError::Command(format!("{node} has no published port (stopped or isolated?)")))?;
+            .ok_or_else(|| {
+                BackendError::Command(format!(
+                    "{node} has no published port (stopped or isolated?)"
+                ))
+            })?;
         Ok(format!("http://127.0.0.1:{port}"))
     }
 
@@ -493,7 +611,12 @@ impl Backend for DockerBackend {
         let mut out = String::new();
         let mut logs = self.docker.logs(
             &id,
-            Some(LogsOptions::<String> { stdout: true, stderr: true, tail: lines.to_string(), ..Default::default() }),
+            Some(LogsOptions::<String> {
+                stdout: true,
+                stderr: true,
+                tail: lines.to_string(),
+                ..Default::default()
+            }),
         );
         while let Some(Ok(item)) = logs.next().await {
             out.push_str(&item.to_string());

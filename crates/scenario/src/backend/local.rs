@@ -84,7 +84,11 @@ fn free_port() -> Result<u16, BackendError> {
 
 impl LocalBackend {
     /// Prepares env files and data dirs under `dir` (a fresh directory for this run).
-    pub fn new(profile: Profile, bins: BTreeMap<String, PathBuf>, dir: PathBuf) -> Result<LocalBackend, BackendError> {
+    pub fn new(
+        profile: Profile,
+        bins: BTreeMap<String, PathBuf>,
+        dir: PathBuf,
+    ) -> Result<LocalBackend, BackendError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| BackendError::Io { path, source }
@@ -101,7 +105,10 @@ impl LocalBackend {
             let mut text = std::fs::read_to_string(&src).map_err(io(&src))?;
             // Peers' URLs inside the cluster network become loopback URLs.
             for other in &profile.nodes {
-                text = text.replace(&other.api_base_url, &format!("http://127.0.0.1:{}", ports[&other.name]));
+                text = text.replace(
+                    &other.api_base_url,
+                    &format!("http://127.0.0.1:{}", ports[&other.name]),
+                );
             }
             let data_dir = dir.join(&n.name).join("data");
             std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;
@@ -114,9 +121,15 @@ impl LocalBackend {
             }
             let env_file = dir.join(&n.name).join("node.env");
             std::fs::write(&env_file, text).map_err(io(&env_file))?;
-            nodes.insert(n.name.clone(), LocalNode { port, env_file, log_file: dir.join(&n.name).join("node.log") });
+            nodes.insert(
+                n.name.clone(),
+                LocalNode { port, env_file, log_file: dir.join(&n.name).join("node.log") },
+            );
         }
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("http client");
         Ok(LocalBackend { profile, bins, dir, nodes, children: Arc::default(), http })
     }
 
@@ -126,10 +139,9 @@ impl LocalBackend {
 
     fn command(&self, node: &str, words: &[String]) -> Result<Command, BackendError> {
         let n = self.node(node)?;
-        let bin = self
-            .bins
-            .get(&words[0])
-            .ok_or_else(|| BackendError::Command(format!("no binary {:?} in this build", words[0])))?;
+        let bin = self.bins.get(&words[0]).ok_or_else(|| {
+            BackendError::Command(format!("no binary {:?} in this build", words[0]))
+        })?;
         let mut c = Command::new(bin);
         c.args(&words[1..]).arg(&self.profile.local.env_file_flag).arg(&n.env_file);
         Ok(c)
@@ -189,7 +201,10 @@ impl Backend for LocalBackend {
 
     fn supports(&self, action: &str) -> Result<(), String> {
         match action {
-            "isolate" | "heal" => Err("the local backend has no network to cut a node off (use --backend docker)".into()),
+            "isolate" | "heal" => {
+                Err("the local backend has no network to cut a node off (use --backend docker)"
+                    .into())
+            }
             _ => Ok(()),
         }
     }
@@ -223,12 +238,12 @@ impl Backend for LocalBackend {
     }
 
     async fn kill(&mut self, node: &str, sig: &str) -> Result<(), BackendError> {
-        let pid = self.pid(node).ok_or_else(|| BackendError::Command(format!("{node} is not running")))?;
+        let pid = self
+            .pid(node)
+            .ok_or_else(|| BackendError::Command(format!("{node} is not running")))?;
         signal(pid, sig)?;
-        if matches!(sig, "SIGKILL" | "SIGTERM" | "SIGINT") {
-            if !self.wait_exit(node, Duration::from_secs(10)).await {
-                return Err(BackendError::Command(format!("{node} did not exit after {sig}")));
-            }
+        if matches!(sig, "SIGKILL" | "SIGTERM" | "SIGINT") && !self.wait_exit(node, Duration::from_secs(10)).await {
+            return Err(BackendError::Command(format!("{node} did not exit after {sig}")));
         }
         Ok(())
     }
@@ -245,7 +260,10 @@ impl Backend for LocalBackend {
             .map_err(|source| BackendError::Io { path: n.log_file.clone(), source })?;
         let child = self
             .command(node, &self.profile.run.clone())?
-            .stdout(log.try_clone().map_err(|source| BackendError::Io { path: n.log_file.clone(), source })?)
+            .stdout(
+                log.try_clone()
+                    .map_err(|source| BackendError::Io { path: n.log_file.clone(), source })?,
+            )
             .stderr(log)
             .stdin(Stdio::null())
             .spawn()
@@ -270,12 +288,20 @@ impl Backend for LocalBackend {
         Err(BackendError::Command(self.supports("heal").unwrap_err()))
     }
 
-    async fn oneoff(&mut self, node: &str, cmd: &[String], timeout: Duration) -> Result<CmdOutput, BackendError> {
+    async fn oneoff(
+        &mut self,
+        node: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<CmdOutput, BackendError> {
         let mut c = tokio::process::Command::from(self.command(node, cmd)?);
         c.kill_on_drop(true);
         let out = tokio::time::timeout(timeout, c.output())
             .await
-            .map_err(|_| BackendError::Timeout { after: timeout, what: format!("running {}", cmd.join(" ")) })?
+            .map_err(|_| BackendError::Timeout {
+                after: timeout,
+                what: format!("running {}", cmd.join(" ")),
+            })?
             .map_err(|e| BackendError::Command(format!("{}: {e}", cmd[0])))?;
         Ok(CmdOutput {
             code: out.status.code().unwrap_or(-1) as i64,
@@ -300,7 +326,8 @@ impl Backend for LocalBackend {
     }
 
     fn keep_hint(&self) -> String {
-        let urls: Vec<String> = self.nodes.iter().map(|(n, l)| format!("{n}=http://127.0.0.1:{}", l.port)).collect();
+        let urls: Vec<String> =
+            self.nodes.iter().map(|(n, l)| format!("{n}=http://127.0.0.1:{}", l.port)).collect();
         format!(
             "local cluster kept in {}: {}; remove it with `cargo xtask clean`",
             self.dir.display(),

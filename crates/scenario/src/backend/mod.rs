@@ -58,7 +58,12 @@ pub trait Backend {
     async fn heal(&mut self, node: &str) -> Result<(), BackendError>;
     /// Runs `cmd` (first word: a profile binary) against the node's data and env file while the
     /// node itself is stopped.
-    async fn oneoff(&mut self, node: &str, cmd: &[String], timeout: Duration) -> Result<CmdOutput, BackendError>;
+    async fn oneoff(
+        &mut self,
+        node: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<CmdOutput, BackendError>;
     /// The node's API base URL as reachable from the runner.
     async fn endpoint(&self, node: &str) -> Result<String, BackendError>;
     /// The last `lines` lines of the node's log.
@@ -86,7 +91,12 @@ impl Teardown {
 }
 
 /// Polls `f` every `every` until it is `Ok` or `timeout` passes; the error names the last failure.
-pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut f: F) -> Result<T, BackendError>
+pub async fn poll<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut f: F,
+) -> Result<T, BackendError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
@@ -98,7 +108,10 @@ where
             Err(e) => e,
         };
         if start.elapsed() >= timeout {
-            return Err(BackendError::Timeout { after: timeout, what: format!("waiting for {what}; last saw: {last}") });
+            return Err(BackendError::Timeout {
+                after: timeout,
+                what: format!("waiting for {what}; last saw: {last}"),
+            });
         }
         tokio::time::sleep(every).await;
     }

@@ -1,0 +1,139 @@
+//! Parser tests: each case is a scenario text and the exact rendered error (or success).
+
+use std::path::{Path, PathBuf};
+
+use scenario::format::{parse, Matcher, Step};
+use scenario::profile::Profile;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn profile() -> Profile {
+    Profile::load(&Profile::path_for(&root(), "xp-3")).unwrap()
+}
+
+const HEAD: &str = "name = \"t\"\nsummary = \"s\"\n";
+
+#[test]
+fn every_step_kind_parses() {
+    let src = format!(
+        "{HEAD}cluster = \"xp-3\"\n[defaults]\ntimeout = \"5s\"\n\
+[[step]]\nup = {{}}\n\
+[[step]]\nexpect = {{ nodes = \"all\", that = {{ role = {{ one_of = [\"leader\", \"follower\"] }}, leader_id = {{ same = true }}, cluster_id = {{ not_empty = true }}, term = {{ ge = 1 }}, voters = {{ len = 3 }}, learners = [] }}, capture = {{ first = \"node_name\" }} }}\n\
+[[step]]\nwrite = {{ keys = {{ a = \"1\" }}, count = 2, prefix = \"p\" }}\n\
+[[step]]\nread = {{ via = [\"node1\", \"${{first}}\"], all_written = true }}\n\
+[[step]]\nstop = {{ nodes = [\"leader\", \"any-follower\"], timeout = \"2s\" }}\n\
+[[step]]\nkill = {{ nodes = \"followers\", signal = \"SIGTERM\" }}\n\
+[[step]]\nstart = {{ nodes = \"all\" }}\n\
+[[step]]\nrestart = {{ nodes = \"node2\" }}\n\
+[[step]]\npause = {{ nodes = \"node3\" }}\n\
+[[step]]\nunpause = {{ nodes = \"node3\" }}\n\
+[[step]]\nisolate = {{ nodes = \"leader\" }}\n\
+[[step]]\nheal = {{ nodes = \"node1\" }}\n\
+[[step]]\nwipe = {{ nodes = \"${{first}}\" }}\n\
+[[step]]\nrecover = {{ node = \"node1\", args = [\"--no-backup\"], stdout_contains = [\"recovered\"] }}\n\
+[[step]]\nops = {{ node = \"node1\", run = [\"xp-ops\", \"xp\", \"inspect\", \"--json\"], expect_exit = 0, stdout_contains = [\"vote\"] }}\n\
+[[step]]\njoin = {{ node = \"node2\", via = \"${{first}}\", ttl_seconds = 60 }}\n\
+[[step]]\nexpect = {{ nodes = \"node2\", that = {{ leader_api_base_url = \"${{first.api_base_url}}\", voters = {{ contains = \"${{self.node_id}}\" }}, node_id = {{ ne = 0 }}, term = {{ lt = 99 }} }} }}\n\
+[[step]]\nsleep = {{ duration = \"10ms\" }}\n\
+[[step]]\ndown = {{}}\n"
+    );
+    let s = parse(Path::new("t.toml"), &src, &profile()).unwrap();
+    let actions: Vec<&str> = s.steps.iter().map(|p| p.step.action()).collect();
+    assert_eq!(
+        actions,
+        [
+            "up", "expect", "write", "read", "stop", "kill", "start", "restart", "pause", "unpause", "isolate", "heal",
+            "wipe", "recover", "ops", "join", "expect", "sleep", "down"
+        ]
+    );
+    assert_eq!(s.default_timeout(), std::time::Duration::from_secs(5));
+    assert_eq!(s.steps[1].line, 8, "the line of the step's [[step]] header");
+    assert!(s.steps[1].matchers.contains(&("voters".to_string(), Matcher::Len(3))));
+    assert!(s.steps[1].matchers.contains(&("learners".to_string(), Matcher::Eq(serde_json::json!([])))));
+    assert!(matches!(&s.steps[4].step, Step::Stop(n) if n.timeout.unwrap().0 == std::time::Duration::from_secs(2)));
+}
+
+#[test]
+fn rejections_name_file_line_and_column() {
+    let cases: &[(&str, &str)] = &[
+        ("[[step]]\nstp = {}\n", "t.toml:4:1: unknown variant `stp`, expected one of `up`, `down`, `stop`, `kill`, `start`, `restart`, `pause`, `unpause`, `isolate`, `heal`, `wipe`, `recover`, `ops`, `join`, `expect`, `write`, `read`, `sleep`"),
+        ("[[step]]\nstop = { nodes = \"node1\", grace = \"1s\" }\n", "t.toml:4:27: unknown field `grace`, expected `nodes` or `timeout`"),
+        ("[[step]]\nsleep = { duration = \"5 parsecs\" }\n", "t.toml:4:22: invalid duration \"5 parsecs\": expected e.g. \"500ms\", \"5s\", \"2m\""),
+        ("[defaults]\ntimeout = \"soon\"\n[[step]]\nup = {}\n", "t.toml:4:11: invalid duration \"soon\": expected e.g. \"500ms\", \"5s\", \"2m\""),
+        ("[[step]]\nstop = { nodes = \"node9\" }\n", "t.toml:4:18: unknown node \"node9\"; expected one of node1, node2, node3 or all, running, leader, followers, any-follower"),
+        ("[[step]]\nwipe = { nodes = \"${ghost}\" }\n", "t.toml:4:18: `${ghost}` refers to nothing: no earlier step captures \"ghost\""),
+        ("[[step]]\nexpect = { that = { role = \"${node1.role}\", term = \"${later}\" } }\n[[step]]\nexpect = { that = { role = \"leader\" }, capture = { later = \"term\" } }\n", "t.toml:4:52: `${later}` refers to nothing; expected self.FIELD, NODE.FIELD (NODE a node name, leader, or a capture holding a node name) or a name captured by an earlier step"),
+        ("[[step]]\nexpect = { that = { rol = \"leader\" } }\n", "t.toml:4:27: unknown field \"rol\" of the cluster info; expected one of cluster_id, node_id, node_name, api_base_url, role, term, leader_id, leader_api_base_url, voters, learners, members, last_log_index, last_applied_index, version"),
+        ("[[step]]\nexpect = { that = { term = { gte = 1 } } }\n", "t.toml:4:28: unknown matcher `gte`; expected one of: one_of, ne, not_empty, same, gt, ge, lt, le, contains, len"),
+        ("[[step]]\nexpect = { that = { term = { gt = \"one\" } } }\n", "t.toml:4:28: `gt` takes a number"),
+        ("[[step]]\nexpect = { that = {} }\n", "t.toml:3:1: `expect` needs at least one field in `that`"),
+        ("[[step]]\nrecover = { node = \"all\" }\n", "t.toml:4:20: this step acts on exactly one node: a name, `leader`, `any-follower` or `${capture}`"),
+        ("[[step]]\nops = { node = \"node1\", run = [\"rm\", \"-rf\"] }\n", "t.toml:4:31: `run` must start with one of the profile's binaries: xp, xp-ops"),
+        ("[[step]]\nkill = { nodes = \"node1\", signal = \"SIGWINCH\" }\n", "t.toml:4:36: unknown signal \"SIGWINCH\"; expected one of SIGKILL, SIGTERM, SIGINT, SIGHUP, SIGSTOP, SIGCONT"),
+        ("[[step]]\nwrite = { via = \"leader\" }\n", "t.toml:3:1: `write` needs `keys` or `count`"),
+        ("[[step]]\nread = { via = \"leader\" }\n", "t.toml:3:1: `read` needs `keys` or `all_written = true`"),
+        ("[[step]]\nstop = { nodes = [] }\n", "t.toml:4:18: empty node selector"),
+        ("cluster = \"etcd-3\"\n[[step]]\nup = {}\n", "t.toml:3:11: unknown cluster profile \"etcd-3\"; this run has \"xp-3\""),
+        ("surprise = 1\n[[step]]\nup = {}\n", "t.toml:3:1: unknown field `surprise`, expected one of `name`, `summary`, `cluster`, `defaults`, `step`"),
+        ("", "t.toml:1:1: a scenario needs at least one [[step]]"),
+        ("[[step]]\nup = {\n", "t.toml:4:7: invalid inline table\nexpected `}`"),
+    ];
+    let mut wrong = Vec::new();
+    for (body, expected) in cases {
+        let src = format!("{HEAD}{body}");
+        let got = parse(Path::new("t.toml"), &src, &profile()).map(|_| String::from("(parsed)")).unwrap_or_else(|e| e.to_string());
+        if got != *expected {
+            wrong.push(format!("for:\n{body}\n   got: {got:?}\n  want: {expected:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn missing_name_is_reported() {
+    let e = parse(Path::new("t.toml"), "summary = \"s\"\n[[step]]\nup = {}\n", &profile()).unwrap_err();
+    assert_eq!(e.to_string(), "t.toml:1:1: missing field `name`");
+}
+
+/// Repo rule: every shipped scenario parses against its profile.
+#[test]
+fn every_shipped_scenario_parses() {
+    let dir = root().join("scenarios");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            let src = std::fs::read_to_string(&path).unwrap();
+            let cluster = scenario::format::cluster_of(&src);
+            let p = Profile::load(&Profile::path_for(&root(), &cluster)).unwrap();
+            let s = parse(&path, &src, &p).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(path.file_stem().unwrap().to_str().unwrap(), s.name, "file name matches `name`");
+            n += 1;
+        }
+    }
+    assert!(n >= 6, "found {n} scenarios");
+}
+
+/// Repo rule: the compose file's services, the profile's nodes and the env files agree.
+#[test]
+fn compose_services_match_profile_nodes() {
+    let p = profile();
+    let compose = std::fs::read_to_string(p.resolve(&p.compose_file)).unwrap();
+    let services: Vec<String> = compose
+        .lines()
+        .skip_while(|l| *l != "services:")
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with(' '))
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && l.trim_end().ends_with(':'))
+        .map(|l| l.trim().trim_end_matches(':').to_owned())
+        .collect();
+    let nodes: Vec<String> = p.nodes.iter().map(|n| n.service.clone()).collect();
+    assert_eq!(services, nodes);
+    for n in &p.nodes {
+        assert_eq!(p.env_value(&n.name, "XP_NODE_NAME").as_deref(), Some(n.name.as_str()));
+        assert_eq!(p.env_value(&n.name, "XP_API_BASE_URL").as_deref(), Some(n.api_base_url.as_str()));
+        assert!(compose.contains(&format!("./{}:{}:ro", n.env_file.display(), p.env_file_in_container)), "{} mounts its env file", n.name);
+    }
+}

@@ -1,0 +1,84 @@
+//! The step engine on the local backend: real xp processes on loopback, inside `cargo test`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use scenario::backend::local::kill_processes_under;
+use scenario::backend::{Backend, LocalBackend};
+use scenario::engine::{Engine, RunOptions};
+use scenario::format::parse;
+use scenario::profile::Profile;
+use scenario::report::{Outcome, Report, StepStatus};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn bins() -> BTreeMap<String, PathBuf> {
+    ["xp", "xp-ops"].iter().map(|b| (b.to_string(), xp_testkit::bin(b))).collect()
+}
+
+/// Runs scenario text on a fresh local cluster and tears it down; checks nothing is left.
+async fn run(src: &str) -> Report {
+    let profile = Profile::load(&Profile::path_for(&root(), "xp-3")).unwrap();
+    let scenario = parse(Path::new("t.toml"), src, &profile).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let backend = LocalBackend::new(profile.clone(), bins(), run_dir.clone()).unwrap();
+    let teardown = backend.teardown();
+    let mut report = Report::new(&scenario.name, Path::new("t.toml"), "", backend.name(), 7);
+    let mut engine = Engine::new(scenario, profile, backend, RunOptions { seed: 7, verbose: false });
+    engine.run(&mut report).await;
+    teardown.run().await.unwrap();
+    assert!(!run_dir.exists(), "teardown removes the run dir");
+    assert_eq!(kill_processes_under(&run_dir), 0, "teardown leaves no process");
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_loss_passes_on_the_local_backend() {
+    let src = std::fs::read_to_string(root().join("scenarios/quorum-loss.toml")).unwrap();
+    let report = run(&src).await;
+    let failed: Vec<_> = report.steps.iter().filter(|s| s.status != StepStatus::Passed).collect();
+    assert_eq!(report.outcome, Outcome::Passed, "{failed:?}");
+    assert_eq!(report.steps.len(), 19);
+    // The survivor was captured and resolved live.
+    assert!(report.steps[8].detail.contains("recover-single-node -y exited 0"), "{}", report.steps[8].detail);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_expectation_says_what_each_node_last_answered() {
+    let src = "name = \"t\"\nsummary = \"s\"\n[[step]]\nup = {}\n\
+               [[step]]\nexpect = { nodes = \"all\", timeout = \"1s\", that = { role = \"leader\" } }\n\
+               [[step]]\nsleep = { duration = \"1ms\" }\n";
+    let report = run(src).await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert_eq!(report.steps.len(), 2, "the run stops at the first failure");
+    let d = &report.steps[1].detail;
+    assert!(d.starts_with("not met within 1s: "), "{d}");
+    assert!(d.contains("expected = \"leader\""), "{d}");
+    assert!(d.contains("last answers:\n  node1 [Running]: role="), "{d}");
+    assert_eq!(report.evidence.len(), 3);
+    assert!(report.evidence.iter().all(|e| e.info["node_name"] == e.node.as_str()));
+    assert!(report.evidence.iter().all(|e| e.log_tail.contains("xp node started")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_the_backend_cannot_do_skips_the_scenario_loudly() {
+    let src = std::fs::read_to_string(root().join("scenarios/isolate-leader.toml")).unwrap();
+    let report = run(&src).await;
+    assert_eq!(report.outcome, Outcome::Skipped);
+    assert!(report.steps.is_empty(), "nothing ran");
+    assert_eq!(
+        report.reason.as_deref(),
+        Some("step `isolate`: the local backend has no network to cut a node off (use --backend docker)")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wipe_of_a_running_node_is_refused_by_the_engine() {
+    let src = "name = \"t\"\nsummary = \"s\"\n[[step]]\nup = {}\n[[step]]\nwipe = { nodes = \"node2\" }\n";
+    let report = run(src).await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert_eq!(report.steps[1].detail, "wipe needs node2 stopped, but it is Running; add a `stop` step before it");
+}

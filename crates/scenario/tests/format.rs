@@ -44,15 +44,20 @@ fn every_step_kind_parses() {
     assert_eq!(
         actions,
         [
-            "up", "expect", "write", "read", "stop", "kill", "start", "restart", "pause", "unpause", "isolate", "heal",
-            "wipe", "recover", "ops", "join", "expect", "sleep", "down"
+            "up", "expect", "write", "read", "stop", "kill", "start", "restart", "pause",
+            "unpause", "isolate", "heal", "wipe", "recover", "ops", "join", "expect", "sleep",
+            "down"
         ]
     );
     assert_eq!(s.default_timeout(), std::time::Duration::from_secs(5));
     assert_eq!(s.steps[1].line, 8, "the line of the step's [[step]] header");
     assert!(s.steps[1].matchers.contains(&("voters".to_string(), Matcher::Len(3))));
-    assert!(s.steps[1].matchers.contains(&("learners".to_string(), Matcher::Eq(serde_json::json!([])))));
-    assert!(matches!(&s.steps[4].step, Step::Stop(n) if n.timeout.unwrap().0 == std::time::Duration::from_secs(2)));
+    assert!(s.steps[1]
+        .matchers
+        .contains(&("learners".to_string(), Matcher::Eq(serde_json::json!([])))));
+    assert!(
+        matches!(&s.steps[4].step, Step::Stop(n) if n.timeout.unwrap().0 == std::time::Duration::from_secs(2))
+    );
 }
 
 #[test]
@@ -83,7 +88,9 @@ fn rejections_name_file_line_and_column() {
     let mut wrong = Vec::new();
     for (body, expected) in cases {
         let src = format!("{HEAD}{body}");
-        let got = parse(Path::new("t.toml"), &src, &profile()).map(|_| String::from("(parsed)")).unwrap_or_else(|e| e.to_string());
+        let got = parse(Path::new("t.toml"), &src, &profile())
+            .map(|_| String::from("(parsed)"))
+            .unwrap_or_else(|e| e.to_string());
         if got != *expected {
             wrong.push(format!("for:\n{body}\n   got: {got:?}\n  want: {expected:?}"));
         }
@@ -93,7 +100,8 @@ fn rejections_name_file_line_and_column() {
 
 #[test]
 fn missing_name_is_reported() {
-    let e = parse(Path::new("t.toml"), "summary = \"s\"\n[[step]]\nup = {}\n", &profile()).unwrap_err();
+    let e =
+        parse(Path::new("t.toml"), "summary = \"s\"\n[[step]]\nup = {}\n", &profile()).unwrap_err();
     assert_eq!(e.to_string(), "t.toml:1:1: missing field `name`");
 }
 
@@ -109,7 +117,11 @@ fn every_shipped_scenario_parses() {
             let cluster = scenario::format::cluster_of(&src);
             let p = Profile::load(&Profile::path_for(&root(), &cluster)).unwrap();
             let s = parse(&path, &src, &p).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(path.file_stem().unwrap().to_str().unwrap(), s.name, "file name matches `name`");
+            assert_eq!(
+                path.file_stem().unwrap().to_str().unwrap(),
+                s.name,
+                "file name matches `name`"
+            );
             n += 1;
         }
     }
@@ -133,7 +145,14 @@ fn compose_services_match_profile_nodes() {
     assert_eq!(services, nodes);
     for n in &p.nodes {
         assert_eq!(p.env_value(&n.name, "XP_NODE_NAME").as_deref(), Some(n.name.as_str()));
-        assert_eq!(p.env_value(&n.name, "XP_API_BASE_URL").as_deref(), Some(n.api_base_url.as_str()));
-        assert!(compose.contains(&format!("./{}:{}:ro", n.env_file.display(), p.env_file_in_container)), "{} mounts its env file", n.name);
+        assert_eq!(
+            p.env_value(&n.name, "XP_API_BASE_URL").as_deref(),
+            Some(n.api_base_url.as_str())
+        );
+        assert!(
+            compose.contains(&format!("./{}:{}:ro", n.env_file.display(), p.env_file_in_container)),
+            "{} mounts its env file",
+            n.name
+        );
     }
 }

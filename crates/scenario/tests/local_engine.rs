@@ -27,7 +27,8 @@ async fn run(src: &str) -> Report {
     let backend = LocalBackend::new(profile.clone(), bins(), run_dir.clone()).unwrap();
     let teardown = backend.teardown();
     let mut report = Report::new(&scenario.name, Path::new("t.toml"), "", backend.name(), 7);
-    let mut engine = Engine::new(scenario, profile, backend, RunOptions { seed: 7, verbose: false });
+    let mut engine =
+        Engine::new(scenario, profile, backend, RunOptions { seed: 7, verbose: false });
     engine.run(&mut report).await;
     teardown.run().await.unwrap();
     assert!(!run_dir.exists(), "teardown removes the run dir");
@@ -43,7 +44,11 @@ async fn quorum_loss_passes_on_the_local_backend() {
     assert_eq!(report.outcome, Outcome::Passed, "{failed:?}");
     assert_eq!(report.steps.len(), 19);
     // The survivor was captured and resolved live.
-    assert!(report.steps[8].detail.contains("recover-single-node -y exited 0"), "{}", report.steps[8].detail);
+    assert!(
+        report.steps[8].detail.contains("recover-single-node -y exited 0"),
+        "{}",
+        report.steps[8].detail
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,5 +85,8 @@ async fn wipe_of_a_running_node_is_refused_by_the_engine() {
     let src = "name = \"t\"\nsummary = \"s\"\n[[step]]\nup = {}\n[[step]]\nwipe = { nodes = \"node2\" }\n";
     let report = run(src).await;
     assert_eq!(report.outcome, Outcome::Failed);
-    assert_eq!(report.steps[1].detail, "wipe needs node2 stopped, but it is Running; add a `stop` step before it");
+    assert_eq!(
+        report.steps[1].detail,
+        "wipe needs node2 stopped, but it is Running; add a `stop` step before it"
+    );
 }

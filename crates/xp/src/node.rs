@@ -121,12 +121,14 @@ fn resolve_identity(
     let node_id = match (pending, config.node_id) {
         (Some(p), _) => p.node_id,
         (None, Some(id)) => id,
-        (None, None) => return Err(NodeError::Identity(format!(
+        (None, None) => {
+            return Err(NodeError::Identity(format!(
             "{} has no Raft state and {} sets no XP_NODE_ID: run `xp init` to start a new cluster \
                  or `xp join --token TOKEN` to join one",
             dir.path().display(),
             config.path.display()
-        ))),
+        )))
+        }
     };
     let id = Identity { node_id, node_name: config.node_name.clone() };
     dir.create()?;

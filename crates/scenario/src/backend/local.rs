@@ -242,7 +242,9 @@ impl Backend for LocalBackend {
             .pid(node)
             .ok_or_else(|| BackendError::Command(format!("{node} is not running")))?;
         signal(pid, sig)?;
-        if matches!(sig, "SIGKILL" | "SIGTERM" | "SIGINT") && !self.wait_exit(node, Duration::from_secs(10)).await {
+        if matches!(sig, "SIGKILL" | "SIGTERM" | "SIGINT")
+            && !self.wait_exit(node, Duration::from_secs(10)).await
+        {
             return Err(BackendError::Command(format!("{node} did not exit after {sig}")));
         }
         Ok(())

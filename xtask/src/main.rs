@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 a scenario failed, 2 bad usage or a malformed scenario,
 //! 130 interrupted (the cluster is still torn down).
 
+mod bench;
 mod clean;
 mod scenario;
 
@@ -25,6 +26,8 @@ enum Command {
     Scenario(scenario::Args),
     /// Remove every container, network, volume and process a runner left behind.
     Clean,
+    /// Run a benchmark and print its numbers (`recover [ENTRIES...]`).
+    Bench { what: String, args: Vec<String> },
 }
 
 /// The workspace root (the xtask crate lives in `<root>/xtask`).
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Scenario(args) => scenario::run(args).await,
             Command::Clean => clean::run().await.map(|_| 0),
+            Command::Bench { what, args } => bench::run(&what, &args),
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(1));

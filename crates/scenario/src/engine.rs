@@ -15,6 +15,11 @@ use crate::backend::{Backend, BackendError};
 use crate::format::{references, Matcher, PlacedStep, Scenario, Selector, Step};
 use crate::profile::Profile;
 use crate::report::{NodeEvidence, Report, StepReport, StepStatus};
+use crate::workload::{
+    self, Endpoints, InfoFields, Sample, Verification, WorkloadSpec, WriteOutcome, WriteRecord,
+};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
 
 /// What the runner tracks of each node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +70,16 @@ pub struct Engine<B: Backend> {
     opts: RunOptions,
     /// Secrets to blank out of anything printed or reported.
     secrets: Vec<String>,
+    /// Time zero of the run's timeline.
+    epoch: Instant,
+    endpoints: Endpoints,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    writes: Arc<Mutex<Vec<WriteRecord>>>,
+    sampler: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    writer: Option<(watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)>,
+    /// The nodes the current step acted on (for the report and recovery times).
+    step_nodes: Vec<String>,
+    verification: Option<Verification>,
 }
 
 type StepResult = Result<String, String>;
@@ -96,6 +111,14 @@ impl<B: Backend> Engine<B> {
             rng: Rng::new(opts.seed),
             opts,
             secrets,
+            epoch: Instant::now(),
+            endpoints: Endpoints::default(),
+            samples: Arc::default(),
+            writes: Arc::default(),
+            sampler: None,
+            writer: None,
+            step_nodes: Vec::new(),
+            verification: None,
         }
     }
 
@@ -103,8 +126,15 @@ impl<B: Backend> Engine<B> {
         self.secrets.iter().fold(s.to_owned(), |acc, sec| acc.replace(sec.as_str(), "***"))
     }
 
-    /// Runs every step; stops at the first failure. The caller tears the cluster down.
+    /// Runs every step (stopping at the first failure), then stops the background tasks and
+    /// puts their evidence in the report. The caller tears the cluster down.
     pub async fn run(&mut self, report: &mut Report) {
+        self.epoch = Instant::now();
+        self.run_steps(report).await;
+        self.finish(report).await;
+    }
+
+    async fn run_steps(&mut self, report: &mut Report) {
         let steps = self.scenario.steps.clone();
         let total = steps.len();
         for action in steps.iter().map(|s| s.step.action()) {
@@ -124,8 +154,16 @@ impl<B: Backend> Engine<B> {
                 let _ = std::io::stdout().flush();
             }
             let t = Instant::now();
+            let start_ms = self.now_ms();
+            self.step_nodes.clear();
             let result = self.step(placed).await;
             let took = t.elapsed();
+            if !matches!(
+                placed.step,
+                Step::Expect(_) | Step::Read(_) | Step::Write(_) | Step::Sleep(_) | Step::Verify(_)
+            ) {
+                self.refresh_endpoints().await;
+            }
             let (status, detail) = match &result {
                 Ok(d) => (StepStatus::Passed, self.redact(d)),
                 Err(e) => (StepStatus::Failed, self.redact(e)),
@@ -143,7 +181,9 @@ impl<B: Backend> Engine<B> {
                 line: placed.line,
                 action: placed.step.action().into(),
                 status,
+                start_ms,
                 duration_ms: took.as_millis() as u64,
+                nodes: self.step_nodes.clone(),
                 detail,
             });
             if status == StepStatus::Failed {
@@ -158,6 +198,96 @@ impl<B: Backend> Engine<B> {
             }
         }
         report.pass();
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Tells the background tasks where each node can be reached now.
+    async fn refresh_endpoints(&mut self) {
+        for n in self.profile.nodes.clone() {
+            let url = match self.states[&n.name] {
+                NodeState::Running | NodeState::Paused | NodeState::Isolated => {
+                    self.backend.endpoint(&n.name).await.ok()
+                }
+                NodeState::Down | NodeState::Stopped => None,
+            };
+            self.endpoints.set(&n.name, url);
+            self.endpoints.set_in_cluster(&n.name, &n.api_base_url);
+        }
+    }
+
+    fn start_sampler(&mut self) {
+        if self.sampler.is_some() {
+            return;
+        }
+        let (tx, rx) = watch::channel(false);
+        let fields = InfoFields {
+            info_path: self.profile.info_path.clone(),
+            role: self.profile.role_field.clone(),
+            term: self.profile.term_field.clone(),
+            leader_url: "leader_api_base_url".into(),
+        };
+        let task = tokio::spawn(workload::sample(
+            self.endpoints.clone(),
+            fields,
+            self.epoch,
+            Duration::from_millis(50),
+            self.samples.clone(),
+            rx,
+        ));
+        self.sampler = Some((tx, task));
+    }
+
+    async fn stop_writer(&mut self) {
+        if let Some((tx, tasks)) = self.writer.take() {
+            let _ = tx.send(true);
+            for t in tasks {
+                let _ = t.await;
+            }
+        }
+    }
+
+    /// Stops the background tasks and records their evidence.
+    async fn finish(&mut self, report: &mut Report) {
+        self.stop_writer().await;
+        if let Some((tx, task)) = self.sampler.take() {
+            let _ = tx.send(true);
+            let _ = task.await;
+        }
+        let samples = self.samples.lock().unwrap().clone();
+        let writes = self.writes.lock().unwrap().clone();
+        for s in &report.steps {
+            let (fault, recovery) = (
+                matches!(s.action.as_str(), "stop" | "kill" | "pause" | "isolate" | "restart"),
+                s.action == "recover",
+            );
+            if !(fault || recovery) {
+                continue;
+            }
+            // A recovery is measured from when it finished: the node is started afterwards.
+            let at = if recovery { s.start_ms + s.duration_ms } else { s.start_ms };
+            let (leader, write) = workload::recovery_times(
+                &samples,
+                &writes,
+                at,
+                &s.nodes,
+                &self.profile.leader_role,
+                recovery,
+            );
+            report.recoveries.push(workload::Recovery {
+                step: s.index,
+                action: s.action.clone(),
+                nodes: s.nodes.clone(),
+                at_ms: at,
+                leader_after_ms: leader,
+                write_after_ms: write.filter(|_| !writes.is_empty()),
+            });
+        }
+        report.verification = self.verification.clone();
+        report.timeline = samples;
+        report.writes = writes;
     }
 
     fn say(&self, s: &str) {
@@ -265,6 +395,12 @@ impl<B: Backend> Engine<B> {
             let names = match word.as_str() {
                 "all" => self.profile.nodes.iter().map(|n| n.name.clone()).collect(),
                 "running" => self.running(),
+                "stopped" => self
+                    .states
+                    .iter()
+                    .filter(|(_, s)| **s == NodeState::Stopped)
+                    .map(|(n, _)| n.clone())
+                    .collect(),
                 "leader" => vec![self.current_leader().await?],
                 "followers" => self.followers().await,
                 "any-follower" => {
@@ -304,7 +440,14 @@ impl<B: Backend> Engine<B> {
         let start = Instant::now();
         loop {
             match self.resolve_once(sel).await {
-                Ok(v) if !v.is_empty() => return Ok(v),
+                Ok(v) if !v.is_empty() => {
+                    for n in &v {
+                        if !self.step_nodes.contains(n) {
+                            self.step_nodes.push(n.clone());
+                        }
+                    }
+                    return Ok(v);
+                }
                 Ok(_) if start.elapsed() >= timeout => {
                     return Err(format!("`{sel}` selects no node"))
                 }
@@ -334,9 +477,12 @@ impl<B: Backend> Engine<B> {
                 self.backend.up().await.map_err(be)?;
                 let all: Vec<String> = self.profile.nodes.iter().map(|n| n.name.clone()).collect();
                 self.set_state(&all, NodeState::Running);
+                self.refresh_endpoints().await;
+                self.start_sampler();
                 Ok(format!("{} nodes up", all.len()))
             }
             Step::Down(_) => {
+                self.stop_writer().await;
                 self.backend.teardown().run().await.map_err(be)?;
                 let all: Vec<String> = self.profile.nodes.iter().map(|n| n.name.clone()).collect();
                 self.set_state(&all, NodeState::Down);
@@ -456,6 +602,47 @@ impl<B: Backend> Engine<B> {
                 tokio::time::sleep(s.duration.0).await;
                 Ok(format!("{:?}", s.duration.0))
             }
+            Step::WorkloadStart(w) => {
+                self.stop_writer().await;
+                let (rate, writers) = (w.rate.unwrap_or(100), w.concurrency.unwrap_or(4));
+                let prefix = w.prefix.clone().unwrap_or_else(|| "w".into());
+                let (tx, rx) = watch::channel(false);
+                let tasks = (0..writers)
+                    .map(|i| {
+                        let spec = WorkloadSpec {
+                            rate_per_sec: (rate / writers).max(1),
+                            prefix: format!("{prefix}{i}"),
+                            write_budget: Duration::from_secs(2),
+                            kv_path: self.profile.kv_path.clone(),
+                        };
+                        tokio::spawn(workload::write_loop(
+                            self.endpoints.clone(),
+                            spec,
+                            self.epoch,
+                            self.writes.clone(),
+                            rx.clone(),
+                        ))
+                    })
+                    .collect();
+                self.writer = Some((tx, tasks));
+                Ok(format!(
+                    "{writers} writers, {rate} writes/s in all, keys {prefix}<writer>-NNNNNN"
+                ))
+            }
+            Step::WorkloadStop(_) => {
+                self.stop_writer().await;
+                let w = self.writes.lock().unwrap().clone();
+                let count = |o: WriteOutcome| w.iter().filter(|x| x.outcome == o).count();
+                Ok(format!(
+                    "{} writes: {} acknowledged, {} failed, {} unknown",
+                    w.len(),
+                    count(WriteOutcome::Acked),
+                    count(WriteOutcome::Failed),
+                    count(WriteOutcome::Unknown)
+                ))
+            }
+            Step::Verify(v) => self.verify(v).await,
+            Step::ChooseSurvivor(c) => self.choose_survivor(c).await,
         }
     }
 
@@ -704,6 +891,130 @@ impl<B: Backend> Engine<B> {
         }
         let summary: Vec<String> = matchers.iter().map(|(f, m)| format!("{f} {m}")).collect();
         Ok((nodes, summary.join(", ")))
+    }
+
+    /// Inspects each stopped candidate and captures the one with the most up-to-date log.
+    async fn choose_survivor(&mut self, c: &crate::format::ChooseSurvivor) -> StepResult {
+        let sel = c
+            .among
+            .as_ref()
+            .map(|a| a.get_ref().clone())
+            .unwrap_or_else(|| Selector(vec!["stopped".into()]));
+        let candidates = self.resolve(&sel, self.scenario.default_timeout()).await?;
+        let spec = self.profile.inspect.clone();
+        let mut lines = Vec::new();
+        let mut best: Option<((u64, u64, std::cmp::Reverse<u64>), String)> = None;
+        for n in &candidates {
+            self.require_stopped(n, "choose-survivor")?;
+            let out = self
+                .backend
+                .oneoff(n, &spec.command, Duration::from_secs(60))
+                .await
+                .map_err(|e| e.to_string())?;
+            if out.code != 0 {
+                lines.push(format!(
+                    "{n}: not a candidate ({})",
+                    out.stderr.lines().next().unwrap_or("").trim()
+                ));
+                continue;
+            }
+            let v: Value = serde_json::from_str(&out.stdout)
+                .map_err(|e| format!("{n}: inspect output is not JSON: {e}"))?;
+            let num = |p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+            let key = (
+                num(&spec.last_log_term),
+                num(&spec.last_log_index),
+                std::cmp::Reverse(num(&spec.node_id)),
+            );
+            lines.push(format!(
+                "{n}: last log term {}, index {}, node id {}",
+                key.0, key.1, key.2 .0
+            ));
+            if best.as_ref().is_none_or(|(b, _)| key > *b) {
+                best = Some((key, n.clone()));
+            }
+        }
+        let Some((_, chosen)) = best else {
+            return Err(format!("no candidate has Raft state:\n{}", lines.join("\n")));
+        };
+        self.captures.insert(c.capture.clone(), Value::String(chosen.clone()));
+        Ok(format!(
+            "{} = {chosen} (highest last log term, then index; ties: lowest id)\n{}",
+            c.capture,
+            lines.join("\n")
+        ))
+    }
+
+    async fn verify(&mut self, v: &crate::format::Verify) -> StepResult {
+        self.stop_writer().await;
+        let timeout = self.timeout(v.timeout);
+        let writes = self.writes.lock().unwrap().clone();
+        let leader = self.resolve_one(&Selector(vec!["leader".into()]), timeout).await?;
+        let start = Instant::now();
+        let mut r = Verification { attempted: writes.len() as u64, ..Default::default() };
+        for w in &writes {
+            match w.outcome {
+                WriteOutcome::Acked => r.acknowledged += 1,
+                WriteOutcome::Failed => r.failed += 1,
+                WriteOutcome::Unknown => r.unknown += 1,
+            }
+            if w.outcome == WriteOutcome::Failed {
+                continue;
+            }
+            let got = loop {
+                let attempt = async {
+                    let base = self.backend.endpoint(&leader).await.map_err(|e| e.to_string())?;
+                    let res = self.kv(reqwest::Method::GET, &base, &w.key, None).await?;
+                    match res.status() {
+                        reqwest::StatusCode::NOT_FOUND => Ok(None),
+                        s if s.is_success() => {
+                            let body: Value = res.json().await.map_err(|e| e.to_string())?;
+                            Ok(body["value"].as_str().map(str::to_owned))
+                        }
+                        s => Err(format!("{s}")),
+                    }
+                }
+                .await;
+                match attempt {
+                    Ok(v) => break v,
+                    Err(e) if start.elapsed() >= timeout => {
+                        return Err(format!("reading back {:?} via {leader}: {e}", w.key))
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            };
+            let present = got.as_deref() == Some(w.value.as_str());
+            match (w.outcome, present) {
+                (WriteOutcome::Acked, true) => r.present += 1,
+                (WriteOutcome::Acked, false) => {
+                    r.lost += 1;
+                    r.lost_keys.push(w.key.clone());
+                }
+                (WriteOutcome::Unknown, true) => r.unknown_landed += 1,
+                _ => {}
+            }
+        }
+        let summary = format!(
+            "{} writes: {} acknowledged, {} present, {} lost; {} failed; {} unknown, {} of them landed",
+            r.attempted, r.acknowledged, r.present, r.lost, r.failed, r.unknown, r.unknown_landed
+        );
+        self.verification = Some(r.clone());
+        if r.acknowledged < v.min_acked.unwrap_or(1) {
+            return Err(format!(
+                "only {} acknowledged writes (min_acked {}): {summary}",
+                r.acknowledged,
+                v.min_acked.unwrap_or(1)
+            ));
+        }
+        if r.lost > v.max_lost {
+            let shown: Vec<&str> = r.lost_keys.iter().take(10).map(String::as_str).collect();
+            return Err(format!(
+                "{summary}; more than max_lost = {}; lost keys include {}",
+                v.max_lost,
+                shown.join(", ")
+            ));
+        }
+        Ok(summary)
     }
 
     fn kv_url(&self, base: &str, key: &str) -> String {

@@ -59,7 +59,7 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-/// Which nodes a step acts on: names, `all`, `running`, `leader`, `followers`, `any-follower`,
+/// Which nodes a step acts on: names, `all`, `running`, `stopped`, `leader`, `followers`, `any-follower`,
 /// or `${capture}` holding a node name. A string or an array of strings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Selector(pub Vec<String>);
@@ -89,7 +89,8 @@ impl fmt::Display for Selector {
 }
 
 /// Selector words that are not node names.
-pub const SELECTOR_WORDS: &[&str] = &["all", "running", "leader", "followers", "any-follower"];
+pub const SELECTOR_WORDS: &[&str] =
+    &["all", "running", "stopped", "leader", "followers", "any-follower"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,6 +149,14 @@ pub enum Step {
     /// Read keys back and compare.
     Read(Read),
     Sleep(Sleep),
+    /// Start a background writer of unique keys through whichever node leads.
+    WorkloadStart(WorkloadStart),
+    /// Stop the background writer.
+    WorkloadStop(Empty),
+    /// Stop the writer if running, read back every write it attempted, count the lost ones.
+    Verify(Verify),
+    /// Inspect every stopped candidate and capture the most up-to-date one's name.
+    ChooseSurvivor(ChooseSurvivor),
 }
 
 impl Step {
@@ -171,6 +180,10 @@ impl Step {
             Step::Write(_) => "write",
             Step::Read(_) => "read",
             Step::Sleep(_) => "sleep",
+            Step::WorkloadStart(_) => "workload-start",
+            Step::WorkloadStop(_) => "workload-stop",
+            Step::Verify(_) => "verify",
+            Step::ChooseSurvivor(_) => "choose-survivor",
         }
     }
 }
@@ -270,6 +283,37 @@ pub struct Read {
     /// Read back every key every earlier `write` step acknowledged.
     #[serde(default)]
     pub all_written: bool,
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadStart {
+    /// Writes per second (default 100); one write is in flight at a time.
+    pub rate: Option<u64>,
+    /// Key prefix (default "w").
+    pub prefix: Option<String>,
+    /// Writers running side by side, sharing `rate` (default 4).
+    pub concurrency: Option<u64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChooseSurvivor {
+    /// The candidates (default `stopped`); each must be stopped.
+    pub among: Option<Spanned<Selector>>,
+    /// Capture name for the chosen node's name.
+    pub capture: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    /// Acknowledged writes the scenario accepts to lose (default 0).
+    #[serde(default)]
+    pub max_lost: u64,
+    /// Fewest acknowledged writes for the check to mean something (default 1).
+    pub min_acked: Option<u64>,
     pub timeout: Option<Dur>,
 }
 
@@ -521,7 +565,28 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
         let step = spanned.into_inner();
         let mut matchers = Vec::new();
         match &step {
-            Step::Up(_) | Step::Down(_) | Step::Sleep(_) => {}
+            Step::Up(_)
+            | Step::Down(_)
+            | Step::Sleep(_)
+            | Step::WorkloadStop(_)
+            | Step::Verify(_) => {}
+            Step::ChooseSurvivor(c) => {
+                if let Some(a) = &c.among {
+                    check_selector(a, &captures, false)?;
+                }
+                captures.insert(c.capture.clone());
+            }
+            Step::WorkloadStart(w) => {
+                if w.rate == Some(0) || w.rate.is_some_and(|r| r > 2000) {
+                    return Err(err_at(
+                        at,
+                        "`rate` must be between 1 and 2000 writes per second".into(),
+                    ));
+                }
+                if w.concurrency == Some(0) || w.concurrency.is_some_and(|c| c > 32) {
+                    return Err(err_at(at, "`concurrency` must be between 1 and 32".into()));
+                }
+            }
             Step::Stop(n)
             | Step::Start(n)
             | Step::Restart(n)

@@ -5,5 +5,7 @@
 pub mod backend;
 pub mod engine;
 pub mod format;
+pub mod html;
 pub mod profile;
 pub mod report;
+pub mod workload;

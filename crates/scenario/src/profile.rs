@@ -44,6 +44,18 @@ pub struct JoinSpec {
     pub command: Vec<String>,
 }
 
+/// How to read a stopped node's Raft position, to choose the survivor of a quorum loss.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InspectSpec {
+    /// A command printing JSON about the stopped node's state.
+    pub command: Vec<String>,
+    /// JSON pointers to the term of the last log entry, its index, and the node id.
+    pub last_log_term: String,
+    pub last_log_index: String,
+    pub node_id: String,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalSpec {
@@ -84,6 +96,7 @@ pub struct Profile {
     pub recover: Vec<String>,
     pub wipe: Vec<String>,
     pub join: JoinSpec,
+    pub inspect: InspectSpec,
     pub local: LocalSpec,
     #[serde(rename = "node")]
     pub nodes: Vec<NodeSpec>,

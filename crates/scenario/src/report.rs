@@ -27,7 +27,11 @@ pub struct StepReport {
     pub line: usize,
     pub action: String,
     pub status: StepStatus,
+    /// Start, in ms since the run started.
+    pub start_ms: u64,
     pub duration_ms: u64,
+    /// The concrete nodes the step acted on.
+    pub nodes: Vec<String>,
     /// What was resolved and done, or why it failed.
     pub detail: String,
 }
@@ -56,6 +60,14 @@ pub struct Report {
     pub steps: Vec<StepReport>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<NodeEvidence>,
+    /// Per fault or recovery step: time to a leader and to an acknowledged write (RTO).
+    pub recoveries: Vec<crate::workload::Recovery>,
+    /// What `verify` found (RPO, in writes).
+    pub verification: Option<crate::workload::Verification>,
+    /// Every observed change of a node's role, term or leader.
+    pub timeline: Vec<crate::workload::Sample>,
+    /// Every write of the background workload.
+    pub writes: Vec<crate::workload::WriteRecord>,
 }
 
 impl Report {
@@ -72,6 +84,10 @@ impl Report {
             reason: None,
             steps: Vec::new(),
             evidence: Vec::new(),
+            recoveries: Vec::new(),
+            verification: None,
+            timeline: Vec::new(),
+            writes: Vec::new(),
         }
     }
     pub fn pass(&mut self) {
@@ -86,7 +102,7 @@ impl Report {
         self.reason = Some(why);
     }
 
-    /// Writes `report.json` and, on failure, `<node>.info.json` and `<node>.log` into `dir`.
+    /// Writes `report.json`, `report.html` and, on failure, `<node>.info.json` and `<node>.log` into `dir`.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(

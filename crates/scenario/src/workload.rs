@@ -1,0 +1,384 @@
+//! Evidence gathered in the background while a scenario runs: an acknowledged-write workload
+//! and a dense record of every node's role and term.
+//!
+//! Both run as tasks of their own, reaching nodes through a shared [`Endpoints`] map that the
+//! engine refreshes whenever a node starts, stops or moves (a container restart may change its
+//! published port).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+
+/// Node name -> the URL the runner reaches it at (None while stopped), plus each node's
+/// in-cluster URL so redirects can be followed.
+#[derive(Clone, Default)]
+pub struct Endpoints {
+    inner: Arc<RwLock<EndpointMap>>,
+}
+
+#[derive(Default)]
+struct EndpointMap {
+    runner: BTreeMap<String, Option<String>>,
+    in_cluster: BTreeMap<String, String>,
+}
+
+impl Endpoints {
+    pub fn set(&self, node: &str, url: Option<String>) {
+        self.inner.write().unwrap().runner.insert(node.to_owned(), url);
+    }
+    pub fn set_in_cluster(&self, node: &str, url: &str) {
+        self.inner.write().unwrap().in_cluster.insert(node.to_owned(), url.to_owned());
+    }
+    pub fn get(&self, node: &str) -> Option<String> {
+        self.inner.read().unwrap().runner.get(node).cloned().flatten()
+    }
+    pub fn all(&self) -> Vec<(String, Option<String>)> {
+        self.inner.read().unwrap().runner.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+    /// Rewrites an in-cluster URL (a redirect, a leader URL) into a runner-reachable one.
+    pub fn reachable(&self, url: &str) -> String {
+        let m = self.inner.read().unwrap();
+        for (node, base) in &m.in_cluster {
+            if let Some(rest) = url.strip_prefix(base.as_str()) {
+                if let Some(Some(e)) = m.runner.get(node) {
+                    return format!("{e}{rest}");
+                }
+            }
+        }
+        url.to_owned()
+    }
+}
+
+/// One write's fate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteOutcome {
+    /// The cluster answered success.
+    Acked,
+    /// Refused before it could have been applied (no leader, connection refused).
+    Failed,
+    /// Timed out or broke mid-flight: it may or may not have been applied.
+    Unknown,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WriteRecord {
+    pub key: String,
+    pub value: String,
+    /// Milliseconds since the run started.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub outcome: WriteOutcome,
+    pub attempts: u32,
+}
+
+/// A change of one node's observed role, term or leader.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Sample {
+    pub t_ms: u64,
+    pub node: String,
+    /// The role reported, or `down` when the node did not answer.
+    pub role: String,
+    pub term: u64,
+    pub leader: String,
+}
+
+/// Field names the sampler reads (from the profile).
+#[derive(Clone, Debug)]
+pub struct InfoFields {
+    pub info_path: String,
+    pub role: String,
+    pub term: String,
+    pub leader_url: String,
+}
+
+fn ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
+
+/// Polls every node's info endpoint every `every` and records changes, until `stop` fires.
+pub async fn sample(
+    endpoints: Endpoints,
+    fields: InfoFields,
+    epoch: Instant,
+    every: Duration,
+    out: Arc<Mutex<Vec<Sample>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(every.max(Duration::from_millis(300)))
+        .build()
+        .expect("http client");
+    let mut last: BTreeMap<String, Sample> = BTreeMap::new();
+    loop {
+        for (node, url) in endpoints.all() {
+            let info: Option<Value> = match url {
+                Some(u) => match http.get(format!("{u}{}", fields.info_path)).send().await {
+                    Ok(r) if r.status().is_success() => r.json().await.ok(),
+                    _ => None,
+                },
+                None => None,
+            };
+            let s = match info {
+                Some(v) => Sample {
+                    t_ms: ms(epoch),
+                    node: node.clone(),
+                    role: v[&fields.role].as_str().unwrap_or("?").to_owned(),
+                    term: v[&fields.term].as_u64().unwrap_or(0),
+                    leader: v[&fields.leader_url].as_str().unwrap_or("").to_owned(),
+                },
+                None => Sample {
+                    t_ms: ms(epoch),
+                    node: node.clone(),
+                    role: "down".into(),
+                    term: 0,
+                    leader: String::new(),
+                },
+            };
+            let changed = last.get(&node).is_none_or(|p| {
+                (p.role.as_str(), p.term, p.leader.as_str())
+                    != (s.role.as_str(), s.term, s.leader.as_str())
+            });
+            if changed {
+                out.lock().unwrap().push(s.clone());
+                last.insert(node, s);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Settings of a background writer.
+#[derive(Clone, Debug)]
+pub struct WorkloadSpec {
+    pub rate_per_sec: u64,
+    pub prefix: String,
+    /// How long one write may keep retrying (same key, same value) before it is given up.
+    pub write_budget: Duration,
+    pub kv_path: String,
+}
+
+/// Writes unique keys at a steady rate through whichever node leads, until `stop` fires.
+/// A write is retried with the same key and value (an idempotent set), so it counts once.
+pub async fn write_loop(
+    endpoints: Endpoints,
+    spec: WorkloadSpec,
+    epoch: Instant,
+    out: Arc<Mutex<Vec<WriteRecord>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1000))
+        .connect_timeout(Duration::from_millis(300))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client");
+    let interval = Duration::from_micros(1_000_000 / spec.rate_per_sec.max(1));
+    let mut seq: u64 = 0;
+    let mut leader: Option<String> = None;
+    loop {
+        let tick = tokio::time::Instant::now() + interval;
+        seq += 1;
+        let key = format!("{}-{seq:06}", spec.prefix);
+        let value = format!("v{seq}");
+        let start_ms = ms(epoch);
+        let begun = Instant::now();
+        let mut attempts = 0;
+        let outcome = loop {
+            attempts += 1;
+            let target =
+                leader.clone().or_else(|| endpoints.all().into_iter().find_map(|(_, u)| u));
+            let Some(base) = target else {
+                break WriteOutcome::Failed;
+            };
+            let (result, next) = put(
+                &http,
+                &endpoints,
+                &format!("{base}{}", spec.kv_path.replace("{key}", &key)),
+                &value,
+            )
+            .await;
+            match result {
+                WriteOutcome::Acked => {
+                    leader = next;
+                    break WriteOutcome::Acked;
+                }
+                r => {
+                    // Try another node next time: the leader may have moved.
+                    leader = next.filter(|n| Some(n) != Some(&base)).or_else(|| {
+                        let all: Vec<String> =
+                            endpoints.all().into_iter().filter_map(|(_, u)| u).collect();
+                        (!all.is_empty())
+                            .then(|| all[(seq as usize + attempts as usize) % all.len()].clone())
+                    });
+                    if begun.elapsed() >= spec.write_budget {
+                        break r;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        // An earlier Unknown attempt may have landed even if the last attempt failed.
+        let outcome = match outcome {
+            WriteOutcome::Failed if attempts > 1 => WriteOutcome::Unknown,
+            o => o,
+        };
+        out.lock().unwrap().push(WriteRecord {
+            key,
+            value,
+            start_ms,
+            end_ms: ms(epoch),
+            outcome,
+            attempts,
+        });
+        tokio::select! {
+            _ = tokio::time::sleep_until(tick) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One PUT, following redirects; returns the outcome and the base URL that answered success.
+async fn put(
+    http: &reqwest::Client,
+    endpoints: &Endpoints,
+    url: &str,
+    value: &str,
+) -> (WriteOutcome, Option<String>) {
+    let mut url = url.to_owned();
+    for _ in 0..4 {
+        let res = http.put(&url).json(&serde_json::json!({ "value": value })).send().await;
+        match res {
+            Ok(r) if r.status().is_success() => {
+                let base = url.split("/api/").next().map(str::to_owned);
+                return (WriteOutcome::Acked, base);
+            }
+            Ok(r) if r.status().is_redirection() => {
+                let loc =
+                    r.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default();
+                url = endpoints.reachable(loc);
+            }
+            // 503 before a leader accepted it: not applied.
+            Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                return (WriteOutcome::Failed, None)
+            }
+            Ok(_) => return (WriteOutcome::Unknown, None),
+            Err(e) if e.is_connect() => return (WriteOutcome::Failed, None),
+            Err(_) => return (WriteOutcome::Unknown, None),
+        }
+    }
+    (WriteOutcome::Failed, None)
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Verification {
+    pub attempted: u64,
+    pub acknowledged: u64,
+    pub present: u64,
+    /// Acknowledged but absent or different: lost writes (RPO, in writes).
+    pub lost: u64,
+    pub lost_keys: Vec<String>,
+    pub failed: u64,
+    pub unknown: u64,
+    /// Of unknown outcome, but found in the cluster.
+    pub unknown_landed: u64,
+}
+
+/// A fault or recovery and what followed it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Recovery {
+    pub step: usize,
+    pub action: String,
+    pub nodes: Vec<String>,
+    pub at_ms: u64,
+    /// From this step until some node not hit by it reported `leader`.
+    pub leader_after_ms: Option<u64>,
+    /// From this step until the first acknowledged write that started after it.
+    pub write_after_ms: Option<u64>,
+}
+
+/// Leader and write recovery times after a step at `at_ms` that hit `hit`. A fault's own
+/// nodes do not count as the new leader; a recovery's do (`count_hit`).
+pub fn recovery_times(
+    samples: &[Sample],
+    writes: &[WriteRecord],
+    at_ms: u64,
+    hit: &[String],
+    leader_role: &str,
+    count_hit: bool,
+) -> (Option<u64>, Option<u64>) {
+    // Each node's latest sample at time t; the first t >= at_ms with a leader that counts.
+    let leader_at = |t: u64, allow_hit: bool| -> bool {
+        let mut latest: BTreeMap<&str, &Sample> = BTreeMap::new();
+        for x in samples.iter().filter(|x| x.t_ms <= t) {
+            latest.insert(&x.node, x);
+        }
+        latest.values().any(|x| x.role == leader_role && (allow_hit || !hit.contains(&x.node)))
+    };
+    let times: Vec<u64> = std::iter::once(at_ms)
+        .chain(samples.iter().map(|x| x.t_ms).filter(|t| *t >= at_ms))
+        .collect();
+    let first =
+        |allow_hit: bool| times.iter().find(|t| leader_at(**t, allow_hit)).map(|t| t - at_ms);
+    let leader = first(count_hit);
+    let write = writes
+        .iter()
+        .filter(|w| w.start_ms >= at_ms && w.outcome == WriteOutcome::Acked)
+        .map(|w| w.end_ms - at_ms)
+        .min();
+    (leader, write)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(t: u64, node: &str, role: &str) -> Sample {
+        Sample { t_ms: t, node: node.into(), role: role.into(), term: 1, leader: String::new() }
+    }
+    fn w(start: u64, end: u64, outcome: WriteOutcome) -> WriteRecord {
+        WriteRecord {
+            key: "k".into(),
+            value: "v".into(),
+            start_ms: start,
+            end_ms: end,
+            outcome,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn recovery_times_take_the_first_leader_not_hit_and_the_first_later_ack() {
+        let samples = [
+            s(0, "n1", "leader"),
+            s(1000, "n1", "down"),
+            s(1100, "n2", "candidate"),
+            s(1600, "n2", "leader"),
+        ];
+        let writes = [
+            w(900, 950, WriteOutcome::Acked),
+            w(1000, 2000, WriteOutcome::Unknown),
+            w(1200, 1700, WriteOutcome::Acked),
+        ];
+        let (leader, write) =
+            recovery_times(&samples, &writes, 1000, &["n1".into()], "leader", false);
+        assert_eq!(leader, Some(600));
+        assert_eq!(write, Some(700));
+        // A follower stop: the leader never changed, so it is there at once.
+        let (leader, _) =
+            recovery_times(&samples[..1], &writes, 500, &["n2".into()], "leader", false);
+        assert_eq!(leader, Some(0));
+        // Nobody leads after the fault.
+        let (leader, write) =
+            recovery_times(&samples[..3], &writes[..2], 1000, &["n1".into()], "leader", false);
+        assert_eq!((leader, write), (None, None));
+    }
+}

@@ -903,7 +903,9 @@ impl<B: Backend> Engine<B> {
         let candidates = self.resolve(&sel, self.scenario.default_timeout()).await?;
         let spec = self.profile.inspect.clone();
         let mut lines = Vec::new();
-        let mut best: Option<((u64, u64, std::cmp::Reverse<u64>), String)> = None;
+        // (last log term, last log index, lower id first) and the node's name.
+        type Rank = (u64, u64, std::cmp::Reverse<u64>);
+        let mut best: Option<(Rank, String)> = None;
         for n in &candidates {
             self.require_stopped(n, "choose-survivor")?;
             let out = self

@@ -109,6 +109,7 @@ impl Report {
             dir.join("report.json"),
             serde_json::to_string_pretty(self).expect("report serializes"),
         )?;
+        std::fs::write(dir.join("report.html"), crate::html::render(self))?;
         for e in &self.evidence {
             std::fs::write(
                 dir.join(format!("{}.info.json", e.node)),

@@ -37,6 +37,11 @@ fn every_step_kind_parses() {
 [[step]]\njoin = {{ node = \"node2\", via = \"${{first}}\", ttl_seconds = 60 }}\n\
 [[step]]\nexpect = {{ nodes = \"node2\", that = {{ leader_api_base_url = \"${{first.api_base_url}}\", voters = {{ contains = \"${{self.node_id}}\" }}, node_id = {{ ne = 0 }}, term = {{ lt = 99 }} }} }}\n\
 [[step]]\nsleep = {{ duration = \"10ms\" }}\n\
+[[step]]\nworkload-start = {{ rate = 50, concurrency = 2, prefix = \"w\" }}\n\
+[[step]]\nworkload-stop = {{}}\n\
+[[step]]\nchoose-survivor = {{ among = \"stopped\", capture = \"s\" }}\n\
+[[step]]\nrecover = {{ node = \"${{s}}\" }}\n\
+[[step]]\nverify = {{ max_lost = 2, min_acked = 10, timeout = \"9s\" }}\n\
 [[step]]\ndown = {{}}\n"
     );
     let s = parse(Path::new("t.toml"), &src, &profile()).unwrap();
@@ -46,7 +51,7 @@ fn every_step_kind_parses() {
         [
             "up", "expect", "write", "read", "stop", "kill", "start", "restart", "pause",
             "unpause", "isolate", "heal", "wipe", "recover", "ops", "join", "expect", "sleep",
-            "down"
+            "workload-start", "workload-stop", "choose-survivor", "recover", "verify", "down"
         ]
     );
     assert_eq!(s.default_timeout(), std::time::Duration::from_secs(5));
@@ -63,11 +68,11 @@ fn every_step_kind_parses() {
 #[test]
 fn rejections_name_file_line_and_column() {
     let cases: &[(&str, &str)] = &[
-        ("[[step]]\nstp = {}\n", "t.toml:4:1: unknown variant `stp`, expected one of `up`, `down`, `stop`, `kill`, `start`, `restart`, `pause`, `unpause`, `isolate`, `heal`, `wipe`, `recover`, `ops`, `join`, `expect`, `write`, `read`, `sleep`"),
+        ("[[step]]\nstp = {}\n", "t.toml:4:1: unknown variant `stp`, expected one of `up`, `down`, `stop`, `kill`, `start`, `restart`, `pause`, `unpause`, `isolate`, `heal`, `wipe`, `recover`, `ops`, `join`, `expect`, `write`, `read`, `sleep`, `workload-start`, `workload-stop`, `verify`, `choose-survivor`"),
         ("[[step]]\nstop = { nodes = \"node1\", grace = \"1s\" }\n", "t.toml:4:27: unknown field `grace`, expected `nodes` or `timeout`"),
         ("[[step]]\nsleep = { duration = \"5 parsecs\" }\n", "t.toml:4:22: invalid duration \"5 parsecs\": expected e.g. \"500ms\", \"5s\", \"2m\""),
         ("[defaults]\ntimeout = \"soon\"\n[[step]]\nup = {}\n", "t.toml:4:11: invalid duration \"soon\": expected e.g. \"500ms\", \"5s\", \"2m\""),
-        ("[[step]]\nstop = { nodes = \"node9\" }\n", "t.toml:4:18: unknown node \"node9\"; expected one of node1, node2, node3 or all, running, leader, followers, any-follower"),
+        ("[[step]]\nstop = { nodes = \"node9\" }\n", "t.toml:4:18: unknown node \"node9\"; expected one of node1, node2, node3 or all, running, stopped, leader, followers, any-follower"),
         ("[[step]]\nwipe = { nodes = \"${ghost}\" }\n", "t.toml:4:18: `${ghost}` refers to nothing: no earlier step captures \"ghost\""),
         ("[[step]]\nexpect = { that = { role = \"${node1.role}\", term = \"${later}\" } }\n[[step]]\nexpect = { that = { role = \"leader\" }, capture = { later = \"term\" } }\n", "t.toml:4:52: `${later}` refers to nothing; expected self.FIELD, NODE.FIELD (NODE a node name, leader, or a capture holding a node name) or a name captured by an earlier step"),
         ("[[step]]\nexpect = { that = { rol = \"leader\" } }\n", "t.toml:4:27: unknown field \"rol\" of the cluster info; expected one of cluster_id, node_id, node_name, api_base_url, role, term, leader_id, leader_api_base_url, voters, learners, members, last_log_index, last_applied_index, version"),
@@ -83,6 +88,9 @@ fn rejections_name_file_line_and_column() {
         ("cluster = \"etcd-3\"\n[[step]]\nup = {}\n", "t.toml:3:11: unknown cluster profile \"etcd-3\"; this run has \"xp-3\""),
         ("surprise = 1\n[[step]]\nup = {}\n", "t.toml:3:1: unknown field `surprise`, expected one of `name`, `summary`, `cluster`, `defaults`, `step`"),
         ("", "t.toml:1:1: a scenario needs at least one [[step]]"),
+        ("[[step]]\nworkload-start = { rate = 0 }\n", "t.toml:3:1: `rate` must be between 1 and 2000 writes per second"),
+        ("[[step]]\nverify = { max_lost = -1 }\n", "t.toml:4:23: invalid value: integer `-1`, expected u64"),
+        ("[[step]]\nchoose-survivor = { among = \"stopped\" }\n", "t.toml:4:19: missing field `capture`"),
         ("[[step]]\nup = {\n", "t.toml:4:7: invalid inline table\nexpected `}`"),
     ];
     let mut wrong = Vec::new();

@@ -41,6 +41,9 @@ pub struct Args {
     /// Seed of every random choice (printed at the start of each run).
     #[arg(long)]
     seed: Option<u64>,
+    /// Print each scenario's steps and how their selectors resolve, and change nothing.
+    #[arg(long)]
+    plan: bool,
 }
 
 /// Where local-backend runs keep their processes' files.
@@ -248,7 +251,13 @@ pub async fn run(args: Args) -> Result<u8> {
     };
     if args.list {
         for (s, _) in &loaded {
-            println!("{:<18} {}", s.name, s.summary);
+            println!("{:<22} {}", s.name, s.summary);
+        }
+        return Ok(0);
+    }
+    if args.plan {
+        for (s, p) in &loaded {
+            println!("{}", format::render_plan(s, p));
         }
         return Ok(0);
     }

@@ -160,6 +160,52 @@ pub enum Step {
 }
 
 impl Step {
+    /// The step's node selectors, by field name.
+    pub fn selectors(&self) -> Vec<(&'static str, &Selector)> {
+        let mut out = Vec::new();
+        match self {
+            Step::Stop(n)
+            | Step::Start(n)
+            | Step::Restart(n)
+            | Step::Pause(n)
+            | Step::Unpause(n)
+            | Step::Isolate(n)
+            | Step::Heal(n)
+            | Step::Wipe(n) => out.push(("nodes", n.nodes.get_ref())),
+            Step::Kill(k) => out.push(("nodes", k.nodes.get_ref())),
+            Step::Recover(r) => out.push(("node", r.node.get_ref())),
+            Step::Ops(o) => out.push(("node", o.node.get_ref())),
+            Step::Join(j) => {
+                out.push(("node", j.node.get_ref()));
+                if let Some(v) = &j.via {
+                    out.push(("via", v.get_ref()));
+                }
+            }
+            Step::Expect(e) => {
+                if let Some(n) = &e.nodes {
+                    out.push(("nodes", n.get_ref()));
+                }
+            }
+            Step::Write(w) => {
+                if let Some(v) = &w.via {
+                    out.push(("via", v.get_ref()));
+                }
+            }
+            Step::Read(r) => {
+                if let Some(v) = &r.via {
+                    out.push(("via", v.get_ref()));
+                }
+            }
+            Step::ChooseSurvivor(c) => {
+                if let Some(a) = &c.among {
+                    out.push(("among", a.get_ref()));
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
     pub fn action(&self) -> &'static str {
         match self {
             Step::Up(_) => "up",
@@ -718,4 +764,47 @@ pub fn load(file: &Path, profile: &Profile) -> Result<Scenario, ParseError> {
         message: format!("cannot read: {e}"),
     })?;
     parse(file, &src, profile)
+}
+
+/// The plan of a scenario, without running anything: each step, its selectors and what they
+/// resolve to before the run (names and `all` statically; roles and captures only live).
+pub fn render_plan(s: &Scenario, profile: &Profile) -> String {
+    let mut out = format!(
+        "plan of {} ({}), cluster {}: {} steps, default timeout {:?}\n",
+        s.name,
+        s.file.display(),
+        s.cluster,
+        s.steps.len(),
+        s.default_timeout()
+    );
+    let all: Vec<&str> = profile.nodes.iter().map(|n| n.name.as_str()).collect();
+    for (i, p) in s.steps.iter().enumerate() {
+        let mut parts = Vec::new();
+        for (field, sel) in p.step.selectors() {
+            let resolved: Vec<String> = sel
+                .0
+                .iter()
+                .map(|w| match w.as_str() {
+                    "all" => all.join(","),
+                    "running" | "stopped" | "leader" | "followers" | "any-follower" => {
+                        format!("{w} (live)")
+                    }
+                    w if w.starts_with("${") => format!("{w} (captured earlier)"),
+                    w => w.to_owned(),
+                })
+                .collect();
+            parts.push(format!("{field}={sel} → {}", resolved.join(", ")));
+        }
+        for (f, m) in &p.matchers {
+            parts.push(format!("{f} {m}"));
+        }
+        out.push_str(&format!(
+            "[{:>2}] line {:<3} {:<16} {}\n",
+            i + 1,
+            p.line,
+            p.step.action(),
+            parts.join("; ")
+        ));
+    }
+    out
 }

@@ -49,9 +49,30 @@ fn every_step_kind_parses() {
     assert_eq!(
         actions,
         [
-            "up", "expect", "write", "read", "stop", "kill", "start", "restart", "pause",
-            "unpause", "isolate", "heal", "wipe", "recover", "ops", "join", "expect", "sleep",
-            "workload-start", "workload-stop", "choose-survivor", "recover", "verify", "down"
+            "up",
+            "expect",
+            "write",
+            "read",
+            "stop",
+            "kill",
+            "start",
+            "restart",
+            "pause",
+            "unpause",
+            "isolate",
+            "heal",
+            "wipe",
+            "recover",
+            "ops",
+            "join",
+            "expect",
+            "sleep",
+            "workload-start",
+            "workload-stop",
+            "choose-survivor",
+            "recover",
+            "verify",
+            "down"
         ]
     );
     assert_eq!(s.default_timeout(), std::time::Duration::from_secs(5));

@@ -45,7 +45,11 @@ async fn quorum_loss_passes_on_the_local_backend() {
     assert_eq!(report.steps.len(), 24);
     // The survivor was chosen by inspecting the stopped nodes, then recovered.
     let choose = report.steps.iter().find(|s| s.action == "choose-survivor").unwrap();
-    assert!(choose.detail.contains("not a candidate (error: missing Raft state"), "{}", choose.detail);
+    assert!(
+        choose.detail.contains("not a candidate (error: missing Raft state"),
+        "{}",
+        choose.detail
+    );
     let recover = report.steps.iter().find(|s| s.action == "recover").unwrap();
     assert!(recover.detail.contains("recover-single-node -y exited 0"), "{}", recover.detail);
     // Evidence: nothing acknowledged was lost, and the recovery time was measured.
@@ -55,7 +59,10 @@ async fn quorum_loss_passes_on_the_local_backend() {
     assert!(rec.leader_after_ms.is_some() && rec.write_after_ms.is_some(), "{rec:?}");
     assert!(report.timeline.iter().any(|s| s.role == "leader"));
     let html = scenario::html::render(&report);
-    assert!(html.contains("<svg") && html.contains("13 recover"), "the timeline marks the recovery");
+    assert!(
+        html.contains("<svg") && html.contains("13 recover"),
+        "the timeline marks the recovery"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,8 @@ enum Command {
     Scenario(scenario::Args),
     /// Remove every container, network, volume and process a runner left behind.
     Clean,
+    /// Regenerate docs/scenario.schema.json from the scenario parser's types.
+    Schema,
     /// Run a benchmark and print its numbers (`recover [ENTRIES...]`).
     Bench { what: String, args: Vec<String> },
 }
@@ -47,6 +49,13 @@ fn main() -> ExitCode {
             Command::Scenario(args) => scenario::run(args).await,
             Command::Clean => clean::run().await.map(|_| 0),
             Command::Bench { what, args } => bench::run(&what, &args),
+            Command::Schema => {
+                let path = root().join("docs/scenario.schema.json");
+                std::fs::write(&path, ::scenario::format::json_schema())
+                    .map_err(anyhow::Error::from)?;
+                println!("wrote {}", path.display());
+                Ok(0)
+            }
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -88,25 +88,63 @@ impl fmt::Display for Selector {
     }
 }
 
+impl schemars::JsonSchema for Dur {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "a duration such as \"500ms\", \"5s\", \"2m\"",
+            "pattern": "^[0-9]+ ?(ns|us|ms|s|sec|m|min|h)$"
+        })
+    }
+}
+
+impl schemars::JsonSchema for Selector {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Selector".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "node names, all, running, stopped, leader, followers, any-follower, or ${capture}",
+            "anyOf": [
+                { "type": "string" },
+                { "type": "array", "items": { "type": "string" }, "minItems": 1 }
+            ]
+        })
+    }
+}
+
+/// The JSON Schema of scenario files, generated from the types the parser uses.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(RawFile);
+    serde_json::to_string_pretty(&schema).expect("schema serializes") + "\n"
+}
+
 /// Selector words that are not node names.
 pub const SELECTOR_WORDS: &[&str] =
     &["all", "running", "stopped", "leader", "followers", "any-follower"];
 
-#[derive(Debug, Deserialize)]
+/// A scenario file, as written. The JSON Schema of scenario files is generated from this type.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawFile {
+#[schemars(title = "xp chaos scenario")]
+pub struct RawFile {
     name: String,
     summary: String,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     cluster: Option<Spanned<String>>,
     #[serde(default)]
     defaults: Defaults,
     #[serde(default, rename = "step")]
+    #[schemars(with = "Vec<Step>")]
     steps: Vec<Spanned<Step>>,
 }
 
 /// `[defaults]`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
     /// Default bound of every waiting step (default 30s).
@@ -114,7 +152,7 @@ pub struct Defaults {
 }
 
 /// One action.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
     /// Create and start the whole cluster and wait until every node answers.
@@ -234,28 +272,32 @@ impl Step {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Nodes {
+    #[schemars(with = "Selector")]
     pub nodes: Spanned<Selector>,
     pub timeout: Option<Dur>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Kill {
+    #[schemars(with = "Selector")]
     pub nodes: Spanned<Selector>,
     /// e.g. "SIGKILL" (default), "SIGTERM".
+    #[schemars(with = "Option<String>")]
     pub signal: Option<Spanned<String>>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Recover {
+    #[schemars(with = "Selector")]
     pub node: Spanned<Selector>,
     /// Extra arguments after the profile's recovery command.
     #[serde(default)]
@@ -266,11 +308,13 @@ pub struct Recover {
     pub stdout_contains: Vec<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ops {
+    #[schemars(with = "Selector")]
     pub node: Spanned<Selector>,
     /// The command: its first word is a binary of the profile (e.g. `xp-ops`).
+    #[schemars(with = "Vec<String>")]
     pub run: Spanned<Vec<String>>,
     #[serde(default)]
     pub expect_exit: i64,
@@ -281,34 +325,40 @@ pub struct Ops {
     pub timeout: Option<Dur>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Join {
     /// The (wiped, stopped) node that joins.
+    #[schemars(with = "Selector")]
     pub node: Spanned<Selector>,
     /// Where the token is created (default `leader`).
+    #[schemars(with = "Option<Selector>")]
     pub via: Option<Spanned<Selector>>,
     pub ttl_seconds: Option<u64>,
     pub timeout: Option<Dur>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// Default: `running`.
+    #[schemars(with = "Option<Selector>")]
     pub nodes: Option<Spanned<Selector>>,
     pub timeout: Option<Dur>,
     /// Field name -> matcher.
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
     pub that: BTreeMap<String, Spanned<toml::Value>>,
     /// Capture name -> field: saved from the first selected node once the expectation holds.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub capture: BTreeMap<String, Spanned<String>>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Write {
     /// Default: `leader`.
+    #[schemars(with = "Option<Selector>")]
     pub via: Option<Spanned<Selector>>,
     #[serde(default)]
     pub keys: BTreeMap<String, String>,
@@ -319,10 +369,11 @@ pub struct Write {
     pub timeout: Option<Dur>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Read {
     /// Default: `leader`. Each selected node is read through (followers redirect).
+    #[schemars(with = "Option<Selector>")]
     pub via: Option<Spanned<Selector>>,
     #[serde(default)]
     pub keys: BTreeMap<String, String>,
@@ -332,7 +383,7 @@ pub struct Read {
     pub timeout: Option<Dur>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadStart {
     /// Writes per second (default 100); one write is in flight at a time.
@@ -343,16 +394,17 @@ pub struct WorkloadStart {
     pub concurrency: Option<u64>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChooseSurvivor {
     /// The candidates (default `stopped`); each must be stopped.
+    #[schemars(with = "Option<Selector>")]
     pub among: Option<Spanned<Selector>>,
     /// Capture name for the chosen node's name.
     pub capture: String,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Verify {
     /// Acknowledged writes the scenario accepts to lose (default 0).
@@ -363,7 +415,7 @@ pub struct Verify {
     pub timeout: Option<Dur>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sleep {
     pub duration: Dur,

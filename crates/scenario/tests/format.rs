@@ -185,3 +185,17 @@ fn compose_services_match_profile_nodes() {
         );
     }
 }
+
+/// Repo rule: the checked-in JSON Schema is the one the parser's types generate.
+#[test]
+fn checked_in_schema_is_current() {
+    let path = root().join("docs/scenario.schema.json");
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        on_disk == scenario::format::json_schema(),
+        "{} is stale: run `cargo xtask schema` and commit it",
+        path.display()
+    );
+    let schema: serde_json::Value = serde_json::from_str(&on_disk).unwrap();
+    assert!(schema["$defs"]["Step"].to_string().contains("choose-survivor"));
+}

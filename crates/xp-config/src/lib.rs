@@ -24,9 +24,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("XP_CLUSTER_SECRET", "secret shared by the cluster's members (at least 16 characters)"),
     ("XP_NODE_ID", "Raft node id of this node when it is one of the bootstrap members"),
     ("XP_BOOTSTRAP_MEMBERS", "set on one node only: initial members as id=name@url,..."),
-    ("XP_RAFT_HEARTBEAT_MS", "leader heartbeat interval in ms (default 100)"),
-    ("XP_RAFT_ELECTION_MIN_MS", "minimum election timeout in ms (default 300)"),
-    ("XP_RAFT_ELECTION_MAX_MS", "maximum election timeout in ms (default 600)"),
+    ("XP_RAFT_HEARTBEAT_MS", "leader heartbeat interval in ms (default 50)"),
+    ("XP_RAFT_ELECTION_MIN_MS", "minimum election timeout in ms (default 150)"),
+    ("XP_RAFT_ELECTION_MAX_MS", "maximum election timeout in ms (default 300)"),
     ("XP_RAFT_SNAPSHOT_LOGS", "build a snapshot every this many applied entries (default 1000)"),
     ("RUST_LOG", "log filter, e.g. info or xp=debug"),
 ];
@@ -98,9 +98,9 @@ pub struct RaftTiming {
 impl Default for RaftTiming {
     fn default() -> Self {
         RaftTiming {
-            heartbeat_ms: 100,
-            election_min_ms: 300,
-            election_max_ms: 600,
+            heartbeat_ms: 50,
+            election_min_ms: 150,
+            election_max_ms: 300,
             snapshot_logs: 1000,
         }
     }

@@ -259,22 +259,26 @@ impl<B: Backend> Engine<B> {
         let samples = self.samples.lock().unwrap().clone();
         let writes = self.writes.lock().unwrap().clone();
         for s in &report.steps {
-            let (fault, recovery) = (
-                matches!(s.action.as_str(), "stop" | "kill" | "pause" | "isolate" | "restart"),
-                s.action == "recover",
-            );
-            if !(fault || recovery) {
+            // (measured, a hit node counts as the new leader, measure from the step's end)
+            let (measured, count_hit, from_end) = match s.action.as_str() {
+                "stop" | "kill" | "pause" | "isolate" => (true, false, false),
+                // The restarted node itself may lead again.
+                "restart" => (true, true, false),
+                // The recovered node is started afterwards: measure from the end.
+                "recover" => (true, true, true),
+                _ => (false, false, false),
+            };
+            if !measured {
                 continue;
             }
-            // A recovery is measured from when it finished: the node is started afterwards.
-            let at = if recovery { s.start_ms + s.duration_ms } else { s.start_ms };
+            let at = if from_end { s.start_ms + s.duration_ms } else { s.start_ms };
             let (leader, write) = workload::recovery_times(
                 &samples,
                 &writes,
                 at,
                 &s.nodes,
                 &self.profile.leader_role,
-                recovery,
+                count_hit,
             );
             report.recoveries.push(workload::Recovery {
                 step: s.index,
@@ -339,6 +343,21 @@ impl<B: Backend> Engine<B> {
         .await;
         self.last_info.insert(node.to_owned(), res.clone());
         res
+    }
+
+    /// Any JSON document a node serves (e.g. `/api/cluster/status`).
+    async fn fetch_doc(&mut self, node: &str, path: &str) -> Result<Value, String> {
+        let base = self.backend.endpoint(node).await.map_err(|e| e.to_string())?;
+        let r = self
+            .http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .map_err(|e| format!("unreachable: {e}"))?;
+        if !r.status().is_success() {
+            return Err(format!("{path} answered {}", r.status()));
+        }
+        r.json::<Value>().await.map_err(|e| format!("bad JSON from {path}: {e}"))
     }
 
     fn running(&self) -> Vec<String> {
@@ -798,18 +817,11 @@ impl<B: Backend> Engine<B> {
             .unwrap_or_else(|| Selector(vec!["running".into()]));
         let start = Instant::now();
         loop {
-            let attempt = self.expect_once(&sel, matchers).await;
+            let attempt = self.expect_once(&sel, matchers, e.path.as_deref()).await;
             match attempt {
-                Ok((nodes, summary)) => {
-                    let first = nodes[0].clone();
+                Ok((nodes, summary, docs)) => {
                     for (name, field) in &e.capture {
-                        let info = self
-                            .last_info
-                            .get(&first)
-                            .cloned()
-                            .and_then(|r| r.ok())
-                            .unwrap_or_default();
-                        let v = info.get(field.get_ref()).cloned().unwrap_or(Value::Null);
+                        let v = docs[0].get(field.get_ref()).cloned().unwrap_or(Value::Null);
                         self.captures.insert(name.clone(), v);
                     }
                     let caps = if e.capture.is_empty() {
@@ -846,18 +858,25 @@ impl<B: Backend> Engine<B> {
         }
     }
 
+    /// One check of every matcher on every selected node; returns the nodes, a summary and
+    /// the documents checked (the info answers, or those of `path`).
     async fn expect_once(
         &mut self,
         sel: &Selector,
         matchers: &[(String, Matcher)],
-    ) -> Result<(Vec<String>, String), String> {
+        path: Option<&str>,
+    ) -> Result<(Vec<String>, String, Vec<Value>), String> {
         let nodes = self.resolve_once(sel).await?;
         if nodes.is_empty() {
             return Err(format!("`{sel}` selects no node"));
         }
         let mut infos = Vec::new();
         for n in &nodes {
-            infos.push(self.fetch_info(n).await.map_err(|e| format!("{n}: {e}"))?);
+            let doc = match path {
+                None => self.fetch_info(n).await,
+                Some(p) => self.fetch_doc(n, p).await,
+            };
+            infos.push(doc.map_err(|e| format!("{n}: {e}"))?);
         }
         for (field, m) in matchers {
             if *m == Matcher::Same {
@@ -890,7 +909,8 @@ impl<B: Backend> Engine<B> {
             }
         }
         let summary: Vec<String> = matchers.iter().map(|(f, m)| format!("{f} {m}")).collect();
-        Ok((nodes, summary.join(", ")))
+        let prefix = path.map(|p| format!("{p}: ")).unwrap_or_default();
+        Ok((nodes, format!("{prefix}{}", summary.join(", ")), infos))
     }
 
     /// Inspects each stopped candidate and captures the one with the most up-to-date log.

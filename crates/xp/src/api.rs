@@ -24,6 +24,7 @@ pub const MAX_TOKEN_TTL_SECS: u64 = 24 * 3600;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/api/cluster/info", get(cluster_info))
+        .route("/api/cluster/status", get(crate::status::cluster_status))
         .route("/api/kv/{key}", get(kv_get).put(kv_put))
         .route("/api/admin/cluster/join-tokens", post(create_join_token))
         .route("/api/cluster/join", post(join))
@@ -143,6 +144,8 @@ pub struct ClusterInfo {
     pub members: Vec<MemberInfo>,
     pub last_log_index: u64,
     pub last_applied_index: u64,
+    /// `unconfigured`, `healthy` (sees a majority of voters) or `degraded`.
+    pub health: String,
     pub version: String,
 }
 
@@ -190,6 +193,7 @@ pub fn cluster_info_of(app: &App) -> ClusterInfo {
         voters,
         last_log_index: m.last_log_index.unwrap_or(0),
         last_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+        health: crate::node::health(app).into(),
         version: crate::VERSION.into(),
     }
 }

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod join;
 pub mod network;
 pub mod node;
+pub mod status;
 pub mod token;
 
 pub use node::{App, NodeError, RunningNode};

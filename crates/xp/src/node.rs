@@ -41,6 +41,13 @@ pub enum NodeError {
     JoinRejected(String),
 }
 
+/// What the peer probe last saw of a member.
+#[derive(Clone, Debug)]
+pub struct PeerSeen {
+    pub reachable: bool,
+    pub at: std::time::Instant,
+}
+
 /// Everything the HTTP handlers and background tasks share.
 pub struct App {
     pub id: NodeId,
@@ -49,6 +56,8 @@ pub struct App {
     pub sm: Arc<RwLock<SmFile>>,
     pub rpc_key: String,
     pub client: reqwest::Client,
+    /// Reachability of the other members, refreshed by [`probe_peers`].
+    pub peers: RwLock<BTreeMap<NodeId, PeerSeen>>,
 }
 
 impl App {
@@ -188,7 +197,15 @@ impl RunningNode {
             raft.initialize(members).await.map_err(|e| NodeError::Raft(e.to_string()))?;
         }
 
-        let app = Arc::new(App { id, config, raft, sm: sm_state, rpc_key: key, client });
+        let app = Arc::new(App {
+            id,
+            config,
+            raft,
+            sm: sm_state,
+            rpc_key: key,
+            client,
+            peers: RwLock::default(),
+        });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let router = crate::api::router(app.clone());
         let server = tokio::spawn(async move {
@@ -199,6 +216,7 @@ impl RunningNode {
                 .await;
         });
         tokio::spawn(assign_cluster_id(app.clone()));
+        tokio::spawn(probe_peers(app.clone()));
 
         let (fatal_tx, fatal) = watch::channel(None);
         if let Some(p) = pending {
@@ -241,6 +259,69 @@ async fn assign_cluster_id(app: Arc<App>) {
         {
             return;
         }
+    }
+}
+
+/// How often each node checks that its peers answer (for `health`).
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// Asks every other member for its info every [`PROBE_EVERY`], recording who answered.
+async fn probe_peers(app: Arc<App>) {
+    loop {
+        let members: Vec<(NodeId, String)> = {
+            let m = app.raft.metrics().borrow().membership_config.clone();
+            m.membership()
+                .nodes()
+                .filter(|(id, _)| **id != app.id)
+                .map(|(id, n)| (*id, n.api_base_url.clone()))
+                .collect()
+        };
+        let mut set = tokio::task::JoinSet::new();
+        for (id, url) in members {
+            let client = app.client.clone();
+            set.spawn(async move {
+                let ok = client
+                    .get(format!("{url}/api/cluster/info"))
+                    .timeout(Duration::from_millis(400))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                (id, ok)
+            });
+        }
+        let mut seen = BTreeMap::new();
+        while let Some(Ok((id, ok))) = set.join_next().await {
+            seen.insert(id, PeerSeen { reachable: ok, at: std::time::Instant::now() });
+        }
+        *app.peers.write().unwrap() = seen;
+        if app.raft.metrics().borrow().state == ServerState::Shutdown {
+            return;
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
+/// `unconfigured` (not a member), `healthy` (sees a majority of voters, itself included) or
+/// `degraded`.
+pub fn health(app: &App) -> &'static str {
+    let m = app.raft.metrics().borrow().membership_config.clone();
+    let membership = m.membership();
+    if membership.get_node(&app.id).is_none() {
+        return "unconfigured";
+    }
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let peers = app.peers.read().unwrap();
+    let online = voters
+        .iter()
+        .filter(|v| {
+            **v == app.id
+                || peers.get(v).is_some_and(|p| p.reachable && p.at.elapsed() < PROBE_EVERY * 4)
+        })
+        .count();
+    if online * 2 > voters.len() {
+        "healthy"
+    } else {
+        "degraded"
     }
 }
 

@@ -139,3 +139,29 @@ fn data_dir_is_locked_while_running_and_wrong_env_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(":2: unknown key XP_TYPO"));
 }
+
+#[test]
+fn init_makes_a_single_node_cluster_and_refuses_twice() {
+    let mut c = Cluster::new(21080, 1, 0);
+    // No XP_NODE_ID, no bootstrap members: `xp run` says what to do.
+    let out = c.nodes[0].xp(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = c.nodes[0].xp(&["init"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("initialized a new single-node cluster: this node is node 1"));
+    let out = c.nodes[0].xp(&["init"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds Raft state"));
+    c.node(1).start();
+    let v = wait_for("the initialized node to lead", T, || {
+        let v = c.nodes[0].info()?;
+        if v["role"] == "leader" && v["cluster_id"] != "" {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    });
+    assert_eq!(v["voters"], serde_json::json!([1]));
+    kv_put(&c.nodes[0].url(), "k", "v").unwrap();
+}

@@ -31,6 +31,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/raft/append", post(raft_append))
         .route("/raft/vote", post(raft_vote))
         .route("/raft/snapshot", post(raft_snapshot))
+        .route("/raft/hold-elections", post(raft_hold))
+        .route("/raft/campaign", post(raft_campaign))
+        .route("/api/admin/cluster/leader-transfer", post(crate::admin::transfer_leader))
+        .route("/api/admin/cluster/remove-node", post(crate::admin::remove_node))
         .with_state(app)
 }
 
@@ -238,6 +242,9 @@ async fn kv_put(
     Json(body): Json<KvPut>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_key(&key)?;
+    if app.transferring.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "leadership transfer in progress; retry in a moment"));
+    }
     let res = app
         .raft
         .client_write(Request::Set { key: key.clone(), value: body.value })
@@ -262,7 +269,7 @@ async fn kv_get(
     }
 }
 
-fn check_admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+pub fn check_admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &app.config.admin_token else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -406,4 +413,21 @@ async fn raft_snapshot(
 ) -> Result<impl IntoResponse, ApiError> {
     check_rpc(&app, &headers)?;
     Ok(Json(app.raft.install_snapshot(req).await))
+}
+
+async fn raft_hold(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(req): Json<crate::admin::HoldRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_rpc(&app, &headers)?;
+    crate::admin::hold_elections(&app, req.ms).await;
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn raft_campaign(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    check_rpc(&app, &headers)?;
+    app.raft.runtime_config().elect(true);
+    app.raft.trigger().elect().await.map_err(ApiError::internal)?;
+    Ok(Json(serde_json::json!({})))
 }

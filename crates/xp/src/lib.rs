@@ -3,6 +3,7 @@
 //!
 //! `main.rs` only parses flags and calls into [`node`] and [`commands`].
 
+pub mod admin;
 pub mod api;
 pub mod commands;
 pub mod join;

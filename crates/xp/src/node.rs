@@ -58,6 +58,8 @@ pub struct App {
     pub client: reqwest::Client,
     /// Reachability of the other members, refreshed by [`probe_peers`].
     pub peers: RwLock<BTreeMap<NodeId, PeerSeen>>,
+    /// Set while this leader hands leadership over: writes are refused meanwhile.
+    pub transferring: std::sync::atomic::AtomicBool,
 }
 
 impl App {
@@ -205,6 +207,7 @@ impl RunningNode {
             rpc_key: key,
             client,
             peers: RwLock::default(),
+        transferring: Default::default(),
         });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let router = crate::api::router(app.clone());

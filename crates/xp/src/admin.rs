@@ -1,0 +1,243 @@
+//! Cluster operations on the leader: leadership transfer and node removal.
+//!
+//! openraft 0.9 has no leadership-transfer call, so transfer is done the way the seed design
+//! describes: the leader stops taking writes, waits until the target has every entry, holds
+//! elections on the other voters, stops its heartbeats until their leader lease (the maximum
+//! election timeout) has passed, and then asks the target to campaign. The target wins because
+//! it is as up to date as anyone and nobody else may campaign.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use openraft::ChangeMembers;
+use serde::{Deserialize, Serialize};
+use xp_store::NodeId;
+
+use crate::api::{check_admin, require_leader, ApiError};
+use crate::network::{AUTH_HEADER, FROM_HEADER, TO_HEADER};
+use crate::App;
+
+/// How long the other voters hold their elections during a transfer (released earlier when done).
+const HOLD: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    /// The node to hand leadership to; default: the most up-to-date voter.
+    pub target: Option<NodeId>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TransferResponse {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub leader_api_base_url: String,
+    pub took_ms: u64,
+}
+
+/// Tells `url` (node `to`) to hold or release elections, or to campaign.
+async fn peer_call(app: &App, to: NodeId, url: &str, path: &str, body: serde_json::Value) -> Result<(), String> {
+    let r = app
+        .client
+        .post(format!("{url}/raft/{path}"))
+        .header(AUTH_HEADER, &app.rpc_key)
+        .header(FROM_HEADER, app.id.to_string())
+        .header(TO_HEADER, to.to_string())
+        .timeout(Duration::from_secs(2))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status().is_success() { Ok(()) } else { Err(format!("{url} answered {}", r.status())) }
+}
+
+pub async fn transfer_leader(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Option<Json<TransferRequest>>,
+) -> Result<Json<TransferResponse>, ApiError> {
+    check_admin(&app, &headers)?;
+    require_leader(&app, "leadership transfers")?;
+    let req = body.map(|b| b.0).unwrap_or_default();
+    transfer(&app, req.target).await.map(Json)
+}
+
+/// Moves leadership from this node to `target` (or the most up-to-date voter).
+pub async fn transfer(app: &App, target: Option<NodeId>) -> Result<TransferResponse, ApiError> {
+    let start = Instant::now();
+    let m = app.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership().clone();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let matched = m.replication.clone().unwrap_or_default();
+    let to = match target {
+        Some(t) if t == app.id => {
+            return Err(ApiError::new(StatusCode::CONFLICT, format!("node {t} is already the leader")))
+        }
+        Some(t) if !voters.contains(&t) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("node {t} is not a voter; voters: {voters:?}")))
+        }
+        Some(t) => t,
+        None => voters
+            .iter()
+            .filter(|v| **v != app.id)
+            .max_by_key(|v| (matched.get(v).cloned().flatten().map(|l| l.index), std::cmp::Reverse(**v)))
+            .copied()
+            .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "there is no other voter to hand leadership to"))?,
+    };
+    let url_of = |id: NodeId| membership.get_node(&id).map(|n| n.api_base_url.clone()).unwrap_or_default();
+
+    // Stop taking writes, then wait for the target to hold every entry.
+    app.transferring.store(true, Ordering::SeqCst);
+    let result = async {
+        let last = app.raft.metrics().borrow().last_log_index;
+        let caught_up = async {
+            loop {
+                let m = app.raft.metrics().borrow().clone();
+                let at = m.replication.as_ref().and_then(|r| r.get(&to).cloned().flatten()).map(|l| l.index);
+                if at >= last {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), caught_up).await.map_err(|_| {
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, format!("node {to} did not catch up within 5s; leadership stays here"))
+        })?;
+        let others: Vec<NodeId> = voters.iter().copied().filter(|v| *v != to && *v != app.id).collect();
+        for v in &others {
+            let _ = peer_call(app, *v, &url_of(*v), "hold-elections", serde_json::json!({ "ms": HOLD.as_millis() as u64 })).await;
+        }
+        app.raft.runtime_config().elect(false);
+        app.raft.runtime_config().heartbeat(false);
+        // Every follower's lease on this leader must lapse before it grants the target a vote.
+        tokio::time::sleep(Duration::from_millis(app.config.raft.election_max_ms + app.config.raft.heartbeat_ms)).await;
+        peer_call(app, to, &url_of(to), "campaign", serde_json::json!({}))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("could not ask node {to} to campaign: {e}")))?;
+        let mut metrics = app.raft.metrics();
+        let won = tokio::time::timeout(Duration::from_secs(3), metrics.wait_for(|m| m.current_leader == Some(to)))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        for v in &others {
+            let _ = peer_call(app, *v, &url_of(*v), "hold-elections", serde_json::json!({ "ms": 0 })).await;
+        }
+        match won {
+            true => Ok(TransferResponse {
+                from: app.id,
+                to,
+                leader_api_base_url: url_of(to),
+                took_ms: start.elapsed().as_millis() as u64,
+            }),
+            false => Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("node {to} did not become leader within 3s; current leader: {:?}", app.raft.metrics().borrow().current_leader),
+            )),
+        }
+    }
+    .await;
+    app.raft.runtime_config().heartbeat(true);
+    app.raft.runtime_config().elect(true);
+    app.transferring.store(false, Ordering::SeqCst);
+    if let Ok(r) = &result {
+        tracing::info!(from = r.from, to = r.to, took_ms = r.took_ms, "leadership transferred");
+    }
+    result
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldRequest {
+    pub ms: u64,
+}
+
+/// Internal: stop campaigning for `ms` (0: resume now).
+pub async fn hold_elections(app: &App, ms: u64) {
+    app.raft.runtime_config().elect(ms == 0);
+    if ms > 0 {
+        let raft = app.raft.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            raft.runtime_config().elect(true);
+        });
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveRequest {
+    pub node_id: NodeId,
+    /// The number of voters after the removal, as the operator expects it: a guard against
+    /// removing the wrong node or shrinking below what was intended.
+    pub confirm_voters_after: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RemoveResponse {
+    pub removed: NodeId,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Set when the leader removed itself and handed leadership over first.
+    pub new_leader: Option<NodeId>,
+}
+
+pub async fn remove_node(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(req): Json<RemoveRequest>,
+) -> Result<Json<RemoveResponse>, ApiError> {
+    check_admin(&app, &headers)?;
+    require_leader(&app, "node removals")?;
+    let membership = app.raft.metrics().borrow().membership_config.membership().clone();
+    let id = req.node_id;
+    if membership.get_node(&id).is_none() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("node {id} is not a member (already removed?)")));
+    }
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let is_voter = voters.contains(&id);
+    let after = voters.len() - usize::from(is_voter);
+    if after == 0 {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("refusing to remove node {id}: it is the last voter")));
+    }
+    if req.confirm_voters_after != after {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("removing node {id} leaves {after} voter(s), not {}; nothing changed", req.confirm_voters_after),
+        ));
+    }
+    if id == app.id {
+        // The leader cannot remove itself cleanly: hand over first, then ask the new leader.
+        let t = transfer(&app, None).await?;
+        let auth = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let r = app
+            .client
+            .post(format!("{}/api/admin/cluster/remove-node", t.leader_api_base_url))
+            .header(axum::http::header::AUTHORIZATION, auth)
+            .json(&serde_json::json!({ "node_id": id, "confirm_voters_after": after }))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("handed leadership to node {}, but asking it to remove node {id} failed: {e}", t.to)))?;
+        let status = r.status();
+        let mut body: serde_json::Value = r.json().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(ApiError::new(status, format!("node {} refused the removal: {}", t.to, body["error"])));
+        }
+        body["new_leader"] = serde_json::json!(t.to);
+        return serde_json::from_value(body).map(Json).map_err(ApiError::internal);
+    }
+    let change = if is_voter { ChangeMembers::RemoveVoters(BTreeSet::from([id])) } else { ChangeMembers::RemoveNodes(BTreeSet::from([id])) };
+    app.raft.change_membership(change, false).await.map_err(ApiError::from_raft)?;
+    let m = app.raft.metrics().borrow().membership_config.membership().clone();
+    tracing::info!(removed = id, "node removed from the cluster");
+    Ok(Json(RemoveResponse {
+        removed: id,
+        voters: m.voter_ids().collect(),
+        learners: m.learner_ids().collect(),
+        new_leader: None,
+    }))
+}

@@ -894,6 +894,7 @@ impl<B: Backend> Engine<B> {
                     Matcher::Eq(v) => Matcher::Eq(self.interpolate(v, n).await?),
                     Matcher::Ne(v) => Matcher::Ne(self.interpolate(v, n).await?),
                     Matcher::Contains(v) => Matcher::Contains(self.interpolate(v, n).await?),
+                    Matcher::Excludes(v) => Matcher::Excludes(self.interpolate(v, n).await?),
                     Matcher::OneOf(vs) => {
                         let mut out = Vec::new();
                         for v in vs {
@@ -1267,6 +1268,9 @@ pub fn matches(m: &Matcher, actual: &Value) -> bool {
         Matcher::Lt(n) => num.is_some_and(|x| x < *n),
         Matcher::Le(n) => num.is_some_and(|x| x <= *n),
         Matcher::Contains(v) => actual.as_array().is_some_and(|a| a.iter().any(|x| loose_eq(x, v))),
+        Matcher::Excludes(v) => {
+            actual.as_array().is_some_and(|a| !a.iter().any(|x| loose_eq(x, v)))
+        }
         Matcher::Len(n) => match actual {
             Value::Array(a) => a.len() as u64 == *n,
             Value::String(s) => s.len() as u64 == *n,
@@ -1330,6 +1334,8 @@ mod tests {
             (Matcher::Le(2.0), json!(2), true),
             (Matcher::Contains(json!(4)), json!([1, 4]), true),
             (Matcher::Contains(json!(5)), json!([1, 4]), false),
+            (Matcher::Excludes(json!(5)), json!([1, 4]), true),
+            (Matcher::Excludes(json!(4)), json!([1, 4]), false),
             (Matcher::Len(1), json!([7]), true),
             (Matcher::Len(2), json!("ab"), true),
         ];

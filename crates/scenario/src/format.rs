@@ -441,6 +441,8 @@ pub enum Matcher {
     Le(f64),
     /// An array containing the value.
     Contains(serde_json::Value),
+    /// An array not containing the value.
+    Excludes(serde_json::Value),
     /// An array or string of this length.
     Len(u64),
 }
@@ -458,6 +460,7 @@ impl fmt::Display for Matcher {
             Matcher::Lt(n) => write!(f, "< {n}"),
             Matcher::Le(n) => write!(f, "<= {n}"),
             Matcher::Contains(v) => write!(f, "contains {v}"),
+            Matcher::Excludes(v) => write!(f, "excludes {v}"),
             Matcher::Len(n) => write!(f, "has length {n}"),
         }
     }
@@ -480,7 +483,7 @@ pub fn toml_to_json(v: &toml::Value) -> serde_json::Value {
 /// Turns a TOML matcher into a [`Matcher`], or says what was expected.
 pub fn parse_matcher(v: &toml::Value) -> Result<Matcher, String> {
     let toml::Value::Table(t) = v else { return Ok(Matcher::Eq(toml_to_json(v))) };
-    const OPS: &str = "one_of, ne, not_empty, same, gt, ge, lt, le, contains, len";
+    const OPS: &str = "one_of, ne, not_empty, same, gt, ge, lt, le, contains, excludes, len";
     if t.len() != 1 {
         return Err(format!("a matcher table holds exactly one of: {OPS}"));
     }
@@ -510,6 +513,7 @@ pub fn parse_matcher(v: &toml::Value) -> Result<Matcher, String> {
         "lt" => Matcher::Lt(num()?),
         "le" => Matcher::Le(num()?),
         "contains" => Matcher::Contains(toml_to_json(arg)),
+        "excludes" => Matcher::Excludes(toml_to_json(arg)),
         "len" => Matcher::Len(
             arg.as_integer().filter(|i| *i >= 0).ok_or("`len` takes a whole number")? as u64,
         ),

@@ -3,13 +3,15 @@
 //!
 //! Exit codes: 0 done (or nothing to do), 2 bad usage or input (missing `-y`, bad env file),
 //! 3 refused (node running, Raft state missing or corrupt, wrong node, not a member),
-//! 4 failed while writing (backup, apply, verification).
+//! 4 failed while writing (backup, apply, verification) or the cluster could not be reached.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
+
+mod cluster;
 use xp_config::{Config, DEFAULT_ENV_FILE};
 use xp_recovery::{RecoveryError, Step};
 use xp_store::DataDirLock;
@@ -26,6 +28,9 @@ enum Top {
     /// Commands acting on this host's xp node.
     #[command(subcommand)]
     Xp(XpCommand),
+    /// Commands acting on the running cluster through its API.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 #[derive(Subcommand)]
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Top::Xp(XpCommand::RecoverSingleNode(a)) => recover(a),
         Top::Xp(XpCommand::Inspect(a)) => inspect(a),
+        Top::Cluster(c) => cluster::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -66,7 +66,10 @@ fn du(path: &Path) -> u64 {
 fn main() {
     let sizes: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() { vec![10_000, 100_000] } else { sizes };
-    println!("{:>10} {:>10} {:>14} {:>14} {:>14}", "entries", "raft/ MiB", "no backup", "with backup", "backup alone");
+    println!(
+        "{:>10} {:>10} {:>14} {:>14} {:>14}",
+        "entries", "raft/ MiB", "no backup", "with backup", "backup alone"
+    );
     for n in sizes {
         let mut times = Vec::new();
         let mut mib = 0.0;
@@ -85,7 +88,8 @@ fn main() {
         let tmp = tempfile::tempdir().unwrap();
         let config = make_data_dir(tmp.path(), n);
         let t = Instant::now();
-        xp_recovery::backup_raft_dir(&config.raft_dir(), &tmp.path().join("raft.bak-bench")).unwrap();
+        xp_recovery::backup_raft_dir(&config.raft_dir(), &tmp.path().join("raft.bak-bench"))
+            .unwrap();
         let backup = t.elapsed();
         println!(
             "{n:>10} {mib:>10.1} {:>13.3}s {:>13.3}s {:>13.3}s",

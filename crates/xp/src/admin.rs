@@ -41,7 +41,13 @@ pub struct TransferResponse {
 }
 
 /// Tells `url` (node `to`) to hold or release elections, or to campaign.
-async fn peer_call(app: &App, to: NodeId, url: &str, path: &str, body: serde_json::Value) -> Result<(), String> {
+async fn peer_call(
+    app: &App,
+    to: NodeId,
+    url: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<(), String> {
     let r = app
         .client
         .post(format!("{url}/raft/{path}"))
@@ -53,7 +59,11 @@ async fn peer_call(app: &App, to: NodeId, url: &str, path: &str, body: serde_jso
         .send()
         .await
         .map_err(|e| e.to_string())?;
-    if r.status().is_success() { Ok(()) } else { Err(format!("{url} answered {}", r.status())) }
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url} answered {}", r.status()))
+    }
 }
 
 pub async fn transfer_leader(
@@ -76,20 +86,31 @@ pub async fn transfer(app: &App, target: Option<NodeId>) -> Result<TransferRespo
     let matched = m.replication.clone().unwrap_or_default();
     let to = match target {
         Some(t) if t == app.id => {
-            return Err(ApiError::new(StatusCode::CONFLICT, format!("node {t} is already the leader")))
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("node {t} is already the leader"),
+            ))
         }
         Some(t) if !voters.contains(&t) => {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("node {t} is not a voter; voters: {voters:?}")))
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("node {t} is not a voter; voters: {voters:?}"),
+            ))
         }
         Some(t) => t,
         None => voters
             .iter()
             .filter(|v| **v != app.id)
-            .max_by_key(|v| (matched.get(v).cloned().flatten().map(|l| l.index), std::cmp::Reverse(**v)))
+            .max_by_key(|v| {
+                (matched.get(v).cloned().flatten().map(|l| l.index), std::cmp::Reverse(**v))
+            })
             .copied()
-            .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "there is no other voter to hand leadership to"))?,
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::CONFLICT, "there is no other voter to hand leadership to")
+            })?,
     };
-    let url_of = |id: NodeId| membership.get_node(&id).map(|n| n.api_base_url.clone()).unwrap_or_default();
+    let url_of =
+        |id: NodeId| membership.get_node(&id).map(|n| n.api_base_url.clone()).unwrap_or_default();
 
     // Stop taking writes, then wait for the target to hold every entry.
     app.transferring.store(true, Ordering::SeqCst);
@@ -98,7 +119,11 @@ pub async fn transfer(app: &App, target: Option<NodeId>) -> Result<TransferRespo
         let caught_up = async {
             loop {
                 let m = app.raft.metrics().borrow().clone();
-                let at = m.replication.as_ref().and_then(|r| r.get(&to).cloned().flatten()).map(|l| l.index);
+                let at = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&to).cloned().flatten())
+                    .map(|l| l.index);
                 if at >= last {
                     return;
                 }
@@ -106,25 +131,47 @@ pub async fn transfer(app: &App, target: Option<NodeId>) -> Result<TransferRespo
             }
         };
         tokio::time::timeout(Duration::from_secs(5), caught_up).await.map_err(|_| {
-            ApiError::new(StatusCode::GATEWAY_TIMEOUT, format!("node {to} did not catch up within 5s; leadership stays here"))
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("node {to} did not catch up within 5s; leadership stays here"),
+            )
         })?;
-        let others: Vec<NodeId> = voters.iter().copied().filter(|v| *v != to && *v != app.id).collect();
+        let others: Vec<NodeId> =
+            voters.iter().copied().filter(|v| *v != to && *v != app.id).collect();
         for v in &others {
-            let _ = peer_call(app, *v, &url_of(*v), "hold-elections", serde_json::json!({ "ms": HOLD.as_millis() as u64 })).await;
+            let _ = peer_call(
+                app,
+                *v,
+                &url_of(*v),
+                "hold-elections",
+                serde_json::json!({ "ms": HOLD.as_millis() as u64 }),
+            )
+            .await;
         }
         app.raft.runtime_config().elect(false);
         app.raft.runtime_config().heartbeat(false);
         // Every follower's lease on this leader must lapse before it grants the target a vote.
-        tokio::time::sleep(Duration::from_millis(app.config.raft.election_max_ms + app.config.raft.heartbeat_ms)).await;
-        peer_call(app, to, &url_of(to), "campaign", serde_json::json!({}))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("could not ask node {to} to campaign: {e}")))?;
+        tokio::time::sleep(Duration::from_millis(
+            app.config.raft.election_max_ms + app.config.raft.heartbeat_ms,
+        ))
+        .await;
+        peer_call(app, to, &url_of(to), "campaign", serde_json::json!({})).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("could not ask node {to} to campaign: {e}"),
+            )
+        })?;
         let mut metrics = app.raft.metrics();
-        let won = tokio::time::timeout(Duration::from_secs(3), metrics.wait_for(|m| m.current_leader == Some(to)))
-            .await
-            .is_ok_and(|r| r.is_ok());
+        let won = tokio::time::timeout(
+            Duration::from_secs(3),
+            metrics.wait_for(|m| m.current_leader == Some(to)),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
         for v in &others {
-            let _ = peer_call(app, *v, &url_of(*v), "hold-elections", serde_json::json!({ "ms": 0 })).await;
+            let _ =
+                peer_call(app, *v, &url_of(*v), "hold-elections", serde_json::json!({ "ms": 0 }))
+                    .await;
         }
         match won {
             true => Ok(TransferResponse {
@@ -135,7 +182,10 @@ pub async fn transfer(app: &App, target: Option<NodeId>) -> Result<TransferRespo
             }),
             false => Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                format!("node {to} did not become leader within 3s; current leader: {:?}", app.raft.metrics().borrow().current_leader),
+                format!(
+                    "node {to} did not become leader within 3s; current leader: {:?}",
+                    app.raft.metrics().borrow().current_leader
+                ),
             )),
         }
     }
@@ -195,24 +245,36 @@ pub async fn remove_node(
     let membership = app.raft.metrics().borrow().membership_config.membership().clone();
     let id = req.node_id;
     if membership.get_node(&id).is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("node {id} is not a member (already removed?)")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("node {id} is not a member (already removed?)"),
+        ));
     }
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let is_voter = voters.contains(&id);
     let after = voters.len() - usize::from(is_voter);
     if after == 0 {
-        return Err(ApiError::new(StatusCode::CONFLICT, format!("refusing to remove node {id}: it is the last voter")));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("refusing to remove node {id}: it is the last voter"),
+        ));
     }
     if req.confirm_voters_after != after {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!("removing node {id} leaves {after} voter(s), not {}; nothing changed", req.confirm_voters_after),
+            format!(
+                "removing node {id} leaves {after} voter(s), not {}; nothing changed",
+                req.confirm_voters_after
+            ),
         ));
     }
     if id == app.id {
         // The leader cannot remove itself cleanly: hand over first, then ask the new leader.
         let t = transfer(&app, None).await?;
-        let auth = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let auth = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         let r = app
             .client
             .post(format!("{}/api/admin/cluster/remove-node", t.leader_api_base_url))
@@ -225,12 +287,19 @@ pub async fn remove_node(
         let status = r.status();
         let mut body: serde_json::Value = r.json().await.unwrap_or_default();
         if !status.is_success() {
-            return Err(ApiError::new(status, format!("node {} refused the removal: {}", t.to, body["error"])));
+            return Err(ApiError::new(
+                status,
+                format!("node {} refused the removal: {}", t.to, body["error"]),
+            ));
         }
         body["new_leader"] = serde_json::json!(t.to);
         return serde_json::from_value(body).map(Json).map_err(ApiError::internal);
     }
-    let change = if is_voter { ChangeMembers::RemoveVoters(BTreeSet::from([id])) } else { ChangeMembers::RemoveNodes(BTreeSet::from([id])) };
+    let change = if is_voter {
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    };
     app.raft.change_membership(change, false).await.map_err(ApiError::from_raft)?;
     let m = app.raft.metrics().borrow().membership_config.membership().clone();
     tracing::info!(removed = id, "node removed from the cluster");

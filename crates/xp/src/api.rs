@@ -243,7 +243,10 @@ async fn kv_put(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_key(&key)?;
     if app.transferring.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "leadership transfer in progress; retry in a moment"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "leadership transfer in progress; retry in a moment",
+        ));
     }
     let res = app
         .raft
@@ -425,7 +428,10 @@ async fn raft_hold(
     Ok(Json(serde_json::json!({})))
 }
 
-async fn raft_campaign(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+async fn raft_campaign(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     check_rpc(&app, &headers)?;
     app.raft.runtime_config().elect(true);
     app.raft.trigger().elect().await.map_err(ApiError::internal)?;

@@ -207,7 +207,7 @@ impl RunningNode {
             rpc_key: key,
             client,
             peers: RwLock::default(),
-        transferring: Default::default(),
+            transferring: Default::default(),
         });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let router = crate::api::router(app.clone());

@@ -8,7 +8,13 @@ use xp_testkit::{kv_get, kv_put, send_json, wait_for, Cluster, ADMIN_TOKEN};
 const T: Duration = Duration::from_secs(20);
 
 fn admin(url: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    send_json("POST", &format!("{url}{path}"), &body, &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))]).unwrap()
+    send_json(
+        "POST",
+        &format!("{url}{path}"),
+        &body,
+        &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+    )
+    .unwrap()
 }
 
 #[test]
@@ -24,12 +30,17 @@ fn leadership_moves_to_the_named_node_and_no_acknowledged_write_is_lost() {
     let target_id = c.nodes[target - 1].info().unwrap()["node_id"].clone();
 
     // Refusals first: no token, a follower, a non-voter target.
-    let (s, _) = send_json("POST", &format!("{lurl}/api/admin/cluster/leader-transfer"), &json!({}), &[]).unwrap();
+    let (s, _) =
+        send_json("POST", &format!("{lurl}/api/admin/cluster/leader-transfer"), &json!({}), &[])
+            .unwrap();
     assert_eq!(s, 401);
     let (s, v) = admin(&c.nodes[target - 1].url(), "/api/admin/cluster/leader-transfer", json!({}));
     assert_eq!(s, 421, "{v}");
     let (s, v) = admin(&lurl, "/api/admin/cluster/leader-transfer", json!({ "target": 99 }));
-    assert_eq!((s, v["error"].as_str().unwrap()), (400, "node 99 is not a voter; voters: [1, 2, 3]"));
+    assert_eq!(
+        (s, v["error"].as_str().unwrap()),
+        (400, "node 99 is not a voter; voters: [1, 2, 3]")
+    );
 
     let (s, v) = admin(&lurl, "/api/admin/cluster/leader-transfer", json!({ "target": target_id }));
     assert_eq!(s, 200, "{v}");
@@ -57,29 +68,55 @@ fn removal_needs_the_right_confirmation_and_refuses_repeats() {
     let victim = (1..=3).find(|i| *i != leader).unwrap();
     let vid = c.nodes[victim - 1].info().unwrap()["node_id"].as_u64().unwrap();
 
-    let (s, v) = admin(&lurl, "/api/admin/cluster/remove-node", json!({ "node_id": vid, "confirm_voters_after": 3 }));
+    let (s, v) = admin(
+        &lurl,
+        "/api/admin/cluster/remove-node",
+        json!({ "node_id": vid, "confirm_voters_after": 3 }),
+    );
     assert_eq!(s, 409, "{v}");
-    assert_eq!(v["error"], format!("removing node {vid} leaves 2 voter(s), not 3; nothing changed"));
+    assert_eq!(
+        v["error"],
+        format!("removing node {vid} leaves 2 voter(s), not 3; nothing changed")
+    );
     assert_eq!(c.nodes[leader - 1].info().unwrap()["voters"].as_array().unwrap().len(), 3);
 
-    let (s, v) = admin(&lurl, "/api/admin/cluster/remove-node", json!({ "node_id": vid, "confirm_voters_after": 2 }));
+    let (s, v) = admin(
+        &lurl,
+        "/api/admin/cluster/remove-node",
+        json!({ "node_id": vid, "confirm_voters_after": 2 }),
+    );
     assert_eq!(s, 200, "{v}");
     for i in (1..=3).filter(|i| *i != victim) {
         let n = &c.nodes[i - 1];
         wait_for("the removed node to be gone from every remaining view", T, || {
             let v = n.info()?;
             let gone = v["members"].as_array().unwrap().iter().all(|m| m["node_id"] != vid);
-            if gone { Ok(()) } else { Err(v.to_string()) }
+            if gone {
+                Ok(())
+            } else {
+                Err(v.to_string())
+            }
         });
     }
     kv_put(&lurl, "still-serving", "yes").unwrap();
 
-    let (s, v) = admin(&lurl, "/api/admin/cluster/remove-node", json!({ "node_id": vid, "confirm_voters_after": 2 }));
-    assert_eq!((s, v["error"].as_str().unwrap()), (404, format!("node {vid} is not a member (already removed?)").as_str()));
+    let (s, v) = admin(
+        &lurl,
+        "/api/admin/cluster/remove-node",
+        json!({ "node_id": vid, "confirm_voters_after": 2 }),
+    );
+    assert_eq!(
+        (s, v["error"].as_str().unwrap()),
+        (404, format!("node {vid} is not a member (already removed?)").as_str())
+    );
 
     // The leader removes itself: it hands leadership over first.
     let lid = c.nodes[leader - 1].info().unwrap()["node_id"].as_u64().unwrap();
-    let (s, v) = admin(&lurl, "/api/admin/cluster/remove-node", json!({ "node_id": lid, "confirm_voters_after": 1 }));
+    let (s, v) = admin(
+        &lurl,
+        "/api/admin/cluster/remove-node",
+        json!({ "node_id": lid, "confirm_voters_after": 1 }),
+    );
     assert_eq!(s, 200, "{v}");
     let new_leader = v["new_leader"].as_u64().unwrap();
     assert_ne!(new_leader, lid);
@@ -87,6 +124,13 @@ fn removal_needs_the_right_confirmation_and_refuses_repeats() {
 
     // The last voter cannot be removed.
     let last = (1..=3).find(|i| *i != leader && *i != victim).unwrap();
-    let (s, v) = admin(&c.nodes[last - 1].url(), "/api/admin/cluster/remove-node", json!({ "node_id": new_leader, "confirm_voters_after": 0 }));
-    assert_eq!((s, v["error"].as_str().unwrap()), (409, format!("refusing to remove node {new_leader}: it is the last voter").as_str()));
+    let (s, v) = admin(
+        &c.nodes[last - 1].url(),
+        "/api/admin/cluster/remove-node",
+        json!({ "node_id": new_leader, "confirm_voters_after": 0 }),
+    );
+    assert_eq!(
+        (s, v["error"].as_str().unwrap()),
+        (409, format!("refusing to remove node {new_leader}: it is the last voter").as_str())
+    );
 }

@@ -496,7 +496,14 @@ impl Backend for DockerBackend {
         let service_id = self.container(node).await?;
         let info =
             self.docker.inspect_container(&service_id, None::<InspectContainerOptions>).await?;
-        // The same volume and env file as the node's own container.
+        // On the node's network (for commands that call the cluster's API), with the same
+        // volume and env file as the node's own container.
+        let network = info
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .and_then(|n| n.keys().next().cloned())
+            .unwrap_or_else(|| "none".into());
         let binds: Vec<String> = info
             .mounts
             .unwrap_or_default()
@@ -519,7 +526,7 @@ impl Backend for DockerBackend {
             labels: Some(labels),
             host_config: Some(HostConfig {
                 binds: Some(binds),
-                network_mode: Some("none".into()),
+                network_mode: Some(network),
                 ..Default::default()
             }),
             ..Default::default()

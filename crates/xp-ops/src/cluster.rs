@@ -1,0 +1,190 @@
+//! `xp-ops cluster ...`: operator commands over a running cluster's HTTP API (status,
+//! leadership transfer, node removal). The admin token comes from the env file and is never
+//! printed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use xp_config::{Config, DEFAULT_ENV_FILE};
+
+use crate::Failure;
+
+#[derive(Args)]
+pub struct Target {
+    /// The env file naming this node (XP_API_BASE_URL) and holding XP_ADMIN_TOKEN.
+    #[arg(long, default_value = DEFAULT_ENV_FILE)]
+    env_file: PathBuf,
+    /// Ask this node instead of the env file's XP_API_BASE_URL.
+    #[arg(long)]
+    url: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Every member's role, term, indexes and lag, as one node sees them (partial when some
+    /// member does not answer).
+    Status {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move leadership to another voter (default: the most up-to-date one).
+    TransferLeader {
+        #[command(flatten)]
+        target: Target,
+        /// Node id of the new leader.
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Remove a node from the membership (the leader hands over first if it removes itself).
+    RemoveNode {
+        #[command(flatten)]
+        target: Target,
+        node_id: u64,
+        /// How many voters remain afterwards: the cluster refuses when this is not so.
+        #[arg(long)]
+        confirm_voters_after: usize,
+        #[arg(short = 'y', long)]
+        yes: bool,
+        /// Show what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(t: &Target, need_token: bool) -> Result<Client, Failure> {
+        let config = Config::load(&t.env_file)?;
+        let token = match need_token {
+            true => Some(config.require_admin_token()?.expose().to_owned()),
+            false => None,
+        };
+        let base = t.url.clone().unwrap_or(config.api_base_url).trim_end_matches('/').to_owned();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client");
+        Ok(Client { http, base, token })
+    }
+
+    /// Sends a request; a 421 (not the leader) is retried once at the leader it names.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Failure> {
+        let mut base = self.base.clone();
+        for _ in 0..2 {
+            let mut req = self.http.request(method.clone(), format!("{base}{path}"));
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            let res = req.send().await.map_err(|e| Failure(4, format!("{base}{path}: {e}")))?;
+            let status = res.status();
+            let v: Value = res.json().await.unwrap_or(Value::Null);
+            if status.is_success() {
+                return Ok(v);
+            }
+            let leader = v["leader_api_base_url"].as_str().unwrap_or("").to_owned();
+            if status == reqwest::StatusCode::MISDIRECTED_REQUEST
+                && !leader.is_empty()
+                && leader != base
+            {
+                eprintln!("{base} is not the leader; asking {leader}");
+                base = leader;
+                continue;
+            }
+            let code = if status.is_client_error() { 3 } else { 4 };
+            return Err(Failure(
+                code,
+                format!("{base}{path} answered {status}: {}", v["error"].as_str().unwrap_or("")),
+            ));
+        }
+        Err(Failure(4, "the leader moved twice during the request; try again".into()))
+    }
+}
+
+pub fn run(cmd: ClusterCommand) -> Result<(), Failure> {
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async {
+        match cmd {
+            ClusterCommand::Status { target, json } => {
+                let c = Client::new(&target, false)?;
+                let s = c.call(reqwest::Method::GET, "/api/cluster/status", None).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&s).unwrap());
+                    return Ok(());
+                }
+                println!(
+                    "cluster {} as seen by node {}: health {}, leader {}{}",
+                    s["cluster_id"].as_str().unwrap_or("?"),
+                    s["answered_by"],
+                    s["health"].as_str().unwrap_or("?"),
+                    s["leader_id"],
+                    if s["partial"] == true { " (PARTIAL: some members did not answer)" } else { "" }
+                );
+                println!("{:>4} {:<10} {:<6} {:<10} {:>5} {:>10} {:>10} {:>8}", "id", "name", "voter", "role", "term", "last log", "applied", "lag");
+                for n in s["nodes"].as_array().cloned().unwrap_or_default() {
+                    let d = |v: &Value| if v.is_null() { "-".to_string() } else { v.to_string().trim_matches('"').to_owned() };
+                    println!(
+                        "{:>4} {:<10} {:<6} {:<10} {:>5} {:>10} {:>10} {:>8}",
+                        d(&n["node_id"]), d(&n["name"]), d(&n["voter"]), d(&n["role"]), d(&n["term"]), d(&n["last_log_index"]), d(&n["last_applied_index"]), d(&n["lag"])
+                    );
+                }
+                for e in s["errors"].as_array().cloned().unwrap_or_default() {
+                    println!("! {}", e.as_str().unwrap_or(""));
+                }
+                Ok(())
+            }
+            ClusterCommand::TransferLeader { target, to } => {
+                let c = Client::new(&target, true)?;
+                let body = serde_json::json!({ "target": to });
+                let r = c.call(reqwest::Method::POST, "/api/admin/cluster/leader-transfer", Some(body)).await?;
+                println!("leadership moved from node {} to node {} ({}) in {} ms", r["from"], r["to"], r["leader_api_base_url"].as_str().unwrap_or(""), r["took_ms"]);
+                Ok(())
+            }
+            ClusterCommand::RemoveNode { target, node_id, confirm_voters_after, yes, dry_run } => {
+                if !yes && !dry_run {
+                    return Err(Failure(2, "refusing to remove a node without -y/--yes; run with --dry-run first".into()));
+                }
+                let c = Client::new(&target, !dry_run)?;
+                if dry_run {
+                    let s = c.call(reqwest::Method::GET, "/api/cluster/status", None).await?;
+                    let nodes = s["nodes"].as_array().cloned().unwrap_or_default();
+                    let Some(n) = nodes.iter().find(|n| n["node_id"] == node_id) else {
+                        return Err(Failure(3, format!("node {node_id} is not a member")));
+                    };
+                    let voters: Vec<u64> = nodes.iter().filter(|n| n["voter"] == true).filter_map(|n| n["node_id"].as_u64()).collect();
+                    let after: Vec<u64> = voters.iter().copied().filter(|v| *v != node_id).collect();
+                    println!("would remove node {node_id} ({}); voters {voters:?} -> {after:?}", n["name"].as_str().unwrap_or(""));
+                    if after.len() != confirm_voters_after {
+                        println!("note: --confirm-voters-after {confirm_voters_after} does not match {}; the cluster would refuse", after.len());
+                    }
+                    println!("dry run: nothing changed");
+                    return Ok(());
+                }
+                let body = serde_json::json!({ "node_id": node_id, "confirm_voters_after": confirm_voters_after });
+                let r = c.call(reqwest::Method::POST, "/api/admin/cluster/remove-node", Some(body)).await?;
+                println!("removed node {node_id}; voters now {}", r["voters"]);
+                if !r["new_leader"].is_null() {
+                    println!("leadership was handed to node {} first", r["new_leader"]);
+                }
+                Ok(())
+            }
+        }
+    })
+}

@@ -39,6 +39,14 @@ pub enum ClusterCommand {
         #[arg(long)]
         to: Option<u64>,
     },
+    /// Take a backup on the leader (a fresh snapshot with a checksum) and save it to a file.
+    Backup {
+        #[command(flatten)]
+        target: Target,
+        /// Where to write it; an existing file is not overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Remove a node from the membership (the leader hands over first if it removes itself).
     RemoveNode {
         #[command(flatten)]
@@ -155,6 +163,28 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Failure> {
                 let body = serde_json::json!({ "target": to });
                 let r = c.call(reqwest::Method::POST, "/api/admin/cluster/leader-transfer", Some(body)).await?;
                 println!("leadership moved from node {} to node {} ({}) in {} ms", r["from"], r["to"], r["leader_api_base_url"].as_str().unwrap_or(""), r["took_ms"]);
+                Ok(())
+            }
+            ClusterCommand::Backup { target, out } => {
+                if out.exists() {
+                    return Err(Failure(2, format!("{} exists; refusing to overwrite a backup", out.display())));
+                }
+                let c = Client::new(&target, true)?;
+                let b = c.call(reqwest::Method::GET, "/api/admin/cluster/backup", None).await?;
+                let tmp = out.with_file_name(format!(".{}.tmp", out.file_name().and_then(|n| n.to_str()).unwrap_or("backup")));
+                let bytes = serde_json::to_vec_pretty(&b).expect("backup serializes");
+                std::fs::write(&tmp, &bytes)
+                    .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+                    .and_then(|_| std::fs::rename(&tmp, &out))
+                    .map_err(|e| Failure(4, format!("writing {}: {e}", out.display())))?;
+                println!(
+                    "backup of cluster {} up to {} ({} keys, sha256 {}) written to {}",
+                    b["cluster_id"].as_str().unwrap_or("?"),
+                    b["last_log_id"]["index"],
+                    b["state"]["data"]["kv"].as_object().map(|o| o.len()).unwrap_or(0),
+                    b["checksum"].as_str().unwrap_or(""),
+                    out.display()
+                );
                 Ok(())
             }
             ClusterCommand::RemoveNode { target, node_id, confirm_voters_after, yes, dry_run } => {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use xp_store::{NodeId, Request, Response as SmResponse, TypeConfig};
 
 use crate::join::{JoinRequest, JoinResponse};
-use crate::network::{AUTH_HEADER, FROM_HEADER, TO_HEADER};
+use crate::network::{AUTH_HEADER, CLUSTER_HEADER, FROM_HEADER, TO_HEADER};
 use crate::token::{self, JoinClaims};
 use crate::App;
 
@@ -35,6 +35,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/raft/campaign", post(raft_campaign))
         .route("/api/admin/cluster/leader-transfer", post(crate::admin::transfer_leader))
         .route("/api/admin/cluster/remove-node", post(crate::admin::remove_node))
+        .route("/api/admin/cluster/backup", get(crate::backup::backup))
         .with_state(app)
 }
 
@@ -377,6 +378,14 @@ fn check_rpc(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
                 app.id,
                 to.map(|t| t.to_string()).unwrap_or_else(|| "?".into())
             ),
+        ));
+    }
+    let theirs = headers.get(CLUSTER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let ours = app.sm.read().unwrap().data.cluster_id.clone().unwrap_or_default();
+    if !theirs.is_empty() && !ours.is_empty() && theirs != ours {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("node {from} belongs to cluster {theirs}, this is cluster {ours}"),
         ));
     }
     let m = app.raft.metrics().borrow().membership_config.clone();

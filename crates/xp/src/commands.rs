@@ -25,10 +25,15 @@ pub async fn init(config: &Config) -> Result<u64, NodeError> {
     dir.create()?;
     dir.write_identity(&Identity { node_id, node_name: config.node_name.clone() })?;
     let (log, sm) = open_raft_store(&dir)?;
-    let raft =
-        Raft::new(node_id, raft_config(config)?, Network::new(node_id, String::new()), log, sm)
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let raft = Raft::new(
+        node_id,
+        raft_config(config)?,
+        Network::new(node_id, String::new(), Default::default()),
+        log,
+        sm,
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
     let meta =
         NodeMeta { name: config.node_name.clone(), api_base_url: config.api_base_url.clone() };
     raft.initialize(BTreeMap::from([(node_id, meta)]))

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod backup;
 pub mod commands;
 pub mod join;
 pub mod network;

@@ -22,6 +22,9 @@ pub const FROM_HEADER: &str = "x-xp-from-node";
 /// Header naming the node the sender means to reach. A wiped disk that rejoined under a new id
 /// keeps its old URL; without this check it would take the old id's replication stream.
 pub const TO_HEADER: &str = "x-xp-to-node";
+/// Header carrying the sender's cluster id (when it knows one): a restored cluster has a new id,
+/// so nodes of the old cluster are refused even if they share the secret.
+pub const CLUSTER_HEADER: &str = "x-xp-cluster-id";
 
 /// Hex of the key peers present on every Raft RPC.
 pub fn rpc_key(secret: &xp_config::Secret) -> String {
@@ -34,16 +37,22 @@ pub struct Network {
     pub client: reqwest::Client,
     pub rpc_key: String,
     pub my_id: NodeId,
+    /// The state machine, to read this node's cluster id.
+    pub sm: std::sync::Arc<std::sync::RwLock<xp_store::SmFile>>,
 }
 
 impl Network {
-    pub fn new(my_id: NodeId, rpc_key: String) -> Network {
+    pub fn new(
+        my_id: NodeId,
+        rpc_key: String,
+        sm: std::sync::Arc<std::sync::RwLock<xp_store::SmFile>>,
+    ) -> Network {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("reqwest client builds");
-        Network { client, rpc_key, my_id }
+        Network { client, rpc_key, my_id, sm }
     }
 }
 
@@ -70,6 +79,7 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let cluster_id = self.net.sm.read().unwrap().data.cluster_id.clone().unwrap_or_default();
         let res = self
             .net
             .client
@@ -77,6 +87,7 @@ impl Connection {
             .header(AUTH_HEADER, &self.net.rpc_key)
             .header(FROM_HEADER, self.net.my_id.to_string())
             .header(TO_HEADER, self.target.to_string())
+            .header(CLUSTER_HEADER, cluster_id)
             .timeout(ttl)
             .json(req)
             .send()

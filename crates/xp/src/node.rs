@@ -172,7 +172,7 @@ impl RunningNode {
         let (log, sm) = open_raft_store(&dir)?;
         let sm_state = sm.state.clone();
         let key = rpc_key(&secret);
-        let network = Network::new(id, key.clone());
+        let network = Network::new(id, key.clone(), sm_state.clone());
         let client = network.client.clone();
         let raft = Raft::new(id, raft_config(&config)?, network, log, sm)
             .await

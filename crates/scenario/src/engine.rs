@@ -80,6 +80,8 @@ pub struct Engine<B: Backend> {
     /// The nodes the current step acted on (for the report and recovery times).
     step_nodes: Vec<String>,
     verification: Option<Verification>,
+    /// Outputs kept by `ops` steps (`stdout_to`), by name.
+    artifacts: BTreeMap<String, Vec<u8>>,
 }
 
 type StepResult = Result<String, String>;
@@ -119,6 +121,7 @@ impl<B: Backend> Engine<B> {
             writer: None,
             step_nodes: Vec::new(),
             verification: None,
+            artifacts: BTreeMap::new(),
         }
     }
 
@@ -602,16 +605,29 @@ impl<B: Backend> Engine<B> {
                 Ok(format!("{node}: {} exited {}", cmd.join(" "), out.code))
             }
             Step::Ops(o) => {
-                let node =
-                    self.resolve_one(o.node.get_ref(), self.scenario.default_timeout()).await?;
+                let node = self.resolve_one(o.node.get_ref(), self.scenario.default_timeout()).await?;
+                let input = match &o.input {
+                    Some(name) => {
+                        let bytes = self.artifacts.get(name).cloned().ok_or_else(|| format!("no artifact {name:?}"))?;
+                        Some(self.backend.put_file(&node, &format!("{name}.input"), &bytes).await.map_err(be)?)
+                    }
+                    None => None,
+                };
                 let mut cmd = Vec::new();
                 for w in o.run.get_ref() {
-                    cmd.push(self.interpolate_str(w, &node).await?);
+                    let w = match &input {
+                        Some(path) => w.replace("{input}", path),
+                        None => w.clone(),
+                    };
+                    cmd.push(self.interpolate_str(&w, &node).await?);
                 }
-                let out =
-                    self.backend.oneoff(&node, &cmd, self.timeout(o.timeout)).await.map_err(be)?;
+                let out = self.backend.oneoff(&node, &cmd, self.timeout(o.timeout)).await.map_err(be)?;
                 check_output(&cmd, &out, o.expect_exit, &o.stdout_contains, &o.stderr_contains)?;
-                Ok(format!("{node}: {} exited {}", cmd.join(" "), out.code))
+                if let Some(name) = &o.stdout_to {
+                    self.artifacts.insert(name.clone(), out.stdout.clone().into_bytes());
+                }
+                let kept = o.stdout_to.as_ref().map(|n| format!("; stdout kept as {n:?} ({} bytes)", out.stdout.len())).unwrap_or_default();
+                Ok(format!("{node}: {} exited {}{kept}", cmd.join(" "), out.code))
             }
             Step::Join(j) => self.join(j).await,
             Step::Expect(e) => self.expect(e, &placed.matchers).await,

@@ -323,6 +323,11 @@ pub struct Ops {
     #[serde(default)]
     pub stderr_contains: Vec<String>,
     pub timeout: Option<Dur>,
+    /// Keep the command's standard output as a run artifact of this name.
+    pub stdout_to: Option<String>,
+    /// Put the artifact of this name into the node's data directory first; `{input}` in `run`
+    /// becomes its path there.
+    pub input: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
@@ -606,6 +611,7 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
 
     let nodes: BTreeSet<&str> = profile.nodes.iter().map(|n| n.name.as_str()).collect();
     let mut captures: BTreeSet<String> = BTreeSet::new();
+    let mut artifacts: BTreeSet<String> = BTreeSet::new();
     let mut steps = Vec::new();
 
     let check_selector = |sel: &Spanned<Selector>,
@@ -730,6 +736,14 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
                 }
                 for w in words {
                     check_refs(w, o.run.span().start, &captures, false)?;
+                }
+                if let Some(i) = &o.input {
+                    if !artifacts.contains(i) {
+                        return Err(err_at(at, format!("`input = {i:?}` refers to nothing: no earlier ops step has `stdout_to = {i:?}`")));
+                    }
+                }
+                if let Some(name) = &o.stdout_to {
+                    artifacts.insert(name.clone());
                 }
             }
             Step::Join(j) => {

@@ -43,7 +43,7 @@ pub enum ClusterCommand {
     Backup {
         #[command(flatten)]
         target: Target,
-        /// Where to write it; an existing file is not overwritten.
+        /// Where to write it (`-`: standard output); an existing file is not overwritten.
         #[arg(long)]
         out: PathBuf,
     },
@@ -166,6 +166,13 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Failure> {
                 Ok(())
             }
             ClusterCommand::Backup { target, out } => {
+                if out.as_os_str() == "-" {
+                    let c = Client::new(&target, true)?;
+                    let b = c.call(reqwest::Method::GET, "/api/admin/cluster/backup", None).await?;
+                    println!("{}", serde_json::to_string_pretty(&b).expect("backup serializes"));
+                    eprintln!("backup of cluster {} up to {} written to stdout", b["cluster_id"].as_str().unwrap_or("?"), b["last_log_id"]["index"]);
+                    return Ok(());
+                }
                 if out.exists() {
                     return Err(Failure(2, format!("{} exists; refusing to overwrite a backup", out.display())));
                 }

@@ -605,11 +605,21 @@ impl<B: Backend> Engine<B> {
                 Ok(format!("{node}: {} exited {}", cmd.join(" "), out.code))
             }
             Step::Ops(o) => {
-                let node = self.resolve_one(o.node.get_ref(), self.scenario.default_timeout()).await?;
+                let node =
+                    self.resolve_one(o.node.get_ref(), self.scenario.default_timeout()).await?;
                 let input = match &o.input {
                     Some(name) => {
-                        let bytes = self.artifacts.get(name).cloned().ok_or_else(|| format!("no artifact {name:?}"))?;
-                        Some(self.backend.put_file(&node, &format!("{name}.input"), &bytes).await.map_err(be)?)
+                        let bytes = self
+                            .artifacts
+                            .get(name)
+                            .cloned()
+                            .ok_or_else(|| format!("no artifact {name:?}"))?;
+                        Some(
+                            self.backend
+                                .put_file(&node, &format!("{name}.input"), &bytes)
+                                .await
+                                .map_err(be)?,
+                        )
                     }
                     None => None,
                 };
@@ -621,12 +631,17 @@ impl<B: Backend> Engine<B> {
                     };
                     cmd.push(self.interpolate_str(&w, &node).await?);
                 }
-                let out = self.backend.oneoff(&node, &cmd, self.timeout(o.timeout)).await.map_err(be)?;
+                let out =
+                    self.backend.oneoff(&node, &cmd, self.timeout(o.timeout)).await.map_err(be)?;
                 check_output(&cmd, &out, o.expect_exit, &o.stdout_contains, &o.stderr_contains)?;
                 if let Some(name) = &o.stdout_to {
                     self.artifacts.insert(name.clone(), out.stdout.clone().into_bytes());
                 }
-                let kept = o.stdout_to.as_ref().map(|n| format!("; stdout kept as {n:?} ({} bytes)", out.stdout.len())).unwrap_or_default();
+                let kept = o
+                    .stdout_to
+                    .as_ref()
+                    .map(|n| format!("; stdout kept as {n:?} ({} bytes)", out.stdout.len()))
+                    .unwrap_or_default();
                 Ok(format!("{node}: {} exited {}{kept}", cmd.join(" "), out.code))
             }
             Step::Join(j) => self.join(j).await,

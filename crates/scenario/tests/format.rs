@@ -157,10 +157,22 @@ fn every_shipped_scenario_parses() {
     assert!(n >= 6, "found {n} scenarios");
 }
 
-/// Repo rule: the compose file's services, the profile's nodes and the env files agree.
+/// Repo rule: for every profile, the compose file's services, the profile's nodes and the env
+/// files agree.
 #[test]
 fn compose_services_match_profile_nodes() {
-    let p = profile();
+    let mut n = 0;
+    for e in std::fs::read_dir(root().join("compose")).unwrap() {
+        let path = e.unwrap().path();
+        if path.to_string_lossy().ends_with(".profile.toml") {
+            check_profile(&Profile::load(&path).unwrap());
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "found {n} profiles");
+}
+
+fn check_profile(p: &Profile) {
     let compose = std::fs::read_to_string(p.resolve(&p.compose_file)).unwrap();
     let services: Vec<String> = compose
         .lines()

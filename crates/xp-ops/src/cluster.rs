@@ -39,6 +39,18 @@ pub enum ClusterCommand {
         #[arg(long)]
         to: Option<u64>,
     },
+    /// Add a running, empty node (started with this XP_NODE_ID): learner, catch up, voter.
+    AddNode {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        name: String,
+        /// The new node's API URL as the cluster reaches it.
+        #[arg(long)]
+        url_of_node: String,
+    },
     /// Take a backup on the leader (a fresh snapshot with a checksum) and save it to a file.
     Backup {
         #[command(flatten)]
@@ -163,6 +175,13 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Failure> {
                 let body = serde_json::json!({ "target": to });
                 let r = c.call(reqwest::Method::POST, "/api/admin/cluster/leader-transfer", Some(body)).await?;
                 println!("leadership moved from node {} to node {} ({}) in {} ms", r["from"], r["to"], r["leader_api_base_url"].as_str().unwrap_or(""), r["took_ms"]);
+                Ok(())
+            }
+            ClusterCommand::AddNode { target, id, name, url_of_node } => {
+                let c = Client::new(&target, true)?;
+                let body = serde_json::json!({ "node_id": id, "name": name, "api_base_url": url_of_node });
+                let r = c.call(reqwest::Method::POST, "/api/admin/cluster/add-node", Some(body)).await?;
+                println!("added node {id} as a voter in {} ms; voters now {}", r["took_ms"], r["voters"]);
                 Ok(())
             }
             ClusterCommand::Backup { target, out } => {

@@ -49,6 +49,8 @@ pub enum Request {
     AllocateNodeId,
     /// Marks a join token as used by `node_id`.
     ConsumeJoinToken { nonce: String, node_id: NodeId },
+    /// Claims an operator-chosen id for a node added by hand; refused if ever handed out.
+    ReserveNodeId { node_id: NodeId },
 }
 
 /// The state machine's answer to a [`Request`].
@@ -64,6 +66,8 @@ pub enum Response {
     /// The outcome of consuming a join token: `first_use` is false when it was already used
     /// (by `node_id`).
     JoinToken { first_use: bool, node_id: NodeId },
+    /// The outcome of a reservation: refused when ids up to `next_free - 1` were handed out.
+    Reserved { ok: bool, next_free: NodeId },
 }
 
 /// The replicated data.
@@ -96,6 +100,14 @@ impl SmData {
                 let node_id = self.next_node_id;
                 self.next_node_id += 1;
                 Response::NodeId { node_id }
+            }
+            Request::ReserveNodeId { node_id } => {
+                self.bump_past(membership);
+                if *node_id < self.next_node_id {
+                    return Response::Reserved { ok: false, next_free: self.next_node_id };
+                }
+                self.next_node_id = node_id + 1;
+                Response::Reserved { ok: true, next_free: self.next_node_id }
             }
             Request::ConsumeJoinToken { nonce, node_id } => {
                 match self.used_join_tokens.get(nonce) {

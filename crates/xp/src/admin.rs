@@ -310,3 +310,65 @@ pub async fn remove_node(
         new_leader: None,
     }))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddRequest {
+    /// The id the new node was started with (`XP_NODE_ID`); never used before in this cluster.
+    pub node_id: NodeId,
+    pub name: String,
+    pub api_base_url: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AddResponse {
+    pub added: NodeId,
+    pub voters: Vec<NodeId>,
+    pub took_ms: u64,
+}
+
+/// `POST /api/admin/cluster/add-node`: a running, empty node joins as learner, catches up, and
+/// becomes a voter (the same path as the join flow, without a token).
+pub async fn add_node(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(req): Json<AddRequest>,
+) -> Result<Json<AddResponse>, ApiError> {
+    check_admin(&app, &headers)?;
+    require_leader(&app, "node additions")?;
+    let start = Instant::now();
+    let membership = app.raft.metrics().borrow().membership_config.membership().clone();
+    if membership.voter_ids().any(|v| v == req.node_id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("node {} is already a voter; nothing changed", req.node_id),
+        ));
+    }
+    if !req.api_base_url.starts_with("http://") || req.name.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "name must not be empty and api_base_url must be http://host:port",
+        ));
+    }
+    if membership.get_node(&req.node_id).is_none() {
+        let r = app
+            .raft
+            .client_write(xp_store::Request::ReserveNodeId { node_id: req.node_id })
+            .await
+            .map_err(ApiError::from_raft)?;
+        if let xp_store::Response::Reserved { ok: false, next_free } = r.data {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("node id {} was already handed out in this cluster; start the new node with XP_NODE_ID >= {next_free}", req.node_id),
+            ));
+        }
+    }
+    let meta =
+        xp_store::NodeMeta { name: req.name.clone(), api_base_url: req.api_base_url.clone() };
+    let (voters, _) = crate::join::add_voter(&app, req.node_id, meta).await?;
+    Ok(Json(AddResponse {
+        added: req.node_id,
+        voters: voters.into_iter().collect(),
+        took_ms: start.elapsed().as_millis() as u64,
+    }))
+}

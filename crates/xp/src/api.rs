@@ -35,6 +35,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/raft/campaign", post(raft_campaign))
         .route("/api/admin/cluster/leader-transfer", post(crate::admin::transfer_leader))
         .route("/api/admin/cluster/remove-node", post(crate::admin::remove_node))
+        .route("/api/admin/cluster/add-node", post(crate::admin::add_node))
         .route("/api/admin/cluster/backup", get(crate::backup::backup))
         .with_state(app)
 }

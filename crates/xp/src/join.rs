@@ -107,7 +107,27 @@ pub async fn admit(app: &App, req: JoinRequest) -> Result<JoinResponse, ApiError
     }
 
     let meta = NodeMeta { name: req.node_name.clone(), api_base_url: req.api_base_url.clone() };
-    tracing::info!(node_id = id, node = %meta, "adding joining node as a learner");
+    let (voters, replaced) = add_voter(app, id, meta).await?;
+    Ok(JoinResponse {
+        node_id: id,
+        cluster_id,
+        leader_id: app.id,
+        leader_api_base_url: app.config.api_base_url.clone(),
+        voters: voters.into_iter().collect(),
+        replaced,
+    })
+}
+
+/// The safe way to add a node (join and `add-node` alike): add it as a learner, wait until it
+/// has caught up (bounded), then make it a voter, replacing any old member with the same URL.
+/// Returns the new voters and the replaced ids.
+pub async fn add_voter(
+    app: &App,
+    id: NodeId,
+    meta: NodeMeta,
+) -> Result<(BTreeSet<NodeId>, Vec<NodeId>), ApiError> {
+    let url = meta.api_base_url.clone();
+    tracing::info!(node_id = id, node = %meta, "adding node as a learner");
     let start = Instant::now();
     tokio::time::timeout(CATCH_UP_TIMEOUT, app.raft.add_learner(id, meta, true))
         .await
@@ -115,9 +135,8 @@ pub async fn admit(app: &App, req: JoinRequest) -> Result<JoinResponse, ApiError
             ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
-                    "node {id} did not catch up within {}s; is it running and reachable at {}?",
-                    CATCH_UP_TIMEOUT.as_secs(),
-                    req.api_base_url
+                    "node {id} did not catch up within {}s; is it running and reachable at {url}?",
+                    CATCH_UP_TIMEOUT.as_secs()
                 ),
             )
         })?
@@ -127,25 +146,17 @@ pub async fn admit(app: &App, req: JoinRequest) -> Result<JoinResponse, ApiError
         caught_up_ms = start.elapsed().as_millis() as u64,
         "learner caught up"
     );
-
     let membership = app.raft.metrics().borrow().membership_config.membership().clone();
     let replaced: Vec<NodeId> = membership
         .nodes()
-        .filter(|(nid, n)| **nid != id && n.api_base_url == req.api_base_url)
+        .filter(|(nid, n)| **nid != id && n.api_base_url == url)
         .map(|(nid, _)| *nid)
         .collect();
     let voters: BTreeSet<NodeId> =
         membership.voter_ids().filter(|v| !replaced.contains(v)).chain([id]).collect();
     app.raft.change_membership(voters.clone(), false).await.map_err(ApiError::from_raft)?;
-    tracing::info!(node_id = id, ?replaced, ?voters, "joining node is now a voter");
-    Ok(JoinResponse {
-        node_id: id,
-        cluster_id,
-        leader_id: app.id,
-        leader_api_base_url: app.config.api_base_url.clone(),
-        voters: voters.into_iter().collect(),
-        replaced,
-    })
+    tracing::info!(node_id = id, ?replaced, ?voters, "node is now a voter");
+    Ok((voters, replaced))
 }
 
 /// Joiner side: asks the leader (following redirects to a new leader) until admitted.

@@ -134,3 +134,52 @@ fn removal_needs_the_right_confirmation_and_refuses_repeats() {
         (409, format!("refusing to remove node {new_leader}: it is the last voter").as_str())
     );
 }
+
+#[test]
+fn add_node_adds_a_running_empty_node_and_refuses_reused_ids() {
+    let mut c = Cluster::new(25100, 5, 3);
+    for i in [4, 5] {
+        let env = c.nodes[i - 1].env_file.clone();
+        std::fs::write(&env, std::fs::read_to_string(&env).unwrap() + &format!("XP_NODE_ID={i}\n"))
+            .unwrap();
+    }
+    for i in 1..=4 {
+        c.node(i).start();
+    }
+    let leader = c.wait_leader(&[1, 2, 3], T);
+    let lurl = c.nodes[leader - 1].url();
+    kv_put(&lurl, "k", "v").unwrap();
+    let body = |id: u64, url: String| json!({ "node_id": id, "name": format!("node{id}"), "api_base_url": url });
+
+    let (s, _) = send_json(
+        "POST",
+        &format!("{lurl}/api/admin/cluster/add-node"),
+        &body(4, c.nodes[3].url()),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(s, 401);
+    let (s, v) = admin(&lurl, "/api/admin/cluster/add-node", body(2, c.nodes[1].url()));
+    assert_eq!(
+        (s, v["error"].as_str().unwrap()),
+        (409, "node 2 is already a voter; nothing changed")
+    );
+    let (s, v) = admin(&lurl, "/api/admin/cluster/add-node", body(4, c.nodes[3].url()));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["voters"], json!([1, 2, 3, 4]));
+    assert_eq!(kv_get(&c.nodes[3].url(), "k").unwrap().as_deref(), Some("v"));
+
+    // An id at or below one already handed out is refused, and nothing changes.
+    c.node(5).start();
+    let (_, handed_out) = xp_testkit::join_token(&lurl, 60).unwrap();
+    let (s, v) = admin(&lurl, "/api/admin/cluster/add-node", body(handed_out, c.nodes[4].url()));
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("node id {handed_out} was already handed out")),
+        "{v}"
+    );
+    assert_eq!(c.nodes[leader - 1].info().unwrap()["voters"], json!([1, 2, 3, 4]));
+}

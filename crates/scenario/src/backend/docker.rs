@@ -593,41 +593,70 @@ impl Backend for DockerBackend {
         result
     }
 
-    async fn put_file(&mut self, node: &str, name: &str, bytes: &[u8]) -> Result<String, BackendError> {
+    async fn put_file(
+        &mut self,
+        node: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<String, BackendError> {
         // A container that never starts, with the node's volume, receives the file as a tar.
         let service_id = self.container(node).await?;
-        let info = self.docker.inspect_container(&service_id, None::<InspectContainerOptions>).await?;
+        let info =
+            self.docker.inspect_container(&service_id, None::<InspectContainerOptions>).await?;
         let binds: Vec<String> = info
             .mounts
             .unwrap_or_default()
             .iter()
-            .filter(|m| m.destination.as_deref() == Some(self.profile.data_dir_in_container.as_str()))
-            .filter_map(|m| Some(format!("{}:{}", m.name.clone().or(m.source.clone())?, m.destination.clone()?)))
+            .filter(|m| {
+                m.destination.as_deref() == Some(self.profile.data_dir_in_container.as_str())
+            })
+            .filter_map(|m| {
+                Some(format!("{}:{}", m.name.clone().or(m.source.clone())?, m.destination.clone()?))
+            })
             .collect();
-        let labels = HashMap::from([(PROJECT_LABEL.to_owned(), self.project.clone()), (ONEOFF_LABEL.to_owned(), node.to_owned())]);
+        let labels = HashMap::from([
+            (PROJECT_LABEL.to_owned(), self.project.clone()),
+            (ONEOFF_LABEL.to_owned(), node.to_owned()),
+        ]);
         let config = Config {
             image: Some(self.image.clone()),
             labels: Some(labels),
-            host_config: Some(HostConfig { binds: Some(binds), network_mode: Some("none".into()), ..Default::default() }),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        let created = self.docker.create_container(None::<CreateContainerOptions<String>>, config).await?;
+        let created =
+            self.docker.create_container(None::<CreateContainerOptions<String>>, config).await?;
         let mut tar = tar::Builder::new(Vec::new());
         let mut header = tar::Header::new_gnu();
         header.set_size(bytes.len() as u64);
         header.set_mode(0o644);
         header.set_cksum();
-        tar.append_data(&mut header, name, bytes).map_err(|source| BackendError::Io { path: name.into(), source })?;
-        let body = tar.into_inner().map_err(|source| BackendError::Io { path: name.into(), source })?;
+        tar.append_data(&mut header, name, bytes)
+            .map_err(|source| BackendError::Io { path: name.into(), source })?;
+        let body =
+            tar.into_inner().map_err(|source| BackendError::Io { path: name.into(), source })?;
         let res = self
             .docker
             .upload_to_container(
                 &created.id,
-                Some(bollard::container::UploadToContainerOptions { path: self.profile.data_dir_in_container.clone(), ..Default::default() }),
+                Some(bollard::container::UploadToContainerOptions {
+                    path: self.profile.data_dir_in_container.clone(),
+                    ..Default::default()
+                }),
                 bytes::Bytes::from(body),
             )
             .await;
-        let _ = self.docker.remove_container(&created.id, Some(RemoveContainerOptions { force: true, ..Default::default() })).await;
+        let _ = self
+            .docker
+            .remove_container(
+                &created.id,
+                Some(RemoveContainerOptions { force: true, ..Default::default() }),
+            )
+            .await;
         res?;
         Ok(format!("{}/{name}", self.profile.data_dir_in_container))
     }

@@ -312,10 +312,16 @@ impl Backend for LocalBackend {
         })
     }
 
-    async fn put_file(&mut self, node: &str, name: &str, bytes: &[u8]) -> Result<String, BackendError> {
+    async fn put_file(
+        &mut self,
+        node: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<String, BackendError> {
         self.node(node)?;
         let path = self.dir.join(node).join("data").join(name);
-        std::fs::write(&path, bytes).map_err(|source| BackendError::Io { path: path.clone(), source })?;
+        std::fs::write(&path, bytes)
+            .map_err(|source| BackendError::Io { path: path.clone(), source })?;
         Ok(path.to_string_lossy().into_owned())
     }
 

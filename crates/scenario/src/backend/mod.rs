@@ -66,7 +66,12 @@ pub trait Backend {
     ) -> Result<CmdOutput, BackendError>;
     /// Puts a file into the node's data directory (its volume) and returns its path as the
     /// node's commands see it.
-    async fn put_file(&mut self, node: &str, name: &str, bytes: &[u8]) -> Result<String, BackendError>;
+    async fn put_file(
+        &mut self,
+        node: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<String, BackendError>;
     /// The node's API base URL as reachable from the runner.
     async fn endpoint(&self, node: &str) -> Result<String, BackendError>;
     /// The last `lines` lines of the node's log.

@@ -39,6 +39,21 @@ enum XpCommand {
     RecoverSingleNode(RecoverArgs),
     /// Show a stopped node's Raft state (to choose the survivor to recover).
     Inspect(InspectArgs),
+    /// Install a backup on this brand-new, stopped node: a single-node cluster with a NEW
+    /// cluster id; other nodes then join it with tokens.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// The backup (`xp-ops cluster backup --out FILE`).
+    #[arg(long)]
+    file: PathBuf,
+    /// Confirm (required).
+    #[arg(short = 'y', long)]
+    yes: bool,
+    #[arg(long, default_value = DEFAULT_ENV_FILE)]
+    env_file: PathBuf,
 }
 
 #[derive(Args)]
@@ -76,6 +91,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Top::Xp(XpCommand::RecoverSingleNode(a)) => recover(a),
         Top::Xp(XpCommand::Inspect(a)) => inspect(a),
+        Top::Xp(XpCommand::Restore(a)) => restore(a),
         Top::Cluster(c) => cluster::run(c),
     };
     match result {
@@ -148,6 +164,20 @@ fn inspect(a: InspectArgs) -> Result<(), Failure> {
     if i.recovery_in_progress {
         println!("RECOVERY IN PROGRESS: run `xp-ops xp recover-single-node -y` to finish it");
     }
+    Ok(())
+}
+
+fn restore(a: RestoreArgs) -> Result<(), Failure> {
+    let config = Config::load(&a.env_file)?;
+    if !a.yes {
+        return Err(Failure(2, "refusing to restore without -y/--yes".into()));
+    }
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
+    let r = xp_recovery::restore::restore(&config, &a.file)?;
+    println!(
+        "restored {} keys up to index {} as node {} of a NEW cluster {} (was {}); start the node, then join other nodes with tokens",
+        r.keys, r.last_log_id.index, r.node_id, r.cluster_id, r.old_cluster_id
+    );
     Ok(())
 }
 

@@ -18,6 +18,7 @@
 mod backup;
 mod inspect;
 mod plan;
+pub mod restore;
 
 pub use backup::{backup_raft_dir, tree_digest, BackupError};
 pub use inspect::{inspect, Inspection, MembershipSource};
@@ -46,6 +47,9 @@ pub enum RecoveryError {
     /// The backup failed; nothing was changed.
     #[error(transparent)]
     Backup(#[from] BackupError),
+    /// A backup file that cannot be restored (unreadable, wrong format, checksum mismatch).
+    #[error("{0}")]
+    BadBackup(String),
     /// After applying, the state does not read back as planned.
     #[error("verification failed after recovery: {0}")]
     Verify(String),
@@ -57,7 +61,7 @@ impl RecoveryError {
     pub fn exit_code(&self) -> u8 {
         use xp_store::StoreError as S;
         match self {
-            RecoveryError::Config(_) => 2,
+            RecoveryError::Config(_) | RecoveryError::BadBackup(_) => 2,
             RecoveryError::Store(S::Io { .. })
             | RecoveryError::Backup(_)
             | RecoveryError::Verify(_) => 4,

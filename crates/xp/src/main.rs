@@ -39,12 +39,6 @@ enum Command {
     },
     /// Exit 0 when the local node answers /api/cluster/info (container healthcheck).
     Healthcheck,
-    /// Install a backup on this brand-new node: a single-node cluster with a new cluster id.
-    Restore {
-        /// The file from `GET /api/admin/cluster/backup` (or `xp-ops cluster backup`).
-        #[arg(long)]
-        file: PathBuf,
-    },
 }
 
 fn init_tracing(config: Option<&Config>) {
@@ -94,14 +88,6 @@ fn main() -> ExitCode {
                 }
                 let n = xp::commands::wipe(&config)?;
                 println!("erased {} ({n} entries removed)", config.data_dir.display());
-                Ok(())
-            }
-            Command::Restore { file } => {
-                let r = xp::backup::restore(&config, &file)?;
-                println!(
-                    "restored {} keys up to index {} as node {} of a NEW cluster {} (was {}); start it with `xp run`, then join other nodes with tokens",
-                    r.keys, r.last_log_id.index, r.node_id, r.cluster_id, r.old_cluster_id
-                );
                 Ok(())
             }
             Command::Healthcheck => match xp::commands::healthcheck(&config).await {

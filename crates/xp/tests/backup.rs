@@ -6,6 +6,17 @@ use xp_testkit::{bin, join_token, kv_get, kv_put, wait_for, Cluster, ADMIN_TOKEN
 
 const T: Duration = Duration::from_secs(20);
 
+/// `xp-ops xp restore --file F -y` against a node's env file.
+fn restore(node: &xp_testkit::Node, file: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(bin("xp-ops"))
+        .args(["xp", "restore", "-y", "--file"])
+        .arg(file)
+        .arg("--env-file")
+        .arg(&node.env_file)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn backup_destroy_restore_rejoin() {
     let mut c = Cluster::new(27000, 5, 3);
@@ -60,21 +71,22 @@ fn backup_destroy_restore_rejoin() {
     corrupt["state"]["data"]["kv"]["k0"] = serde_json::json!("tampered");
     let bad = c.dir.path().join("bad.json");
     std::fs::write(&bad, corrupt.to_string()).unwrap();
-    let o = c.nodes[3].xp(&["restore", "--file", bad.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1));
+    let o = restore(&c.nodes[3], &bad);
+    assert_eq!(o.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("checksum mismatch"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(!c.nodes[3].data_dir.join("raft").exists(), "nothing restored from a corrupt file");
-    let o = c.nodes[0].xp(&["restore", "--file", file.to_str().unwrap()]);
+    let o = restore(&c.nodes[0], &file);
+    assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("restore only onto a brand-new node"));
 
     // node4 is brand new: restore, start, it leads a new cluster with every key.
     let env4 = c.nodes[3].env_file.clone();
     std::fs::write(&env4, std::fs::read_to_string(&env4).unwrap() + "XP_NODE_ID=10\n").unwrap();
-    let o = c.nodes[3].xp(&["restore", "--file", file.to_str().unwrap()]);
+    let o = restore(&c.nodes[3], &file);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     c.node(4).start();
     let v = wait_for("the restored node to lead", T, || {

@@ -89,20 +89,9 @@ pub fn inspect(config: &Config) -> Result<Inspection, RecoveryError> {
     if !sm_path.exists() {
         return Err(RecoveryError::MissingState { path: sm_path, env_file: config.path.clone() });
     }
-    let identity = dir.read_identity()?.ok_or_else(|| RecoveryError::MissingState {
-        path: dir.identity_path(),
-        env_file: config.path.clone(),
+    let identity = dir.read_identity_as(&config.node_name, &config.path)?.ok_or_else(|| {
+        RecoveryError::MissingState { path: dir.identity_path(), env_file: config.path.clone() }
     })?;
-    if identity.node_name != config.node_name {
-        return Err(RecoveryError::WrongNode(format!(
-            "{} belongs to node {:?} (id {}) but {} says XP_NODE_NAME={:?}: wrong env file or wrong data dir",
-            dir.path().display(),
-            identity.node_name,
-            identity.node_id,
-            config.path.display(),
-            config.node_name
-        )));
-    }
     let sm: SmFile = dir.read_state_machine()?.expect("checked above");
     let vote = dir.read_vote()?;
     let committed = dir.read_committed()?;

@@ -42,6 +42,12 @@ pub enum StoreError {
         "{path} is locked: an xp node (or another xp-ops command) is using this data dir; stop it first"
     )]
     Locked { path: PathBuf },
+    /// The data dir belongs to another node than the env file describes.
+    #[error(
+        "{dir} belongs to node {found:?} (id {node_id}) but {env_file} says XP_NODE_NAME={expected:?}: \
+         wrong env file or wrong data dir"
+    )]
+    WrongNode { dir: PathBuf, found: String, node_id: u64, env_file: PathBuf, expected: String },
     /// A recovery was started and not finished.
     #[error(
         "{path} exists: an `xp-ops xp recover-single-node` run was interrupted; run it again to finish it \

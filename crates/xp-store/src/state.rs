@@ -87,6 +87,25 @@ impl RaftDir {
     pub fn read_identity(&self) -> Result<Option<Identity>, StoreError> {
         read_json(&self.identity_path())
     }
+    /// The identity, checked against the node name the env file gives; `Ok(None)` when the dir
+    /// has none yet.
+    pub fn read_identity_as(
+        &self,
+        node_name: &str,
+        env_file: &Path,
+    ) -> Result<Option<Identity>, StoreError> {
+        match self.read_identity()? {
+            Some(id) if id.node_name != node_name => Err(StoreError::WrongNode {
+                dir: self.dir.clone(),
+                found: id.node_name,
+                node_id: id.node_id,
+                env_file: env_file.to_owned(),
+                expected: node_name.to_owned(),
+            }),
+            other => Ok(other),
+        }
+    }
+
     pub fn write_identity(&self, id: &Identity) -> Result<(), StoreError> {
         write_json(&self.identity_path(), id)
     }

@@ -100,17 +100,7 @@ fn resolve_identity(
     dir: &RaftDir,
     pending: Option<&PendingJoin>,
 ) -> Result<Identity, NodeError> {
-    if let Some(id) = dir.read_identity()? {
-        if id.node_name != config.node_name {
-            return Err(NodeError::Identity(format!(
-                "{} belongs to node {:?} (id {}) but {} says XP_NODE_NAME={:?}: wrong env file or wrong data dir",
-                dir.path().display(),
-                id.node_name,
-                id.node_id,
-                config.path.display(),
-                config.node_name
-            )));
-        }
+    if let Some(id) = dir.read_identity_as(&config.node_name, &config.path)? {
         if let Some(p) = pending {
             if p.node_id != id.node_id {
                 return Err(NodeError::Identity(format!(

@@ -336,6 +336,30 @@ impl DockerBackend {
     }
 }
 
+/// `source:destination[:ro]` binds repeating a container's mounts (only the one at `only`).
+fn binds_of(mounts: &[bollard::models::MountPoint], only: Option<&str>) -> Vec<String> {
+    mounts
+        .iter()
+        .filter(|m| only.is_none_or(|o| m.destination.as_deref() == Some(o)))
+        .filter_map(|m| {
+            let src = m.name.clone().or(m.source.clone())?;
+            let dst = m.destination.clone()?;
+            let ro = if m.rw == Some(false) { ":ro" } else { "" };
+            Some(format!("{src}:{dst}{ro}"))
+        })
+        .collect()
+}
+
+impl DockerBackend {
+    /// Labels that tie a one-off container to this run, so teardown and `clean` find it.
+    fn oneoff_labels(&self, node: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (PROJECT_LABEL.to_owned(), self.project.clone()),
+            (ONEOFF_LABEL.to_owned(), node.to_owned()),
+        ])
+    }
+}
+
 /// A /24 in 10.199.0.0/16 that no existing network uses.
 async fn free_subnet(docker: &Docker) -> Result<String, BackendError> {
     let networks = docker.list_networks(None::<ListNetworksOptions<String>>).await?;
@@ -504,21 +528,8 @@ impl Backend for DockerBackend {
             .and_then(|n| n.networks.as_ref())
             .and_then(|n| n.keys().next().cloned())
             .unwrap_or_else(|| "none".into());
-        let binds: Vec<String> = info
-            .mounts
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|m| {
-                let src = m.name.clone().or(m.source.clone())?;
-                let dst = m.destination.clone()?;
-                let ro = if m.rw == Some(false) { ":ro" } else { "" };
-                Some(format!("{src}:{dst}{ro}"))
-            })
-            .collect();
-        let labels = HashMap::from([
-            (PROJECT_LABEL.to_owned(), self.project.clone()),
-            (ONEOFF_LABEL.to_owned(), node.to_owned()),
-        ]);
+        let binds = binds_of(info.mounts.as_deref().unwrap_or_default(), None);
+        let labels = self.oneoff_labels(node);
         let config = Config {
             image: Some(self.image.clone()),
             entrypoint: Some(vec![format!("/{}", cmd[0])]),
@@ -603,21 +614,11 @@ impl Backend for DockerBackend {
         let service_id = self.container(node).await?;
         let info =
             self.docker.inspect_container(&service_id, None::<InspectContainerOptions>).await?;
-        let binds: Vec<String> = info
-            .mounts
-            .unwrap_or_default()
-            .iter()
-            .filter(|m| {
-                m.destination.as_deref() == Some(self.profile.data_dir_in_container.as_str())
-            })
-            .filter_map(|m| {
-                Some(format!("{}:{}", m.name.clone().or(m.source.clone())?, m.destination.clone()?))
-            })
-            .collect();
-        let labels = HashMap::from([
-            (PROJECT_LABEL.to_owned(), self.project.clone()),
-            (ONEOFF_LABEL.to_owned(), node.to_owned()),
-        ]);
+        let binds = binds_of(
+            info.mounts.as_deref().unwrap_or_default(),
+            Some(&self.profile.data_dir_in_container),
+        );
+        let labels = self.oneoff_labels(node);
         let config = Config {
             image: Some(self.image.clone()),
             labels: Some(labels),

@@ -206,6 +206,16 @@ pub async fn complete_join(
                         url = l.to_owned();
                     }
                     last = msg;
+                } else if status == StatusCode::CONFLICT && is_voter(&app) {
+                    // An earlier attempt got through but this node restarted before it heard
+                    // back: it already is a voter, so the join is done.
+                    tracing::info!(
+                        "the cluster already counts this node as a voter; join complete"
+                    );
+                    if let Err(e) = PendingJoin::remove(&app.config.data_dir) {
+                        tracing::error!("could not remove {JOIN_FILE}: {e}");
+                    }
+                    return;
                 } else if status.is_client_error() {
                     let why = format!("the cluster refused to admit this node ({status}): {msg}");
                     abandon(&app, &why);
@@ -222,6 +232,10 @@ pub async fn complete_join(
     }
     let why = format!("gave up joining after {}s; last answer: {last}", JOIN_DEADLINE.as_secs());
     let _ = fatal.send(Some(why));
+}
+
+fn is_voter(app: &App) -> bool {
+    app.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == app.id)
 }
 
 /// After a refusal nothing was replicated: remove what this attempt created so that

@@ -106,7 +106,14 @@ fn token_refusals_change_nothing_and_a_new_node_joins() {
         }
     });
     assert!(new_id > 3, "node ids are never reused: got {new_id}");
-    assert!(!c.nodes[3].data_dir.join("join.json").exists());
+    let pending = c.nodes[3].data_dir.join("join.json");
+    wait_for("the joiner to clear its pending join", T, || {
+        if pending.exists() {
+            Err("join.json still there".into())
+        } else {
+            Ok(())
+        }
+    });
     assert_eq!(kv_get(&c.nodes[3].url(), "before-join").unwrap().as_deref(), Some("x"));
 
     // Replaying the used token is refused and changes nothing.

@@ -28,7 +28,7 @@ enum Command {
     Clean,
     /// Regenerate docs/scenario.schema.json from the scenario parser's types.
     Schema,
-    /// Run a benchmark and print its numbers (`recover [ENTRIES...]`).
+    /// Run a benchmark and print its numbers (`recover [ENTRIES...]`, `ops [KEYS]`).
     Bench { what: String, args: Vec<String> },
 }
 

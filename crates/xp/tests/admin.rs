@@ -159,6 +159,19 @@ fn add_node_adds_a_running_empty_node_and_refuses_reused_ids() {
     )
     .unwrap();
     assert_eq!(s, 401);
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let (s, v) = admin(
+        &c.nodes[follower - 1].url(),
+        "/api/admin/cluster/add-node",
+        body(4, c.nodes[3].url()),
+    );
+    assert_eq!(s, 421, "a follower names the leader: {v}");
+    let (s, v) = admin(
+        &lurl,
+        "/api/admin/cluster/add-node",
+        json!({ "node_id": 4, "name": "", "api_base_url": "ftp://x" }),
+    );
+    assert_eq!(s, 400, "{v}");
     let (s, v) = admin(&lurl, "/api/admin/cluster/add-node", body(2, c.nodes[1].url()));
     assert_eq!(
         (s, v["error"].as_str().unwrap()),

@@ -83,6 +83,17 @@ fn backup_destroy_restore_rejoin() {
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("restore only onto a brand-new node"));
 
+    // Without -y: refused before anything is read or written.
+    let o = std::process::Command::new(bin("xp-ops"))
+        .args(["xp", "restore", "--file"])
+        .arg(&file)
+        .arg("--env-file")
+        .arg(&c.nodes[3].env_file)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!c.nodes[3].data_dir.join("raft").exists());
+
     // node4 is brand new: restore, start, it leads a new cluster with every key.
     let env4 = c.nodes[3].env_file.clone();
     std::fs::write(&env4, std::fs::read_to_string(&env4).unwrap() + "XP_NODE_ID=10\n").unwrap();

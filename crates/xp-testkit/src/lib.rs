@@ -299,25 +299,49 @@ impl Cluster {
         })
     }
 
+    /// Starts nodes `1..=n`, waits for an agreed leader with a cluster id; returns its index.
+    pub fn boot(&mut self, n: usize, timeout: Duration) -> usize {
+        for i in 1..=n {
+            self.node(i).start();
+        }
+        let all: Vec<usize> = (1..=n).collect();
+        let leader = self.wait_leader(&all, timeout);
+        let node = &self.nodes[leader - 1];
+        wait_for("a cluster id", timeout, || {
+            let v = node.info()?;
+            if v["cluster_id"] != "" {
+                Ok(())
+            } else {
+                Err(v.to_string())
+            }
+        });
+        leader
+    }
+
     pub fn dump_logs(&self) -> String {
         self.nodes.iter().map(|n| format!("=== {}\n{}", n.name, n.log())).collect()
     }
 }
 
+/// A KV request on `url`, following one 307 to the leader.
+fn kv(method: &str, url: &str, key: &str, body: Option<&str>) -> Result<(u16, String), String> {
+    let (status, headers, text) = http(method, &format!("{url}/api/kv/{key}"), body, &[])?;
+    if status != 307 {
+        return Ok((status, text));
+    }
+    let loc = headers
+        .iter()
+        .find(|(k, _)| k == "location")
+        .map(|(_, v)| v.clone())
+        .ok_or("no location")?;
+    let (status, _, text) = http(method, &loc, body, &[])?;
+    Ok((status, text))
+}
+
 /// `PUT /api/kv/{key}` on `url`, following one redirect to the leader.
 pub fn kv_put(url: &str, key: &str, value: &str) -> Result<u64, String> {
     let body = serde_json::json!({ "value": value }).to_string();
-    let (mut status, mut headers, mut text) =
-        http("PUT", &format!("{url}/api/kv/{key}"), Some(&body), &[])?;
-    if status == 307 {
-        let loc = headers
-            .iter()
-            .find(|(k, _)| k == "location")
-            .map(|(_, v)| v.clone())
-            .ok_or("no location")?;
-        (status, headers, text) = http("PUT", &loc, Some(&body), &[])?;
-    }
-    let _ = headers;
+    let (status, text) = kv("PUT", url, key, Some(&body))?;
     if status != 200 {
         return Err(format!("PUT {key}: {status} {text}"));
     }
@@ -327,17 +351,7 @@ pub fn kv_put(url: &str, key: &str, value: &str) -> Result<u64, String> {
 
 /// `GET /api/kv/{key}` on `url`, following one redirect; `Ok(None)` for 404.
 pub fn kv_get(url: &str, key: &str) -> Result<Option<String>, String> {
-    let (mut status, mut headers, mut text) =
-        http("GET", &format!("{url}/api/kv/{key}"), None, &[])?;
-    if status == 307 {
-        let loc = headers
-            .iter()
-            .find(|(k, _)| k == "location")
-            .map(|(_, v)| v.clone())
-            .ok_or("no location")?;
-        (status, headers, text) = http("GET", &loc, None, &[])?;
-    }
-    let _ = headers;
+    let (status, text) = kv("GET", url, key, None)?;
     match status {
         200 => {
             let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;

@@ -20,19 +20,8 @@ fn restore(node: &xp_testkit::Node, file: &std::path::Path) -> std::process::Out
 #[test]
 fn backup_destroy_restore_rejoin() {
     let mut c = Cluster::new(27000, 5, 3);
-    for i in 1..=3 {
-        c.node(i).start();
-    }
-    let leader = c.wait_leader(&[1, 2, 3], T);
+    let leader = c.boot(3, T);
     let lurl = c.nodes[leader - 1].url();
-    wait_for("a cluster id", T, || {
-        let v = c.nodes[leader - 1].info()?;
-        if v["cluster_id"] != "" {
-            Ok(v["cluster_id"].clone())
-        } else {
-            Err(v.to_string())
-        }
-    });
     for k in 0..30 {
         kv_put(&lurl, &format!("k{k}"), &format!("v{k}")).unwrap();
     }
@@ -41,21 +30,18 @@ fn backup_destroy_restore_rejoin() {
     // The operator's backup, through xp-ops, from a follower's host (it finds the leader).
     let follower = (1..=3).find(|i| *i != leader).unwrap();
     let file = c.dir.path().join("cluster.backup.json");
-    let o = std::process::Command::new(bin("xp-ops"))
-        .args(["cluster", "backup", "--out"])
-        .arg(&file)
-        .arg("--env-file")
-        .arg(&c.nodes[follower - 1].env_file)
-        .output()
-        .unwrap();
+    let backup = || {
+        std::process::Command::new(bin("xp-ops"))
+            .args(["cluster", "backup", "--out"])
+            .arg(&file)
+            .arg("--env-file")
+            .arg(&c.nodes[follower - 1].env_file)
+            .output()
+            .unwrap()
+    };
+    let o = backup();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let again = std::process::Command::new(bin("xp-ops"))
-        .args(["cluster", "backup", "--out"])
-        .arg(&file)
-        .arg("--env-file")
-        .arg(&c.nodes[follower - 1].env_file)
-        .output()
-        .unwrap();
+    let again = backup();
     assert_eq!(again.status.code(), Some(2), "an existing backup is not overwritten");
     let (s, _) = xp_testkit::get_json(&format!("{lurl}/api/admin/cluster/backup")).unwrap();
     assert_eq!(s, 401, "backups need the admin token ({ADMIN_TOKEN} not sent)");

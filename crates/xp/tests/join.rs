@@ -14,19 +14,8 @@ fn voters(c: &Cluster, i: usize) -> serde_json::Value {
 #[test]
 fn token_refusals_change_nothing_and_a_new_node_joins() {
     let mut c = Cluster::new(22000, 5, 3);
-    for i in 1..=3 {
-        c.node(i).start();
-    }
-    let leader = c.wait_leader(&[1, 2, 3], T);
+    let leader = c.boot(3, T);
     let lurl = c.nodes[leader - 1].url();
-    wait_for("a cluster id", T, || {
-        let v = c.nodes[leader - 1].info()?;
-        if v["cluster_id"] != "" {
-            Ok(())
-        } else {
-            Err(v.to_string())
-        }
-    });
     kv_put(&lurl, "before-join", "x").unwrap();
     let tokens_url = format!("{lurl}/api/admin/cluster/join-tokens");
 

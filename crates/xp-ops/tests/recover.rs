@@ -244,8 +244,9 @@ fn uncommitted_entries_and_a_membership_entry_after_last_applied() {
 
     let o = ops(&env, &["recover-single-node", "--dry-run"]);
     assert!(
-        stdout(&o)
-            .contains("after last_applied are kept; as the only voter this node will commit them"),
+        stdout(&o).contains(
+            "not known to be committed are kept; as the only voter this node will commit them"
+        ),
         "{}",
         stdout(&o)
     );

@@ -57,7 +57,8 @@ pub struct Plan {
     pub new_entry: Entry,
     pub last_applied: Option<LogId>,
     pub last_log_id: Option<LogId>,
-    /// Entries after `last_applied` (indexes `from..=to`) that the single voter will commit.
+    /// Entries after the last one known to be committed (the later of `committed` and
+    /// `last_applied`), indexes `from..=to`, that the single voter will commit.
     pub uncommitted: Option<(u64, u64)>,
     pub backup_dir: Option<PathBuf>,
     pub rewrite_snapshot: bool,
@@ -115,7 +116,7 @@ impl Plan {
         );
         match self.uncommitted {
             Some((a, b)) => line(&mut s, format!(
-                "  uncommitted:       {} entries ({a}..={b}) after last_applied are kept; as the only voter this node will commit them",
+                "  uncommitted:       {} entries ({a}..={b}) not known to be committed are kept; as the only voter this node will commit them",
                 b - a + 1
             )),
             None => line(&mut s, "  uncommitted:       none".into()),
@@ -184,7 +185,8 @@ pub fn plan(
     };
     let started = stamp(now);
     let uncommitted = insp.last_log_id.and_then(|l| {
-        let from = insp.last_applied.map(|a| a.index + 1).unwrap_or(0);
+        let known_committed = insp.last_applied.max(insp.committed);
+        let from = known_committed.map(|a| a.index + 1).unwrap_or(0);
         (l.index >= from).then_some((from, l.index))
     });
     Ok(Some(Plan {

@@ -31,9 +31,14 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 
 /// `atomic_write` of pretty JSON.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    atomic_write(path, &json_bytes(value))
+}
+
+/// The bytes [`write_json`] writes: pretty JSON and a newline.
+pub fn json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(value).expect("store types serialize");
     bytes.push(b'\n');
-    atomic_write(path, &bytes)
+    bytes
 }
 
 /// Reads a JSON file; `Ok(None)` when it does not exist.

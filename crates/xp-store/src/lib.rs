@@ -10,7 +10,7 @@
 //! | `committed.json` | the last committed log id | atomically |
 //! | `purged.json` | the last purged log id | atomically |
 //! | `log.bin` | log entries, one checksummed record each | appended and fsynced; torn tail cut on open |
-//! | `state_machine.json` | `last_applied`, `last_membership` and the data | atomically, per applied batch |
+//! | `state_machine.json` | `last_applied`, `last_membership` and the data | atomically; on membership changes, every 1 000 entries, before snapshots, at shutdown |
 //! | `snapshot.json` | the current snapshot's meta and data | atomically |
 //! | `recovery.json` | present only while `xp-ops` recovers this dir | atomically; blocks `xp run` |
 

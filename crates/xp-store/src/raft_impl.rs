@@ -32,11 +32,29 @@ pub struct LogStore {
 
 /// The state machine and snapshot store. `state` is shared with the node's HTTP handlers,
 /// which read the KV data from it.
+///
+/// The state lives in memory; `state_machine.json` is rewritten (atomically) when a batch
+/// applies a membership change, every [`FLUSH_EVERY`] applied entries, before a snapshot is
+/// written, and on [`StateMachineStore::flush`] at shutdown. It may therefore lag the log: on
+/// start openraft re-applies the committed entries after its `last_applied` (`committed.json`
+/// says how far). Invariant: `state_machine.json` is never behind `snapshot.json`, and the log
+/// is purged only up to the snapshot, so every entry it lacks is still in the log.
 #[derive(Clone)]
 pub struct StateMachineStore {
     dir: RaftDir,
     pub state: Arc<RwLock<SmFile>>,
     snapshot_seq: Arc<AtomicU64>,
+    flushed: Arc<Mutex<Flushed>>,
+}
+
+/// How many applied entries `state_machine.json` may lag before it is rewritten. Bounds the
+/// work replayed on start; rewriting on every batch made each write O(keys).
+pub const FLUSH_EVERY: u64 = 1000;
+
+/// What `state_machine.json` holds, and how many entries have been applied since.
+struct Flushed {
+    on_disk: Option<LogId>,
+    pending: u64,
 }
 
 /// Opens the store for a running node: refuses if a recovery is unfinished, cuts a torn log
@@ -54,12 +72,14 @@ pub fn open_raft_store(dir: &RaftDir) -> Result<(LogStore, StateMachineStore), S
         purged,
     };
     let sm = dir.read_state_machine()?.unwrap_or_default();
+    let flushed = Flushed { on_disk: sm.last_applied, pending: 0 };
     Ok((
         LogStore { inner: Arc::new(Mutex::new(inner)) },
         StateMachineStore {
             dir: dir.clone(),
             state: Arc::new(RwLock::new(sm)),
             snapshot_seq: Arc::new(AtomicU64::new(0)),
+            flushed: Arc::new(Mutex::new(flushed)),
         },
     ))
 }
@@ -151,6 +171,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 impl StateMachineStore {
+    /// Writes the in-memory state to `state_machine.json` if it is ahead of the file. The node
+    /// calls it at shutdown; it is also called before every snapshot is written.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mut flushed = self.flushed.lock().unwrap();
+        let (last_applied, bytes) = {
+            let state = self.state.read().unwrap();
+            if state.last_applied <= flushed.on_disk {
+                return Ok(());
+            }
+            (state.last_applied, crate::fsutil::json_bytes(&*state))
+        };
+        crate::fsutil::atomic_write(&self.dir.state_machine_path(), &bytes)?;
+        *flushed = Flushed { on_disk: last_applied, pending: 0 };
+        Ok(())
+    }
+
     fn snapshot_from(&self, state: SmFile) -> Result<Snapshot<TypeConfig>, StorageError> {
         let meta = SnapshotMeta {
             last_log_id: state.last_applied,
@@ -163,6 +199,9 @@ impl StateMachineStore {
         };
         let bytes = serde_json::to_vec(&state).expect("state serializes");
         let file = SnapshotFile { meta: meta.clone(), state };
+        // The state machine file first: it must never be behind the snapshot (logs up to the
+        // snapshot may be purged once it exists).
+        self.flush().map_err(|e| StorageIOError::write_state_machine(&e))?;
         self.dir
             .write_snapshot(&file)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
@@ -190,25 +229,36 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut next = self.state.read().unwrap().clone();
         let mut out = Vec::new();
-        for entry in entries {
-            next.last_applied = Some(entry.log_id);
-            match entry.payload {
-                EP::Blank => out.push(Response::Ok),
-                EP::Normal(ref req) => {
-                    let membership = next.last_membership.membership().clone();
-                    out.push(next.data.apply(req, &membership));
-                }
-                EP::Membership(m) => {
-                    next.data.bump_past(&m);
-                    next.last_membership = StoredMembership::new(Some(entry.log_id), m);
-                    out.push(Response::Ok);
+        let mut membership_changed = false;
+        {
+            // Applying is pure and cannot fail, so it mutates the shared state in place.
+            let mut state = self.state.write().unwrap();
+            for entry in entries {
+                state.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EP::Blank => out.push(Response::Ok),
+                    EP::Normal(ref req) => {
+                        let membership = state.last_membership.membership().clone();
+                        out.push(state.data.apply(req, &membership));
+                    }
+                    EP::Membership(m) => {
+                        state.data.bump_past(&m);
+                        state.last_membership = StoredMembership::new(Some(entry.log_id), m);
+                        membership_changed = true;
+                        out.push(Response::Ok);
+                    }
                 }
             }
         }
-        self.dir.write_state_machine(&next).map_err(|e| StorageIOError::write_state_machine(&e))?;
-        *self.state.write().unwrap() = next;
+        let due = {
+            let mut flushed = self.flushed.lock().unwrap();
+            flushed.pending += out.len() as u64;
+            flushed.pending >= FLUSH_EVERY
+        };
+        if membership_changed || due {
+            self.flush().map_err(|e| StorageIOError::write_state_machine(&e))?;
+        }
         Ok(out)
     }
 
@@ -230,12 +280,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         state.last_applied = meta.last_log_id;
         state.last_membership = meta.last_membership.clone();
         let file = SnapshotFile { meta: meta.clone(), state: state.clone() };
+        let mut flushed = self.flushed.lock().unwrap();
         self.dir
             .write_snapshot(&file)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         self.dir
             .write_state_machine(&state)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        *flushed = Flushed { on_disk: state.last_applied, pending: 0 };
         *self.state.write().unwrap() = state;
         Ok(())
     }

@@ -17,7 +17,8 @@ pub struct Identity {
     pub node_name: String,
 }
 
-/// `state_machine.json`: the applied state, persisted after every applied batch.
+/// `state_machine.json`: the applied state (see [`crate::StateMachineStore`] for when it is
+/// written).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmFile {
     pub last_applied: Option<LogId>,

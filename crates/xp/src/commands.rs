@@ -25,6 +25,7 @@ pub async fn init(config: &Config) -> Result<u64, NodeError> {
     dir.create()?;
     dir.write_identity(&Identity { node_id, node_name: config.node_name.clone() })?;
     let (log, sm) = open_raft_store(&dir)?;
+    let sm_store = sm.clone();
     let raft = Raft::new(
         node_id,
         raft_config(config)?,
@@ -40,6 +41,7 @@ pub async fn init(config: &Config) -> Result<u64, NodeError> {
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
     let _ = tokio::time::timeout(Duration::from_secs(2), raft.shutdown()).await;
+    sm_store.flush()?;
     Ok(node_id)
 }
 

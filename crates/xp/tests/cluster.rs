@@ -165,3 +165,55 @@ fn init_makes_a_single_node_cluster_and_refuses_twice() {
     assert_eq!(v["voters"], serde_json::json!([1]));
     kv_put(&c.nodes[0].url(), "k", "v").unwrap();
 }
+
+/// `state_machine.json` is not rewritten per write: after a SIGKILL it lags, and the node
+/// rebuilds its state from the log on start (up to `committed.json`), even with no leader to
+/// tell it what is committed. A clean stop writes it out.
+#[test]
+fn a_killed_node_rebuilds_its_state_machine_from_the_log() {
+    let mut c = Cluster::new(21090, 3, 3);
+    let leader = c.boot(3, T);
+    let lurl = c.nodes[leader - 1].url();
+    let mut index = 0;
+    for k in 0..40 {
+        index = kv_put(&lurl, &format!("key{k}"), &format!("value{k}")).unwrap();
+    }
+    // Wait for a follower to apply everything, then kill all three.
+    let f = (1..=3).find(|i| *i != leader).unwrap();
+    wait_for("the follower to apply every write", T, || {
+        let v = c.nodes[f - 1].info()?;
+        (v["last_applied_index"].as_u64().unwrap() >= index).then_some(()).ok_or(v.to_string())
+    });
+    for i in 1..=3 {
+        c.node(i).kill();
+    }
+    let dir = xp_store::RaftDir::new(c.nodes[f - 1].data_dir.join("raft"));
+    let on_disk = dir.read_state_machine().unwrap().unwrap().last_applied.unwrap().index;
+    assert!(on_disk < index, "state_machine.json is at {on_disk}, the writes went to {index}");
+
+    // Alone, the follower cannot elect a leader: what it has, it rebuilt from its own log.
+    c.node(f).start();
+    let v = wait_for("the follower to replay its log", T, || {
+        let v = c.nodes[f - 1].info()?;
+        (v["last_applied_index"].as_u64().unwrap() >= index)
+            .then_some(v.clone())
+            .ok_or(v.to_string())
+    });
+    assert_ne!(v["role"], "leader", "{v}");
+
+    for i in (1..=3).filter(|i| *i != f) {
+        c.node(i).start();
+    }
+    c.wait_leader(&[1, 2, 3], T);
+    for k in [0, 17, 39] {
+        let got = kv_get(&c.nodes[f - 1].url(), &format!("key{k}")).unwrap();
+        assert_eq!(got.as_deref(), Some(format!("value{k}").as_str()));
+    }
+
+    // A clean stop leaves the file current.
+    let applied = c.nodes[f - 1].info().unwrap()["last_applied_index"].as_u64().unwrap();
+    let (_, code) = c.node(f).terminate();
+    assert_eq!(code, Some(0));
+    let on_disk = dir.read_state_machine().unwrap().unwrap().last_applied.unwrap().index;
+    assert!(on_disk >= applied, "state_machine.json at {on_disk} after SIGTERM, applied {applied}");
+}

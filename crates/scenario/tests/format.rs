@@ -96,7 +96,7 @@ fn rejections_name_file_line_and_column() {
         ("[[step]]\nstop = { nodes = \"node9\" }\n", "t.toml:4:18: unknown node \"node9\"; expected one of node1, node2, node3 or all, running, stopped, leader, followers, any-follower"),
         ("[[step]]\nwipe = { nodes = \"${ghost}\" }\n", "t.toml:4:18: `${ghost}` refers to nothing: no earlier step captures \"ghost\""),
         ("[[step]]\nexpect = { that = { role = \"${node1.role}\", term = \"${later}\" } }\n[[step]]\nexpect = { that = { role = \"leader\" }, capture = { later = \"term\" } }\n", "t.toml:4:52: `${later}` refers to nothing; expected self.FIELD, NODE.FIELD (NODE a node name, leader, or a capture holding a node name) or a name captured by an earlier step"),
-        ("[[step]]\nexpect = { that = { rol = \"leader\" } }\n", "t.toml:4:27: unknown field \"rol\" of the cluster info; expected one of cluster_id, node_id, node_name, api_base_url, role, term, leader_id, leader_api_base_url, voters, learners, members, last_log_index, last_applied_index, health, version"),
+        ("[[step]]\nexpect = { that = { rol = \"leader\" } }\n", "t.toml:4:27: unknown field \"rol\" of the cluster info; expected one of cluster_id, node_id, node_name, api_base_url, role, term, leader_id, leader_api_base_url, voters, learners, members, last_log_index, last_applied_index, health, fenced, version"),
         ("[[step]]\nexpect = { that = { term = { gte = 1 } } }\n", "t.toml:4:28: unknown matcher `gte`; expected one of: one_of, ne, not_empty, same, gt, ge, lt, le, contains, excludes, len"),
         ("[[step]]\nexpect = { that = { term = { gt = \"one\" } } }\n", "t.toml:4:28: `gt` takes a number"),
         ("[[step]]\nexpect = { that = {} }\n", "t.toml:3:1: `expect` needs at least one field in `that`"),

@@ -19,7 +19,7 @@ use xp_store::{
 fn make_data_dir(data: &Path, entries: u64) -> Config {
     let dir = RaftDir::new(data.join("raft"));
     dir.create().unwrap();
-    dir.write_identity(&Identity { node_id: 1, node_name: "node1".into() }).unwrap();
+    dir.write_identity(&Identity::new(1, "node1")).unwrap();
     let nodes: BTreeMap<u64, NodeMeta> = (1..=3)
         .map(|i| {
             (i, NodeMeta { name: format!("node{i}"), api_base_url: format!("http://node{i}:8080") })

@@ -89,6 +89,8 @@ pub fn restore(config: &Config, file: &Path) -> Result<Restored, RecoveryError> 
     let cluster_id = random_hex(8);
     state.data.cluster_id = Some(cluster_id.clone());
     state.data.used_join_tokens.clear();
+    // A new cluster of new disks: no node of the old one may claim an id here by its disk.
+    state.data.incarnations.clear();
     state.data.next_node_id = state.data.next_node_id.max(id + 1);
     state.last_applied = Some(log_id);
     state.last_membership = membership.clone();
@@ -109,7 +111,7 @@ pub fn restore(config: &Config, file: &Path) -> Result<Restored, RecoveryError> 
     tmp.write_purged(Some(log_id))?;
     tmp.write_committed(Some(log_id))?;
     tmp.write_vote(&Vote::new(1, id))?;
-    tmp.write_identity(&Identity { node_id: id, node_name: config.node_name.clone() })?;
+    tmp.write_identity(&Identity::new(id, &config.node_name))?;
     let _ = std::fs::remove_dir(dir.path());
     std::fs::rename(tmp.path(), dir.path())
         .map_err(|source| xp_store::StoreError::Io { path: dir.path().to_owned(), source })?;

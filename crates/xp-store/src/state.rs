@@ -15,6 +15,26 @@ use crate::StoreError;
 pub struct Identity {
     pub node_id: NodeId,
     pub node_name: String,
+    /// Random, drawn when this data dir got its identity. A wiped or replaced disk draws a new
+    /// one, which is how the cluster tells it from the disk that node id had (a member that lost
+    /// its log and vote must not vote or count towards a quorum again under its old id; see
+    /// [`crate::SmData::incarnations`]). Empty in dirs written before it existed.
+    #[serde(default)]
+    pub incarnation: String,
+}
+
+impl Identity {
+    /// A new identity with a fresh incarnation.
+    pub fn new(node_id: NodeId, node_name: &str) -> Identity {
+        Identity { node_id, node_name: node_name.to_owned(), incarnation: new_incarnation() }
+    }
+}
+
+/// 16 random hex digits.
+pub fn new_incarnation() -> String {
+    let mut buf = [0u8; 8];
+    getrandom::getrandom(&mut buf).expect("the OS has a random source");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `state_machine.json`: the applied state (see [`crate::StateMachineStore`] for when it is

@@ -51,6 +51,8 @@ pub enum Request {
     ConsumeJoinToken { nonce: String, node_id: NodeId },
     /// Claims an operator-chosen id for a node added by hand; refused if ever handed out.
     ReserveNodeId { node_id: NodeId },
+    /// Records the data-dir incarnation a node answered with; the first record stands.
+    RecordIncarnation { node_id: NodeId, incarnation: String },
 }
 
 /// The state machine's answer to a [`Request`].
@@ -81,6 +83,10 @@ pub struct SmData {
     pub next_node_id: NodeId,
     /// Join-token nonces already used, with the node id each was used for.
     pub used_join_tokens: BTreeMap<String, NodeId>,
+    /// The data-dir incarnation each node id first answered with. A node id that later answers
+    /// with another one lost its disk: it is fenced until it rejoins under a new id.
+    #[serde(default)]
+    pub incarnations: BTreeMap<NodeId, String>,
 }
 
 impl SmData {
@@ -108,6 +114,10 @@ impl SmData {
                 }
                 self.next_node_id = node_id + 1;
                 Response::Reserved { ok: true, next_free: self.next_node_id }
+            }
+            Request::RecordIncarnation { node_id, incarnation } => {
+                self.incarnations.entry(*node_id).or_insert_with(|| incarnation.clone());
+                Response::Ok
             }
             Request::ConsumeJoinToken { nonce, node_id } => {
                 match self.used_join_tokens.get(nonce) {

@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use xp_store::{NodeId, Request, Response as SmResponse, TypeConfig};
 
 use crate::join::{JoinRequest, JoinResponse};
-use crate::network::{AUTH_HEADER, CLUSTER_HEADER, FROM_HEADER, TO_HEADER};
+use crate::network::{
+    AUTH_HEADER, CLUSTER_HEADER, FROM_HEADER, FROM_INCARNATION_HEADER, INCARNATION_HEADER,
+    TO_HEADER, TO_INCARNATION_HEADER,
+};
 use crate::token::{self, JoinClaims};
 use crate::App;
 
@@ -150,8 +153,11 @@ pub struct ClusterInfo {
     pub members: Vec<MemberInfo>,
     pub last_log_index: u64,
     pub last_applied_index: u64,
-    /// `unconfigured`, `healthy` (sees a majority of voters) or `degraded`.
+    /// `unconfigured`, `healthy` (sees a majority of voters), `degraded`, or `fenced` (the
+    /// cluster refuses this node: its id belongs to a disk that was wiped or replaced).
     pub health: String,
+    /// Why this node is fenced; empty when it is not.
+    pub fenced: String,
     pub version: String,
 }
 
@@ -161,10 +167,13 @@ pub struct MemberInfo {
     pub name: String,
     pub api_base_url: String,
     pub voter: bool,
+    /// The data-dir incarnation the cluster recorded for this id; empty until recorded.
+    pub incarnation: String,
 }
 
 pub fn cluster_info_of(app: &App) -> ClusterInfo {
     let m = app.raft.metrics().borrow().clone();
+    let incarnations = app.sm.read().unwrap().data.incarnations.clone();
     let membership = m.membership_config.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
     let role = match m.state {
@@ -193,6 +202,7 @@ pub fn cluster_info_of(app: &App) -> ClusterInfo {
                 name: n.name.clone(),
                 api_base_url: n.api_base_url.clone(),
                 voter: voters.contains(id),
+                incarnation: incarnations.get(id).cloned().unwrap_or_default(),
             })
             .collect(),
         learners: membership.learner_ids().collect(),
@@ -200,6 +210,7 @@ pub fn cluster_info_of(app: &App) -> ClusterInfo {
         last_log_index: m.last_log_index.unwrap_or(0),
         last_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
         health: crate::node::health(app).into(),
+        fenced: app.fenced.lock().unwrap().clone().unwrap_or_default(),
         version: crate::VERSION.into(),
     }
 }
@@ -381,6 +392,7 @@ fn check_rpc(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
             ),
         ));
     }
+    check_incarnations(app, from, headers)?;
     let theirs = headers.get(CLUSTER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let ours = app.sm.read().unwrap().data.cluster_id.clone().unwrap_or_default();
     if !theirs.is_empty() && !ours.is_empty() && theirs != ours {
@@ -401,13 +413,51 @@ fn check_rpc(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Fences a member whose disk was wiped or replaced: its id is still in the membership, but
+/// with an empty log and vote it must not vote, count towards a quorum or lead again. It has
+/// to rejoin with a join token, which gives it a new id.
+fn check_incarnations(app: &App, from: NodeId, headers: &HeaderMap) -> Result<(), ApiError> {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let meant_for = header(TO_INCARNATION_HEADER);
+    if !meant_for.is_empty() && meant_for != app.incarnation {
+        let why = format!(
+            "the cluster knows node {} by another data dir (incarnation {meant_for}; this one is {}): \
+             this disk was wiped or replaced, and a member that lost its Raft state may not rejoin \
+             under its old id. Stop this node, `xp wipe --yes`, and rejoin with `xp join --token` \
+             (it gets a new id and takes the old one's place)",
+            app.id, app.incarnation
+        );
+        let mut fenced = app.fenced.lock().unwrap();
+        if fenced.is_none() {
+            tracing::error!("fenced: {why}");
+            *fenced = Some(why.clone());
+        }
+        return Err(ApiError::new(StatusCode::CONFLICT, why));
+    }
+    let theirs = header(FROM_INCARNATION_HEADER);
+    let recorded = app.sm.read().unwrap().data.incarnations.get(&from).cloned();
+    if let Some(recorded) = recorded {
+        if !theirs.is_empty() && theirs != recorded {
+            tracing::debug!(from, "refused a Raft RPC from a replaced data dir");
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "node {from} answers from a replaced data dir (incarnation {theirs}, recorded \
+                     {recorded}): it lost its Raft state and must rejoin with a join token"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn raft_append(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_rpc(&app, &headers)?;
-    Ok(Json(app.raft.append_entries(req).await))
+    Ok(([(INCARNATION_HEADER, app.incarnation.clone())], Json(app.raft.append_entries(req).await)))
 }
 
 async fn raft_vote(
@@ -416,7 +466,7 @@ async fn raft_vote(
     Json(req): Json<VoteRequest<NodeId>>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_rpc(&app, &headers)?;
-    Ok(Json(app.raft.vote(req).await))
+    Ok(([(INCARNATION_HEADER, app.incarnation.clone())], Json(app.raft.vote(req).await)))
 }
 
 async fn raft_snapshot(
@@ -425,7 +475,10 @@ async fn raft_snapshot(
     Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_rpc(&app, &headers)?;
-    Ok(Json(app.raft.install_snapshot(req).await))
+    Ok((
+        [(INCARNATION_HEADER, app.incarnation.clone())],
+        Json(app.raft.install_snapshot(req).await),
+    ))
 }
 
 async fn raft_hold(

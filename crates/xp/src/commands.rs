@@ -23,13 +23,13 @@ pub async fn init(config: &Config) -> Result<u64, NodeError> {
     }
     let node_id = config.node_id.unwrap_or(1);
     dir.create()?;
-    dir.write_identity(&Identity { node_id, node_name: config.node_name.clone() })?;
+    dir.write_identity(&Identity::new(node_id, &config.node_name))?;
     let (log, sm) = open_raft_store(&dir)?;
     let sm_store = sm.clone();
     let raft = Raft::new(
         node_id,
         raft_config(config)?,
-        Network::new(node_id, String::new(), Default::default()),
+        Network::new(node_id, String::new(), String::new(), Default::default(), None),
         log,
         sm,
     )

@@ -13,6 +13,7 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::mpsc;
 use xp_store::{NodeId, NodeMeta, TypeConfig};
 
 /// Header carrying the RPC key derived from the cluster secret (never the secret itself).
@@ -25,6 +26,14 @@ pub const TO_HEADER: &str = "x-xp-to-node";
 /// Header carrying the sender's cluster id (when it knows one): a restored cluster has a new id,
 /// so nodes of the old cluster are refused even if they share the secret.
 pub const CLUSTER_HEADER: &str = "x-xp-cluster-id";
+/// Header carrying the sender's data-dir incarnation, checked against the one the cluster
+/// recorded for the sender's id: a member whose disk was wiped may not vote or lead again.
+pub const FROM_INCARNATION_HEADER: &str = "x-xp-from-incarnation";
+/// Header carrying the incarnation the cluster recorded for the target's id (when it has one):
+/// a wiped member refuses replication meant for the disk it no longer has.
+pub const TO_INCARNATION_HEADER: &str = "x-xp-to-incarnation";
+/// Response header: the answering node's incarnation, which the leader records the first time.
+pub const INCARNATION_HEADER: &str = "x-xp-incarnation";
 
 /// Hex of the key peers present on every Raft RPC.
 pub fn rpc_key(secret: &xp_config::Secret) -> String {
@@ -37,22 +46,28 @@ pub struct Network {
     pub client: reqwest::Client,
     pub rpc_key: String,
     pub my_id: NodeId,
-    /// The state machine, to read this node's cluster id.
+    /// This data dir's incarnation.
+    pub my_incarnation: String,
+    /// The state machine, to read this node's cluster id and the recorded incarnations.
     pub sm: std::sync::Arc<std::sync::RwLock<xp_store::SmFile>>,
+    /// Where a peer's incarnation goes when the cluster has none recorded for it yet.
+    pub seen: Option<mpsc::UnboundedSender<(NodeId, String)>>,
 }
 
 impl Network {
     pub fn new(
         my_id: NodeId,
+        my_incarnation: String,
         rpc_key: String,
         sm: std::sync::Arc<std::sync::RwLock<xp_store::SmFile>>,
+        seen: Option<mpsc::UnboundedSender<(NodeId, String)>>,
     ) -> Network {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("reqwest client builds");
-        Network { client, rpc_key, my_id, sm }
+        Network { client, rpc_key, my_id, my_incarnation, sm, seen }
     }
 }
 
@@ -79,7 +94,13 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let cluster_id = self.net.sm.read().unwrap().data.cluster_id.clone().unwrap_or_default();
+        let (cluster_id, recorded) = {
+            let sm = self.net.sm.read().unwrap();
+            (
+                sm.data.cluster_id.clone().unwrap_or_default(),
+                sm.data.incarnations.get(&self.target).cloned(),
+            )
+        };
         let res = self
             .net
             .client
@@ -88,6 +109,8 @@ impl Connection {
             .header(FROM_HEADER, self.net.my_id.to_string())
             .header(TO_HEADER, self.target.to_string())
             .header(CLUSTER_HEADER, cluster_id)
+            .header(FROM_INCARNATION_HEADER, &self.net.my_incarnation)
+            .header(TO_INCARNATION_HEADER, recorded.clone().unwrap_or_default())
             .timeout(ttl)
             .json(req)
             .send()
@@ -98,6 +121,12 @@ impl Connection {
             let body = res.text().await.unwrap_or_default();
             let e = std::io::Error::other(format!("{} answered {status}: {body}", self.url));
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
+        if recorded.is_none() {
+            let theirs = res.headers().get(INCARNATION_HEADER).and_then(|v| v.to_str().ok());
+            if let (Some(seen), Some(theirs)) = (&self.net.seen, theirs) {
+                let _ = seen.send((self.target, theirs.to_owned()));
+            }
         }
         let body: Result<Resp, RaftError<NodeId, E>> =
             res.json().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;

@@ -60,6 +60,11 @@ pub struct App {
     pub peers: RwLock<BTreeMap<NodeId, PeerSeen>>,
     /// Set while this leader hands leadership over: writes are refused meanwhile.
     pub transferring: std::sync::atomic::AtomicBool,
+    /// This data dir's incarnation (see [`xp_store::Identity::incarnation`]).
+    pub incarnation: String,
+    /// Why the cluster refuses this node, once it has said so: its id belongs to a disk that
+    /// was wiped or replaced.
+    pub fenced: std::sync::Mutex<Option<String>>,
 }
 
 impl App {
@@ -100,7 +105,12 @@ fn resolve_identity(
     dir: &RaftDir,
     pending: Option<&PendingJoin>,
 ) -> Result<Identity, NodeError> {
-    if let Some(id) = dir.read_identity_as(&config.node_name, &config.path)? {
+    if let Some(mut id) = dir.read_identity_as(&config.node_name, &config.path)? {
+        if id.incarnation.is_empty() {
+            // A dir from before incarnations: give it one now.
+            id.incarnation = xp_store::state::new_incarnation();
+            dir.write_identity(&id)?;
+        }
         if let Some(p) = pending {
             if p.node_id != id.node_id {
                 return Err(NodeError::Identity(format!(
@@ -131,7 +141,7 @@ fn resolve_identity(
         )))
         }
     };
-    let id = Identity { node_id, node_name: config.node_name.clone() };
+    let id = Identity::new(node_id, &config.node_name);
     dir.create()?;
     dir.write_identity(&id)?;
     Ok(id)
@@ -165,7 +175,14 @@ impl RunningNode {
         let sm_state = sm.state.clone();
         let sm_store = sm.clone();
         let key = rpc_key(&secret);
-        let network = Network::new(id, key.clone(), sm_state.clone());
+        let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel();
+        let network = Network::new(
+            id,
+            identity.incarnation.clone(),
+            key.clone(),
+            sm_state.clone(),
+            Some(seen_tx),
+        );
         let client = network.client.clone();
         let raft = Raft::new(id, raft_config(&config)?, network, log, sm)
             .await
@@ -201,6 +218,8 @@ impl RunningNode {
             client,
             peers: RwLock::default(),
             transferring: Default::default(),
+            incarnation: identity.incarnation.clone(),
+            fenced: Default::default(),
         });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let router = crate::api::router(app.clone());
@@ -213,6 +232,7 @@ impl RunningNode {
         });
         tokio::spawn(assign_cluster_id(app.clone()));
         tokio::spawn(probe_peers(app.clone()));
+        tokio::spawn(record_incarnations(app.clone(), seen_rx));
 
         let (fatal_tx, fatal) = watch::channel(None);
         if let Some(p) = pending {
@@ -233,6 +253,38 @@ impl RunningNode {
         // Not needed for safety (the log has every entry the file lacks); it spares the replay.
         if let Err(e) = self.sm_store.flush() {
             tracing::warn!(error = %e, "could not write the state machine at shutdown; it will be rebuilt from the log on start");
+        }
+    }
+}
+
+/// The leader records, once per node id, the data-dir incarnation it answers with (its own
+/// included); from then on a node answering with another one is fenced (see `api::check_rpc`).
+async fn record_incarnations(
+    app: Arc<App>,
+    mut seen: tokio::sync::mpsc::UnboundedReceiver<(NodeId, String)>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        let peer = tokio::select! {
+            s = seen.recv() => match s {
+                Some(s) => Some(s),
+                None => return,
+            },
+            _ = tick.tick() => None,
+        };
+        if app.raft.metrics().borrow().state != ServerState::Leader {
+            continue;
+        }
+        for (node_id, incarnation) in [(app.id, app.incarnation.clone())].into_iter().chain(peer) {
+            if incarnation.is_empty()
+                || app.sm.read().unwrap().data.incarnations.contains_key(&node_id)
+            {
+                continue;
+            }
+            let req = Request::RecordIncarnation { node_id, incarnation };
+            if let Err(e) = app.raft.client_write(req).await {
+                tracing::debug!(node_id, error = %e, "could not record an incarnation yet");
+            }
         }
     }
 }
@@ -304,6 +356,9 @@ async fn probe_peers(app: Arc<App>) {
 /// `unconfigured` (not a member), `healthy` (sees a majority of voters, itself included) or
 /// `degraded`.
 pub fn health(app: &App) -> &'static str {
+    if app.fenced.lock().unwrap().is_some() {
+        return "fenced";
+    }
     let m = app.raft.metrics().borrow().membership_config.clone();
     let membership = m.membership();
     if membership.get_node(&app.id).is_none() {

@@ -136,3 +136,62 @@ fn token_refusals_change_nothing_and_a_new_node_joins() {
     });
     assert_eq!(kv_get(&c.nodes[victim - 1].url(), "before-join").unwrap().as_deref(), Some("x"));
 }
+
+/// A member whose disk is wiped and that restarts under its old id (XP_NODE_ID still in its env
+/// file) has lost its log and its vote: letting it vote or count towards a quorum again could
+/// lose committed writes. The cluster fences it by its data-dir incarnation; the node says why,
+/// and the right way back (wipe, join with a token) still works.
+#[test]
+fn a_wiped_member_restarted_under_its_old_id_is_fenced() {
+    let mut c = Cluster::new(22060, 3, 3);
+    let leader = c.boot(3, T);
+    let lurl = c.nodes[leader - 1].url();
+    kv_put(&lurl, "before", "1").unwrap();
+    wait_for("the leader to record every member's incarnation", T, || {
+        let v = c.nodes[leader - 1].info()?;
+        let members = v["members"].as_array().unwrap();
+        if members.len() == 3 && members.iter().all(|m| m["incarnation"] != "") {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    });
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+    c.node(victim).kill();
+    std::fs::remove_dir_all(&c.nodes[victim - 1].data_dir).unwrap();
+    c.node(victim).start();
+
+    let v = wait_for("the wiped node to learn it is fenced", T, || {
+        let v = c.nodes[victim - 1].info()?;
+        if v["health"] == "fenced" {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    });
+    assert!(v["fenced"].as_str().unwrap().contains("this disk was wiped or replaced"), "{v}");
+    assert_eq!(v["last_applied_index"], 0, "it was given nothing: {v}");
+    assert_ne!(v["role"], "leader");
+    // The other two carry on, with the fenced id still a voter (the operator decides).
+    kv_put(&lurl, "during", "2").unwrap();
+    assert_eq!(voters(&c, leader).as_array().unwrap().len(), 3);
+    assert!(c.nodes[victim - 1].log().contains("fenced: the cluster knows node"));
+
+    // The right way back: wipe, join with a token; a new id takes the old one's place.
+    c.node(victim).terminate();
+    assert!(c.nodes[victim - 1].xp(&["wipe", "--yes"]).status.success());
+    let (tok, _) = join_token(&lurl, 60).unwrap();
+    assert!(c.nodes[victim - 1].xp(&["join", "--token", &tok]).status.success());
+    c.node(victim).start();
+    let v = wait_for("the replacement to follow as a voter", T, || {
+        let v = c.nodes[victim - 1].info()?;
+        let id = v["node_id"].as_u64().unwrap();
+        if v["voters"].as_array().unwrap().iter().any(|x| x == id) && v["health"] != "fenced" {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    });
+    assert!(v["node_id"].as_u64().unwrap() > 3, "{v}");
+    assert_eq!(kv_get(&c.nodes[victim - 1].url(), "during").unwrap().as_deref(), Some("2"));
+}

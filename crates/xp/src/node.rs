@@ -197,7 +197,24 @@ impl RunningNode {
 
         let initialized =
             raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
-        if !initialized && pending.is_none() && !config.bootstrap_members.is_empty() {
+        let formed_elsewhere = if !initialized && pending.is_none() {
+            cluster_already_formed(&config, &client).await
+        } else {
+            None
+        };
+        if let Some((peer, cluster_id)) = &formed_elsewhere {
+            tracing::warn!(
+                %peer, %cluster_id,
+                "not bootstrapping although XP_BOOTSTRAP_MEMBERS is set: {peer} already belongs \
+                 to cluster {cluster_id}, so this node's data dir was wiped or replaced. Starting \
+                 as an empty member; the cluster will fence this id. Rejoin with `xp join --token`"
+            );
+        }
+        if !initialized
+            && pending.is_none()
+            && formed_elsewhere.is_none()
+            && !config.bootstrap_members.is_empty()
+        {
             let members: BTreeMap<NodeId, NodeMeta> = config
                 .bootstrap_members
                 .iter()
@@ -255,6 +272,24 @@ impl RunningNode {
             tracing::warn!(error = %e, "could not write the state machine at shutdown; it will be rebuilt from the log on start");
         }
     }
+}
+
+/// Before bootstrapping, asks the other bootstrap members whether they already belong to a
+/// formed cluster: a wiped bootstrap node must not found a second cluster under the same ids.
+/// Unreachable or empty peers say nothing (at first formation they are empty or not up yet).
+async fn cluster_already_formed(
+    config: &Config,
+    client: &reqwest::Client,
+) -> Option<(String, String)> {
+    let peers = config.bootstrap_members.iter().filter(|m| m.api_base_url != config.api_base_url);
+    let asks = peers.map(|m| async move {
+        let url = format!("{}/api/cluster/info", m.api_base_url);
+        let res = client.get(&url).timeout(Duration::from_millis(800)).send().await.ok()?;
+        let info: serde_json::Value = res.json().await.ok()?;
+        let cluster_id = info["cluster_id"].as_str().filter(|c| !c.is_empty())?;
+        Some((m.name.clone(), cluster_id.to_owned()))
+    });
+    futures_util::future::join_all(asks).await.into_iter().flatten().next()
 }
 
 /// The leader records, once per node id, the data-dir incarnation it answers with (its own

@@ -195,3 +195,35 @@ fn a_wiped_member_restarted_under_its_old_id_is_fenced() {
     assert!(v["node_id"].as_u64().unwrap() > 3, "{v}");
     assert_eq!(kv_get(&c.nodes[victim - 1].url(), "during").unwrap().as_deref(), Some("2"));
 }
+
+/// The bootstrap node (XP_BOOTSTRAP_MEMBERS in its env file) wiped and restarted must not found a
+/// second cluster under the same ids: it sees its peers already belong to one, does not
+/// bootstrap, and is fenced like any wiped member.
+#[test]
+fn a_wiped_bootstrap_node_does_not_found_a_second_cluster() {
+    let mut c = Cluster::new(22080, 3, 3);
+    let leader = c.boot(3, T);
+    let cluster_id = c.nodes[leader - 1].info().unwrap()["cluster_id"].as_str().unwrap().to_owned();
+    kv_put(&c.nodes[leader - 1].url(), "k", "v").unwrap();
+    wait_for("every member's incarnation to be recorded", T, || {
+        let v = c.nodes[leader - 1].info()?;
+        let m = v["members"].as_array().unwrap();
+        (m.len() == 3 && m.iter().all(|m| m["incarnation"] != ""))
+            .then_some(())
+            .ok_or(v.to_string())
+    });
+    c.node(1).kill();
+    std::fs::remove_dir_all(&c.nodes[0].data_dir).unwrap();
+    c.node(1).start();
+    let v = wait_for("the wiped bootstrap node to be fenced", T, || {
+        let v = c.nodes[0].info()?;
+        (v["health"] == "fenced").then_some(v.clone()).ok_or(v.to_string())
+    });
+    assert!(c.nodes[0].log().contains("not bootstrapping although XP_BOOTSTRAP_MEMBERS is set"));
+    assert_ne!(v["role"], "leader", "{v}");
+    // The cluster carries on under its own id, with one leader among the other two.
+    let leader = c.wait_leader(&[2, 3], T);
+    let v = c.nodes[leader - 1].info().unwrap();
+    assert_eq!(v["cluster_id"], cluster_id.as_str());
+    assert_eq!(kv_get(&c.nodes[leader - 1].url(), "k").unwrap().as_deref(), Some("v"));
+}

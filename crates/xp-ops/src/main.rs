@@ -132,6 +132,7 @@ fn inspect(a: InspectArgs) -> Result<(), Failure> {
     }
     let id = |l: Option<xp_store::LogId>| l.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
     println!("node:               {} ({})", i.identity.node_id, i.identity.node_name);
+    println!("disk incarnation:   {}", i.identity.incarnation);
     println!("cluster id:         {}", i.cluster_id.as_deref().unwrap_or("unknown"));
     println!(
         "vote:               {}",

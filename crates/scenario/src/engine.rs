@@ -1006,7 +1006,29 @@ impl<B: Backend> Engine<B> {
         let leader = self.resolve_one(&Selector(vec!["leader".into()]), timeout).await?;
         let start = Instant::now();
         let mut r = Verification { attempted: writes.len() as u64, ..Default::default() };
-        for w in &writes {
+        // Read everything back from the leader, 16 at a time; a key that fails that way (e.g. a
+        // redirect after a leader change) is read again below, one by one, with retries.
+        let mut fast: BTreeMap<usize, Option<String>> = BTreeMap::new();
+        if let Ok(base) = self.backend.endpoint(&leader).await {
+            use futures_util::StreamExt as _;
+            let http = self.http.clone();
+            let asks: Vec<(usize, String)> = writes
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.outcome != WriteOutcome::Failed)
+                .map(|(i, w)| (i, self.kv_url(&base, &w.key)))
+                .collect();
+            fast = futures_util::stream::iter(asks)
+                .map(|(i, url)| {
+                    let http = http.clone();
+                    async move { (i, read_value(&http, &url).await) }
+                })
+                .buffer_unordered(16)
+                .filter_map(|(i, got)| async move { got.ok().map(|v| (i, v)) })
+                .collect()
+                .await;
+        }
+        for (i, w) in writes.iter().enumerate() {
             match w.outcome {
                 WriteOutcome::Acked => r.acknowledged += 1,
                 WriteOutcome::Failed => r.failed += 1,
@@ -1016,6 +1038,9 @@ impl<B: Backend> Engine<B> {
                 continue;
             }
             let got = loop {
+                if let Some(v) = fast.remove(&i) {
+                    break v;
+                }
                 let attempt = async {
                     let base = self.backend.endpoint(&leader).await.map_err(|e| e.to_string())?;
                     let res = self.kv(reqwest::Method::GET, &base, &w.key, None).await?;
@@ -1337,6 +1362,20 @@ fn compact(v: &Value, fields: &[String]) -> String {
         .filter_map(|k| v.get(k).map(|x| format!("{k}={x}")))
         .collect();
     parts.join(" ")
+}
+
+/// One KV read with no redirect following: `Ok(None)` for a missing key, `Err` for anything else
+/// than a value or a 404.
+async fn read_value(http: &reqwest::Client, url: &str) -> Result<Option<String>, String> {
+    let res = http.get(url).send().await.map_err(|e| e.to_string())?;
+    match res.status() {
+        reqwest::StatusCode::NOT_FOUND => Ok(None),
+        s if s.is_success() => {
+            let body: Value = res.json().await.map_err(|e| e.to_string())?;
+            Ok(body["value"].as_str().map(str::to_owned))
+        }
+        s => Err(s.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -117,3 +117,27 @@ async fn wipe_of_a_running_node_is_refused_by_the_engine() {
         "wipe needs node2 stopped, but it is Running; add a `stop` step before it"
     );
 }
+
+/// `verify` catches lost writes: acknowledged writes on a cluster that is then replaced by a
+/// fresh, empty one are all reported lost, by key, and the scenario fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_acknowledged_writes_that_are_gone() {
+    let src = "name = \"t\"\nsummary = \"s\"\n[[step]]\nup = {}\n\
+               [[step]]\nexpect = { nodes = \"all\", that = { leader_id = { same = true }, role = { one_of = [\"leader\", \"follower\"] } } }\n\
+               [[step]]\nworkload-start = { rate = 200 }\n\
+               [[step]]\nsleep = { duration = \"1s\" }\n\
+               [[step]]\nworkload-stop = {}\n\
+               [[step]]\ndown = {}\n\
+               [[step]]\nup = {}\n\
+               [[step]]\nexpect = { nodes = \"all\", that = { leader_id = { same = true }, role = { one_of = [\"leader\", \"follower\"] } } }\n\
+               [[step]]\nverify = {}\n";
+    let report = run(src).await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    let v = report.verification.as_ref().unwrap();
+    assert!(v.acknowledged >= 50, "{v:?}");
+    assert_eq!(v.lost, v.acknowledged, "{v:?}");
+    assert_eq!(v.present, 0, "{v:?}");
+    let step = report.steps.last().unwrap();
+    assert_eq!((step.action.as_str(), &step.status), ("verify", &StepStatus::Failed));
+    assert!(step.detail.contains("lost keys include w"), "{}", step.detail);
+}

@@ -89,48 +89,63 @@ impl LocalBackend {
         bins: BTreeMap<String, PathBuf>,
         dir: PathBuf,
     ) -> Result<LocalBackend, BackendError> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| BackendError::Io { path, source }
-        };
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let mut ports = BTreeMap::new();
         for n in &profile.nodes {
             ports.insert(n.name.clone(), free_port()?);
         }
-        let mut nodes = BTreeMap::new();
-        for n in &profile.nodes {
-            let port = ports[&n.name];
-            let src = profile.resolve(&n.env_file);
-            let mut text = std::fs::read_to_string(&src).map_err(io(&src))?;
-            // Peers' URLs inside the cluster network become loopback URLs.
-            for other in &profile.nodes {
-                text = text.replace(
-                    &other.api_base_url,
-                    &format!("http://127.0.0.1:{}", ports[&other.name]),
-                );
-            }
-            let data_dir = dir.join(&n.name).join("data");
-            std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;
-            for (key, template) in &profile.local.set {
-                let value = template
-                    .replace("{data_dir}", &data_dir.to_string_lossy())
-                    .replace("{port}", &port.to_string())
-                    .replace("{node}", &n.name);
-                text = set_env_key(&text, key, &value);
-            }
-            let env_file = dir.join(&n.name).join("node.env");
-            std::fs::write(&env_file, text).map_err(io(&env_file))?;
-            nodes.insert(
-                n.name.clone(),
-                LocalNode { port, env_file, log_file: dir.join(&n.name).join("node.log") },
-            );
-        }
+        let nodes = profile
+            .nodes
+            .iter()
+            .map(|n| {
+                let node_dir = dir.join(&n.name);
+                let node = LocalNode {
+                    port: ports[&n.name],
+                    env_file: node_dir.join("node.env"),
+                    log_file: node_dir.join("node.log"),
+                };
+                (n.name.clone(), node)
+            })
+            .collect();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
             .expect("http client");
-        Ok(LocalBackend { profile, bins, dir, nodes, children: Arc::default(), http })
+        let backend = LocalBackend { profile, bins, dir, nodes, children: Arc::default(), http };
+        backend.prepare()?;
+        Ok(backend)
+    }
+
+    /// Writes each node's env file and creates its empty data dir under the run dir; again
+    /// after a `down` removed them, with the same ports.
+    fn prepare(&self) -> Result<(), BackendError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| BackendError::Io { path, source }
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        for n in &self.profile.nodes {
+            let node = &self.nodes[&n.name];
+            let src = self.profile.resolve(&n.env_file);
+            let mut text = std::fs::read_to_string(&src).map_err(io(&src))?;
+            // Peers' URLs inside the cluster network become loopback URLs.
+            for other in &self.profile.nodes {
+                text = text.replace(
+                    &other.api_base_url,
+                    &format!("http://127.0.0.1:{}", self.nodes[&other.name].port),
+                );
+            }
+            let data_dir = self.dir.join(&n.name).join("data");
+            std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;
+            for (key, template) in &self.profile.local.set {
+                let value = template
+                    .replace("{data_dir}", &data_dir.to_string_lossy())
+                    .replace("{port}", &node.port.to_string())
+                    .replace("{node}", &n.name);
+                text = set_env_key(&text, key, &value);
+            }
+            std::fs::write(&node.env_file, text).map_err(io(&node.env_file))?;
+        }
+        Ok(())
     }
 
     fn node(&self, name: &str) -> Result<&LocalNode, BackendError> {
@@ -210,6 +225,9 @@ impl Backend for LocalBackend {
     }
 
     async fn up(&mut self) -> Result<(), BackendError> {
+        if !self.dir.exists() {
+            self.prepare()?; // a `down` step removed the run dir
+        }
         let names: Vec<String> = self.nodes.keys().cloned().collect();
         for n in &names {
             self.start(n).await?;

@@ -279,6 +279,7 @@ impl<B: Backend> Engine<B> {
                 &samples,
                 &writes,
                 at,
+                s.start_ms + s.duration_ms,
                 &s.nodes,
                 &self.profile.leader_role,
                 count_hit,

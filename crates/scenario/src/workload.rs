@@ -301,16 +301,20 @@ pub struct Recovery {
     pub at_ms: u64,
     /// From this step until some node not hit by it reported `leader`.
     pub leader_after_ms: Option<u64>,
-    /// From this step until the first acknowledged write that started after it.
+    /// From this step until the first acknowledged write that started after the step was
+    /// carried out (a write already under way while a slow fault was being applied proves
+    /// nothing about recovery).
     pub write_after_ms: Option<u64>,
 }
 
-/// Leader and write recovery times after a step at `at_ms` that hit `hit`. A fault's own
-/// nodes do not count as the new leader; a recovery's do (`count_hit`).
+/// Leader and write recovery times after a step at `at_ms`, done by `done_ms`, that hit `hit`.
+/// A fault's own nodes do not count as the new leader; a recovery's do (`count_hit`). The write
+/// time counts only writes started once the step was done, measured from `at_ms`.
 pub fn recovery_times(
     samples: &[Sample],
     writes: &[WriteRecord],
     at_ms: u64,
+    done_ms: u64,
     hit: &[String],
     leader_role: &str,
     count_hit: bool,
@@ -331,7 +335,7 @@ pub fn recovery_times(
     let leader = first(count_hit);
     let write = writes
         .iter()
-        .filter(|w| w.start_ms >= at_ms && w.outcome == WriteOutcome::Acked)
+        .filter(|w| w.start_ms >= done_ms.max(at_ms) && w.outcome == WriteOutcome::Acked)
         .map(|w| w.end_ms - at_ms)
         .min();
     (leader, write)
@@ -369,16 +373,29 @@ mod tests {
             w(1200, 1700, WriteOutcome::Acked),
         ];
         let (leader, write) =
-            recovery_times(&samples, &writes, 1000, &["n1".into()], "leader", false);
+            recovery_times(&samples, &writes, 1000, 1000, &["n1".into()], "leader", false);
         assert_eq!(leader, Some(600));
+        assert_eq!(write, Some(700));
+        // A fault that took 300 ms to apply: the write started at 1200 still counts, from 1000;
+        // one started while it was being applied would not.
+        let slow = [w(1100, 1150, WriteOutcome::Acked), w(1350, 1700, WriteOutcome::Acked)];
+        let (_, write) =
+            recovery_times(&samples, &slow, 1000, 1300, &["n1".into()], "leader", false);
         assert_eq!(write, Some(700));
         // A follower stop: the leader never changed, so it is there at once.
         let (leader, _) =
-            recovery_times(&samples[..1], &writes, 500, &["n2".into()], "leader", false);
+            recovery_times(&samples[..1], &writes, 500, 500, &["n2".into()], "leader", false);
         assert_eq!(leader, Some(0));
         // Nobody leads after the fault.
-        let (leader, write) =
-            recovery_times(&samples[..3], &writes[..2], 1000, &["n1".into()], "leader", false);
+        let (leader, write) = recovery_times(
+            &samples[..3],
+            &writes[..2],
+            1000,
+            1000,
+            &["n1".into()],
+            "leader",
+            false,
+        );
         assert_eq!((leader, write), (None, None));
     }
 }

@@ -14,7 +14,7 @@ use scenario::backend::{Backend, LocalBackend, Teardown};
 use scenario::engine::{Engine, RunOptions};
 use scenario::format::{self, Scenario};
 use scenario::profile::Profile;
-use scenario::report::{junit, Outcome, Report};
+use scenario::report::{junit, summarize, Outcome, Report};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -44,6 +44,10 @@ pub struct Args {
     /// Print each scenario's steps and how their selectors resolve, and change nothing.
     #[arg(long)]
     plan: bool,
+    /// Run each scenario N times on fresh clusters and print the median recovery times (each
+    /// run's report goes to <report-dir>/<name>/run-<k>/, the medians to <name>/summary.json).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeat: u32,
 }
 
 /// Where local-backend runs keep their processes' files.
@@ -272,9 +276,17 @@ pub async fn run(args: Args) -> Result<u8> {
         .unwrap_or_else(|| root.join("target/scenario-reports").join(&stamp));
     let mut image_for: BTreeMap<String, String> = BTreeMap::new();
     let mut reports = Vec::new();
+    let mut summaries = Vec::new();
     let mut interrupted = false;
-    for (scenario, profile) in loaded {
+    let runs = loaded
+        .iter()
+        .flat_map(|(s, p)| (1..=args.repeat).map(move |k| (k, s.clone(), p.clone())))
+        .collect::<Vec<_>>();
+    for (k, scenario, profile) in runs {
         let seed = args.seed.unwrap_or_else(random_u64);
+        if args.repeat > 1 {
+            println!("\n--- run {k} of {}", args.repeat);
+        }
         println!(
             "\n=== {} — {}\n    file {}, cluster {}, seed {seed} (rerun with --seed {seed})",
             scenario.name,
@@ -307,7 +319,11 @@ pub async fn run(args: Args) -> Result<u8> {
                 run_one(scenario, profile, backend, seed, args.keep).await
             }
         };
-        let dir = report_root.join(&name);
+        let dir = if args.repeat > 1 {
+            report_root.join(&name).join(format!("run-{k}"))
+        } else {
+            report_root.join(&name)
+        };
         report.write(&dir).with_context(|| format!("writing report to {}", dir.display()))?;
         let verdict = match report.outcome {
             Outcome::Passed => "PASSED",
@@ -325,6 +341,14 @@ pub async fn run(args: Args) -> Result<u8> {
             interrupted = true;
             break;
         }
+        if args.repeat > 1 && k == args.repeat {
+            let these: Vec<Report> =
+                reports.iter().filter(|r| r.scenario == name).cloned().collect();
+            let summary = summarize(&these);
+            let dir = report_root.join(&name);
+            summary.write(&dir).with_context(|| format!("writing {}", dir.display()))?;
+            summaries.push(summary);
+        }
     }
     if let Some(j) = &args.junit {
         std::fs::write(j, junit(&reports)).with_context(|| format!("writing {}", j.display()))?;
@@ -332,6 +356,12 @@ pub async fn run(args: Args) -> Result<u8> {
     println!("\nsummary:");
     for r in &reports {
         println!("  {:<18} {:?} {:.1}s", r.scenario, r.outcome, r.duration_ms as f64 / 1000.0);
+    }
+    if !summaries.is_empty() {
+        println!("\nrecovery times, medians over {} runs:", args.repeat);
+        for s in &summaries {
+            print!("{}", s.render());
+        }
     }
     let failed = reports.iter().filter(|r| r.outcome == Outcome::Failed).count();
     let passed = reports.iter().filter(|r| r.outcome == Outcome::Passed).count();

@@ -325,7 +325,12 @@ pub fn recovery_times(
         for x in samples.iter().filter(|x| x.t_ms <= t) {
             latest.insert(&x.node, x);
         }
-        latest.values().any(|x| x.role == leader_role && (allow_hit || !hit.contains(&x.node)))
+        // A node the step hit counts (for a restart or a recovery) only once the step was done:
+        // before that, its last sample still shows the leadership the step was about to end.
+        latest.values().any(|x| {
+            x.role == leader_role
+                && (!hit.contains(&x.node) || (allow_hit && x.t_ms >= done_ms.max(at_ms)))
+        })
     };
     let times: Vec<u64> = std::iter::once(at_ms)
         .chain(samples.iter().map(|x| x.t_ms).filter(|t| *t >= at_ms))
@@ -386,6 +391,16 @@ mod tests {
         let (leader, _) =
             recovery_times(&samples[..1], &writes, 500, 500, &["n2".into()], "leader", false);
         assert_eq!(leader, Some(0));
+        // Restarting the leader: it counts as the new leader only from a sample after the
+        // restart was done, not from the one before it.
+        let restart = [
+            s(0, "n1", "leader"),
+            s(1100, "n1", "down"),
+            s(1400, "n1", "follower"),
+            s(1500, "n1", "leader"),
+        ];
+        let (leader, _) = recovery_times(&restart, &[], 1000, 1300, &["n1".into()], "leader", true);
+        assert_eq!(leader, Some(500));
         // Nobody leads after the fault.
         let (leader, write) = recovery_times(
             &samples[..3],

@@ -317,8 +317,13 @@ async fn record_incarnations(
                 continue;
             }
             let req = Request::RecordIncarnation { node_id, incarnation };
-            if let Err(e) = app.raft.client_write(req).await {
-                tracing::debug!(node_id, error = %e, "could not record an incarnation yet");
+            // Bounded: without a quorum the write waits; the next tick or answer tries again.
+            match tokio::time::timeout(Duration::from_secs(2), app.raft.client_write(req)).await {
+                Ok(Ok(_)) => tracing::info!(node_id, "recorded the node's disk incarnation"),
+                Ok(Err(e)) => {
+                    tracing::debug!(node_id, error = %e, "could not record an incarnation")
+                }
+                Err(_) => tracing::debug!(node_id, "recording an incarnation timed out"),
             }
         }
     }

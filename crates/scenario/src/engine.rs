@@ -261,29 +261,31 @@ impl<B: Backend> Engine<B> {
         }
         let samples = self.samples.lock().unwrap().clone();
         let writes = self.writes.lock().unwrap().clone();
-        for s in &report.steps {
-            // (measured, a hit node counts as the new leader, measure from the step's end)
-            let (measured, count_hit, from_end) = match s.action.as_str() {
-                "stop" | "kill" | "pause" | "isolate" => (true, false, false),
-                // The restarted node itself may lead again.
-                "restart" => (true, true, false),
-                // The recovered node is started afterwards: measure from the end.
-                "recover" => (true, true, true),
-                _ => (false, false, false),
+        // (a hit node may be the new leader, measure from the step's end)
+        let kind = |action: &str| match action {
+            "stop" | "kill" | "pause" | "isolate" => Some((false, false)),
+            // The restarted node itself may lead again.
+            "restart" => Some((true, false)),
+            // The recovered node is started afterwards: measure from the end.
+            "recover" => Some((true, true)),
+            _ => None,
+        };
+        let measured: Vec<&StepReport> =
+            report.steps.iter().filter(|s| kind(&s.action).is_some()).collect();
+        for (i, s) in measured.iter().enumerate() {
+            let (hit_may_lead, is_recovery) = kind(&s.action).expect("filtered");
+            let done = s.start_ms + s.duration_ms;
+            let at = if is_recovery { done } else { s.start_ms };
+            let m = workload::Measured {
+                at_ms: at,
+                done_ms: done,
+                until_ms: measured.get(i + 1).map(|n| n.start_ms),
+                hit: &s.nodes,
+                hit_may_lead,
+                is_recovery,
             };
-            if !measured {
-                continue;
-            }
-            let at = if from_end { s.start_ms + s.duration_ms } else { s.start_ms };
-            let (leader, write) = workload::recovery_times(
-                &samples,
-                &writes,
-                at,
-                s.start_ms + s.duration_ms,
-                &s.nodes,
-                &self.profile.leader_role,
-                count_hit,
-            );
+            let (leader, write) =
+                workload::recovery_times(&samples, &writes, &m, &self.profile.leader_role);
             report.recoveries.push(workload::Recovery {
                 step: s.index,
                 action: s.action.clone(),

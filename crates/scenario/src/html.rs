@@ -190,7 +190,7 @@ pre{{margin:0;white-space:pre-wrap;font-size:12px}} .fail{{background:#ffebee}}
     }
     h.push_str("<h2>Timeline</h2>");
     h.push_str(&timeline_svg(r));
-    h.push_str("<h2>Recovery times (RTO)</h2><table><tr><th>step</th><th>action</th><th>nodes</th><th>at</th><th>to a leader</th><th>to an acknowledged write</th></tr>");
+    h.push_str("<h2>Recovery times (RTO)</h2><table><tr><th>step</th><th>action</th><th>nodes</th><th>at</th><th>to a leader</th><th>write outage (for a recovery: to the first write)</th></tr>");
     for rec in &r.recoveries {
         let _ = write!(
             h,

@@ -60,7 +60,7 @@ pub struct Report {
     pub steps: Vec<StepReport>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<NodeEvidence>,
-    /// Per fault or recovery step: time to a leader and to an acknowledged write (RTO).
+    /// Per fault or recovery step: time to a leader and the write outage (RTO).
     pub recoveries: Vec<crate::workload::Recovery>,
     /// What `verify` found (RPO, in writes).
     pub verification: Option<crate::workload::Verification>,
@@ -279,7 +279,7 @@ impl RepeatSummary {
         );
         for r in &self.recoveries {
             out.push_str(&format!(
-                "    step {:>2} {:<8} {:<22} to a leader {:>6}, to a write {:>6} (median of {}/{})\n",
+                "    step {:>2} {:<8} {:<22} to a leader {:>6}, writes out {:>6} (median of {}/{})\n",
                 r.step,
                 r.action,
                 r.nodes.join(","),
@@ -339,6 +339,6 @@ mod tests {
             (Some(500), Some(700), (2, 3))
         );
         assert_eq!((&s.acknowledged, &s.lost), (&vec![1000, 1000, 1002], &vec![0, 0, 2]));
-        assert!(s.render().contains("to a leader  0.50s, to a write  0.70s (median of 3/3)"));
+        assert!(s.render().contains("to a leader  0.50s, writes out  0.70s (median of 3/3)"));
     }
 }

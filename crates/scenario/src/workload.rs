@@ -301,24 +301,39 @@ pub struct Recovery {
     pub at_ms: u64,
     /// From this step until some node not hit by it reported `leader`.
     pub leader_after_ms: Option<u64>,
-    /// From this step until the first acknowledged write that started after the step was
-    /// carried out (a write already under way while a slow fault was being applied proves
-    /// nothing about recovery).
+    /// The write outage. For a fault: the longest time without an acknowledged write, from
+    /// the last one before the fault to the first one after it, looking until the next fault
+    /// (`None` when writes did not come back before it). For a recovery: from its end to the
+    /// first acknowledged write.
     pub write_after_ms: Option<u64>,
 }
 
-/// Leader and write recovery times after a step at `at_ms`, done by `done_ms`, that hit `hit`.
-/// A fault's own nodes do not count as the new leader; a recovery's do (`count_hit`). The write
-/// time counts only writes started once the step was done, measured from `at_ms`.
+/// A step whose recovery times are measured.
+#[derive(Clone, Debug)]
+pub struct Measured<'a> {
+    /// When the step started (for a recovery: when it ended).
+    pub at_ms: u64,
+    /// When it was done.
+    pub done_ms: u64,
+    /// When the next measured step started, if any: the write outage is looked for before it.
+    pub until_ms: Option<u64>,
+    /// The nodes it hit.
+    pub hit: &'a [String],
+    /// A restart or a recovery: a hit node may be the new leader (once the step was done).
+    pub hit_may_lead: bool,
+    /// A recovery: the write time runs from `at_ms` to the first acknowledged write.
+    pub is_recovery: bool,
+}
+
+/// Leader and write recovery times after step `m`. A fault's own nodes do not count as the new
+/// leader; a restart's or a recovery's do.
 pub fn recovery_times(
     samples: &[Sample],
     writes: &[WriteRecord],
-    at_ms: u64,
-    done_ms: u64,
-    hit: &[String],
+    m: &Measured,
     leader_role: &str,
-    count_hit: bool,
 ) -> (Option<u64>, Option<u64>) {
+    let (at_ms, done_ms, hit, count_hit) = (m.at_ms, m.done_ms, m.hit, m.hit_may_lead);
     // Each node's latest sample at time t; the first t >= at_ms with a leader that counts.
     let leader_at = |t: u64, allow_hit: bool| -> bool {
         let mut latest: BTreeMap<&str, &Sample> = BTreeMap::new();
@@ -338,12 +353,30 @@ pub fn recovery_times(
     let first =
         |allow_hit: bool| times.iter().find(|t| leader_at(**t, allow_hit)).map(|t| t - at_ms);
     let leader = first(count_hit);
-    let write = writes
-        .iter()
-        .filter(|w| w.start_ms >= done_ms.max(at_ms) && w.outcome == WriteOutcome::Acked)
-        .map(|w| w.end_ms - at_ms)
-        .min();
+    let mut acks: Vec<u64> =
+        writes.iter().filter(|w| w.outcome == WriteOutcome::Acked).map(|w| w.end_ms).collect();
+    acks.sort_unstable();
+    let write = if m.is_recovery {
+        acks.iter().find(|t| **t >= at_ms).map(|t| t - at_ms)
+    } else {
+        write_outage(&acks, at_ms, m.until_ms)
+    };
     (leader, write)
+}
+
+/// The longest gap between acknowledged writes (sorted completion times) that ends at or
+/// after `at_ms` and before `until_ms`; the first gap starts at the last ack before `at_ms`.
+fn write_outage(acks: &[u64], at_ms: u64, until_ms: Option<u64>) -> Option<u64> {
+    let before = acks.iter().rev().find(|t| **t < at_ms).copied().unwrap_or(at_ms);
+    let after: Vec<u64> =
+        acks.iter().copied().filter(|t| *t >= at_ms && until_ms.is_none_or(|u| *t < u)).collect();
+    let mut prev = before;
+    let mut longest = None;
+    for t in after {
+        longest = Some(longest.unwrap_or(0).max(t - prev));
+        prev = t;
+    }
+    longest
 }
 
 #[cfg(test)]
@@ -364,8 +397,25 @@ mod tests {
         }
     }
 
+    /// `kind`: "fault", "restart" or "recover".
+    fn m<'a>(
+        at_ms: u64,
+        done_ms: u64,
+        until_ms: Option<u64>,
+        hit: &'a [String],
+        kind: &str,
+    ) -> Measured<'a> {
+        let (hit_may_lead, is_recovery) = (kind != "fault", kind == "recover");
+        Measured { at_ms, done_ms, until_ms, hit, hit_may_lead, is_recovery }
+    }
+
+    fn acks(ends: impl IntoIterator<Item = u64>) -> Vec<WriteRecord> {
+        ends.into_iter().map(|e| w(e.saturating_sub(5), e, WriteOutcome::Acked)).collect()
+    }
+
     #[test]
-    fn recovery_times_take_the_first_leader_not_hit_and_the_first_later_ack() {
+    fn recovery_times_take_the_first_leader_not_hit_and_the_longest_write_outage() {
+        let n1 = ["n1".to_string()];
         let samples = [
             s(0, "n1", "leader"),
             s(1000, "n1", "down"),
@@ -377,20 +427,32 @@ mod tests {
             w(1000, 2000, WriteOutcome::Unknown),
             w(1200, 1700, WriteOutcome::Acked),
         ];
-        let (leader, write) =
-            recovery_times(&samples, &writes, 1000, 1000, &["n1".into()], "leader", false);
-        assert_eq!(leader, Some(600));
-        assert_eq!(write, Some(700));
-        // A fault that took 300 ms to apply: the write started at 1200 still counts, from 1000;
-        // one started while it was being applied would not.
-        let slow = [w(1100, 1150, WriteOutcome::Acked), w(1350, 1700, WriteOutcome::Acked)];
-        let (_, write) =
-            recovery_times(&samples, &slow, 1000, 1300, &["n1".into()], "leader", false);
-        assert_eq!(write, Some(700));
-        // A follower stop: the leader never changed, so it is there at once.
-        let (leader, _) =
-            recovery_times(&samples[..1], &writes, 500, 500, &["n2".into()], "leader", false);
-        assert_eq!(leader, Some(0));
+        // The leader is killed at 1000: n2 leads 600 ms later; no ack from 950 to 1700.
+        let got = recovery_times(&samples, &writes, &m(1000, 1000, None, &n1, "fault"), "leader");
+        assert_eq!(got, (Some(600), Some(750)));
+        // Another fault at 1500, before writes came back: no write outage measured for this one.
+        let got =
+            recovery_times(&samples, &writes, &m(1000, 1000, Some(1500), &n1, "fault"), "leader");
+        assert_eq!(got, (Some(600), None));
+        // A fault that takes 400 ms to apply (three containers killed one by one): a write that
+        // was under way and acked at 1020 does not end the outage, which lasts until 5000.
+        let slow = acks([950, 1020, 5000]);
+        let got = recovery_times(&samples, &slow, &m(1000, 1400, None, &n1, "fault"), "leader");
+        assert_eq!(got.1, Some(3980));
+        // A follower restart: the leader never changed and writes kept flowing every 20 ms.
+        let steady = acks((900..=2000).step_by(20));
+        let n2 = ["n2".to_string()];
+        let got =
+            recovery_times(&samples[..1], &steady, &m(1000, 1600, None, &n2, "restart"), "leader");
+        assert_eq!(got, (Some(0), Some(20)));
+        // A recovery: from its end to the first acknowledged write.
+        let got = recovery_times(
+            &samples,
+            &acks([950, 1460]),
+            &m(1000, 1000, None, &n1, "recover"),
+            "leader",
+        );
+        assert_eq!(got.1, Some(460));
         // Restarting the leader: it counts as the new leader only from a sample after the
         // restart was done, not from the one before it.
         let restart = [
@@ -399,18 +461,15 @@ mod tests {
             s(1400, "n1", "follower"),
             s(1500, "n1", "leader"),
         ];
-        let (leader, _) = recovery_times(&restart, &[], 1000, 1300, &["n1".into()], "leader", true);
-        assert_eq!(leader, Some(500));
-        // Nobody leads after the fault.
-        let (leader, write) = recovery_times(
+        let got = recovery_times(&restart, &[], &m(1000, 1300, None, &n1, "restart"), "leader");
+        assert_eq!(got, (Some(500), None));
+        // Nobody leads after the fault, and no write is acknowledged.
+        let got = recovery_times(
             &samples[..3],
             &writes[..2],
-            1000,
-            1000,
-            &["n1".into()],
+            &m(1000, 1000, None, &n1, "fault"),
             "leader",
-            false,
         );
-        assert_eq!((leader, write), (None, None));
+        assert_eq!(got, (None, None));
     }
 }

@@ -201,7 +201,8 @@ pub struct RepeatSummary {
 pub struct RecoveryMedian {
     pub step: usize,
     pub action: String,
-    /// The nodes it hit in each run (selectors like `any-follower` may differ).
+    /// The distinct sets of nodes it hit over the runs, each comma-joined (selectors like
+    /// `any-follower` may pick others each run).
     pub nodes: Vec<String>,
     /// Median over the runs that measured one; `None` when none did.
     pub leader_after_ms: Option<u64>,
@@ -230,7 +231,7 @@ pub fn summarize(reports: &[Report]) -> RepeatSummary {
         .map(|recs| {
             let leaders: Vec<u64> = recs.iter().filter_map(|r| r.leader_after_ms).collect();
             let writes: Vec<u64> = recs.iter().filter_map(|r| r.write_after_ms).collect();
-            let mut nodes: Vec<String> = recs.iter().flat_map(|r| r.nodes.clone()).collect();
+            let mut nodes: Vec<String> = recs.iter().map(|r| r.nodes.join(",")).collect();
             nodes.sort();
             nodes.dedup();
             RecoveryMedian {
@@ -282,7 +283,7 @@ impl RepeatSummary {
                 "    step {:>2} {:<8} {:<22} to a leader {:>6}, writes out {:>6} (median of {}/{})\n",
                 r.step,
                 r.action,
-                r.nodes.join(","),
+                r.nodes.join(" | "),
                 s(r.leader_after_ms),
                 s(r.write_after_ms),
                 r.measured.0.max(r.measured.1),

@@ -359,24 +359,27 @@ pub fn recovery_times(
     let write = if m.is_recovery {
         acks.iter().find(|t| **t >= at_ms).map(|t| t - at_ms)
     } else {
-        write_outage(&acks, at_ms, m.until_ms)
+        // The workload ran until its last attempt ended (or the next fault, if sooner).
+        let last_try = writes.iter().map(|w| w.end_ms.max(w.start_ms)).max().unwrap_or(at_ms);
+        let end = m.until_ms.map_or(last_try, |u| u.min(last_try)).max(at_ms);
+        write_outage(&acks, at_ms, end)
     };
     (leader, write)
 }
 
-/// The longest gap between acknowledged writes (sorted completion times) that ends at or
-/// after `at_ms` and before `until_ms`; the first gap starts at the last ack before `at_ms`.
-fn write_outage(acks: &[u64], at_ms: u64, until_ms: Option<u64>) -> Option<u64> {
+/// The longest gap between acknowledged writes (sorted completion times) from the last ack
+/// before `at_ms` up to `end_ms`. `None` when the longest gap is the one still open at `end_ms`:
+/// writes did not come back (in time).
+fn write_outage(acks: &[u64], at_ms: u64, end_ms: u64) -> Option<u64> {
     let before = acks.iter().rev().find(|t| **t < at_ms).copied().unwrap_or(at_ms);
-    let after: Vec<u64> =
-        acks.iter().copied().filter(|t| *t >= at_ms && until_ms.is_none_or(|u| *t < u)).collect();
     let mut prev = before;
     let mut longest = None;
-    for t in after {
+    for t in acks.iter().copied().filter(|t| *t >= at_ms && *t <= end_ms) {
         longest = Some(longest.unwrap_or(0).max(t - prev));
         prev = t;
     }
-    longest
+    let still_open = end_ms.saturating_sub(prev);
+    longest.filter(|l| *l >= still_open)
 }
 
 #[cfg(test)]
@@ -434,6 +437,13 @@ mod tests {
         let got =
             recovery_times(&samples, &writes, &m(1000, 1000, Some(1500), &n1, "fault"), "leader");
         assert_eq!(got, (Some(600), None));
+        // Writes acknowledged for a while after the fault began (a graceful stop), then none
+        // until the next fault at 4000 although the workload kept trying: not back.
+        let mut trailing = acks([950, 1010, 1040, 1090]);
+        trailing.push(w(3900, 3950, WriteOutcome::Failed));
+        let got =
+            recovery_times(&samples, &trailing, &m(1000, 1000, Some(4000), &n1, "fault"), "leader");
+        assert_eq!(got.1, None);
         // A fault that takes 400 ms to apply (three containers killed one by one): a write that
         // was under way and acked at 1020 does not end the outage, which lasts until 5000.
         let slow = acks([950, 1020, 5000]);

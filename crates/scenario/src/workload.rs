@@ -299,7 +299,8 @@ pub struct Recovery {
     pub action: String,
     pub nodes: Vec<String>,
     pub at_ms: u64,
-    /// From this step until some node not hit by it reported `leader`.
+    /// From this step until some node not hit by it reported `leader`, looked for until the
+    /// next measured step (`None` when none did by then).
     pub leader_after_ms: Option<u64>,
     /// The write outage. For a fault: the longest time without an acknowledged write, from
     /// the last one before the fault to the first one after it, looking until the next fault
@@ -347,8 +348,11 @@ pub fn recovery_times(
                 && (!hit.contains(&x.node) || (allow_hit && x.t_ms >= done_ms.max(at_ms)))
         })
     };
+    // Looked for until the next measured step: a leader that only came back through a later
+    // recovery belongs to that recovery.
     let times: Vec<u64> = std::iter::once(at_ms)
         .chain(samples.iter().map(|x| x.t_ms).filter(|t| *t >= at_ms))
+        .filter(|t| m.until_ms.is_none_or(|u| *t < u))
         .collect();
     let first =
         |allow_hit: bool| times.iter().find(|t| leader_at(**t, allow_hit)).map(|t| t - at_ms);
@@ -433,10 +437,10 @@ mod tests {
         // The leader is killed at 1000: n2 leads 600 ms later; no ack from 950 to 1700.
         let got = recovery_times(&samples, &writes, &m(1000, 1000, None, &n1, "fault"), "leader");
         assert_eq!(got, (Some(600), Some(750)));
-        // Another fault at 1500, before writes came back: no write outage measured for this one.
+        // Another step at 1500, before a leader or writes came back: neither is this fault's.
         let got =
             recovery_times(&samples, &writes, &m(1000, 1000, Some(1500), &n1, "fault"), "leader");
-        assert_eq!(got, (Some(600), None));
+        assert_eq!(got, (None, None));
         // Writes acknowledged for a while after the fault began (a graceful stop), then none
         // until the next fault at 4000 although the workload kept trying: not back.
         let mut trailing = acks([950, 1010, 1040, 1090]);

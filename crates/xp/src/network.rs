@@ -13,6 +13,7 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 use xp_store::{NodeId, NodeMeta, TypeConfig};
 
@@ -34,6 +35,9 @@ pub const FROM_INCARNATION_HEADER: &str = "x-xp-from-incarnation";
 pub const TO_INCARNATION_HEADER: &str = "x-xp-to-incarnation";
 /// Response header: the answering node's incarnation, which the leader records the first time.
 pub const INCARNATION_HEADER: &str = "x-xp-incarnation";
+
+/// How often a peer that refused us as a wiped disk is tried again.
+const FENCED_RETRY: Duration = Duration::from_secs(5);
 
 /// Hex of the key peers present on every Raft RPC.
 pub fn rpc_key(secret: &xp_config::Secret) -> String {
@@ -75,13 +79,21 @@ pub struct Connection {
     net: Network,
     target: NodeId,
     url: String,
+    /// The target refused us as a wiped disk (`409`): it stays so until an operator acts, so
+    /// retry it slowly instead of every 200 ms.
+    fenced: std::sync::atomic::AtomicBool,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeMeta) -> Connection {
-        Connection { net: self.clone(), target, url: node.api_base_url.clone() }
+        Connection {
+            net: self.clone(),
+            target,
+            url: node.api_base_url.clone(),
+            fenced: Default::default(),
+        }
     }
 }
 
@@ -117,6 +129,7 @@ impl Connection {
             .await
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let status = res.status();
+        self.fenced.store(status == reqwest::StatusCode::CONFLICT, Ordering::Relaxed);
         if !status.is_success() {
             let body = res.text().await.unwrap_or_default();
             let e = std::io::Error::other(format!("{} answered {status}: {body}", self.url));
@@ -160,6 +173,9 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 
     fn backoff(&self) -> openraft::network::Backoff {
+        if self.fenced.load(Ordering::Relaxed) {
+            return openraft::network::Backoff::new(std::iter::repeat(FENCED_RETRY));
+        }
         // Retry an unreachable peer often: a restarted node is picked up within a heartbeat or two.
         openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
     }

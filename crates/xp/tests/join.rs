@@ -11,6 +11,17 @@ fn voters(c: &Cluster, i: usize) -> serde_json::Value {
     c.nodes[i - 1].info().unwrap()["voters"].clone()
 }
 
+/// Waits until the leader has recorded the disk incarnation of each of the 3 members.
+fn wait_incarnations_recorded(c: &Cluster, leader: usize) {
+    wait_for("the leader to record every member's incarnation", T, || {
+        let v = c.nodes[leader - 1].info()?;
+        let m = v["members"].as_array().unwrap();
+        (m.len() == 3 && m.iter().all(|m| m["incarnation"] != ""))
+            .then_some(())
+            .ok_or(v.to_string())
+    });
+}
+
 #[test]
 fn token_refusals_change_nothing_and_a_new_node_joins() {
     let mut c = Cluster::new(22000, 5, 3);
@@ -147,15 +158,7 @@ fn a_wiped_member_restarted_under_its_old_id_is_fenced() {
     let leader = c.boot(3, T);
     let lurl = c.nodes[leader - 1].url();
     kv_put(&lurl, "before", "1").unwrap();
-    wait_for("the leader to record every member's incarnation", T, || {
-        let v = c.nodes[leader - 1].info()?;
-        let members = v["members"].as_array().unwrap();
-        if members.len() == 3 && members.iter().all(|m| m["incarnation"] != "") {
-            Ok(())
-        } else {
-            Err(v.to_string())
-        }
-    });
+    wait_incarnations_recorded(&c, leader);
     let victim = (1..=3).find(|i| *i != leader).unwrap();
     c.node(victim).kill();
     std::fs::remove_dir_all(&c.nodes[victim - 1].data_dir).unwrap();
@@ -205,13 +208,7 @@ fn a_wiped_bootstrap_node_does_not_found_a_second_cluster() {
     let leader = c.boot(3, T);
     let cluster_id = c.nodes[leader - 1].info().unwrap()["cluster_id"].as_str().unwrap().to_owned();
     kv_put(&c.nodes[leader - 1].url(), "k", "v").unwrap();
-    wait_for("every member's incarnation to be recorded", T, || {
-        let v = c.nodes[leader - 1].info()?;
-        let m = v["members"].as_array().unwrap();
-        (m.len() == 3 && m.iter().all(|m| m["incarnation"] != ""))
-            .then_some(())
-            .ok_or(v.to_string())
-    });
+    wait_incarnations_recorded(&c, leader);
     c.node(1).kill();
     std::fs::remove_dir_all(&c.nodes[0].data_dir).unwrap();
     c.node(1).start();

@@ -393,8 +393,8 @@ async fn probe_peers(app: Arc<App>) {
     }
 }
 
-/// `unconfigured` (not a member), `healthy` (sees a majority of voters, itself included) or
-/// `degraded`.
+/// `fenced` (the cluster refused this node's disk), `unconfigured` (not a member), `healthy`
+/// (sees a majority of voters, itself included) or `degraded`.
 pub fn health(app: &App) -> &'static str {
     if app.fenced.lock().unwrap().is_some() {
         return "fenced";

@@ -261,7 +261,7 @@ impl<B: Backend> Engine<B> {
         }
         let samples = self.samples.lock().unwrap().clone();
         let writes = self.writes.lock().unwrap().clone();
-        // (a hit node may be the new leader, measure from the step's end)
+        // (a hit node may be the new leader, a recovery: measured from its end)
         let kind = |action: &str| match action {
             "stop" | "kill" | "pause" | "isolate" => Some((false, false)),
             // The restarted node itself may lead again.
@@ -1047,14 +1047,7 @@ impl<B: Backend> Engine<B> {
                 let attempt = async {
                     let base = self.backend.endpoint(&leader).await.map_err(|e| e.to_string())?;
                     let res = self.kv(reqwest::Method::GET, &base, &w.key, None).await?;
-                    match res.status() {
-                        reqwest::StatusCode::NOT_FOUND => Ok(None),
-                        s if s.is_success() => {
-                            let body: Value = res.json().await.map_err(|e| e.to_string())?;
-                            Ok(body["value"].as_str().map(str::to_owned))
-                        }
-                        s => Err(format!("{s}")),
-                    }
+                    value_of(res).await
                 }
                 .await;
                 match attempt {
@@ -1367,10 +1360,13 @@ fn compact(v: &Value, fields: &[String]) -> String {
     parts.join(" ")
 }
 
-/// One KV read with no redirect following: `Ok(None)` for a missing key, `Err` for anything else
-/// than a value or a 404.
+/// One KV read with no redirect following.
 async fn read_value(http: &reqwest::Client, url: &str) -> Result<Option<String>, String> {
-    let res = http.get(url).send().await.map_err(|e| e.to_string())?;
+    value_of(http.get(url).send().await.map_err(|e| e.to_string())?).await
+}
+
+/// A KV read's answer: `Ok(None)` for a missing key, `Err` for anything but a value or a 404.
+async fn value_of(res: reqwest::Response) -> Result<Option<String>, String> {
     match res.status() {
         reqwest::StatusCode::NOT_FOUND => Ok(None),
         s if s.is_success() => {

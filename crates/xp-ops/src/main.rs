@@ -134,6 +134,16 @@ fn inspect(a: InspectArgs) -> Result<(), Failure> {
     println!("node:               {} ({})", i.identity.node_id, i.identity.node_name);
     println!("disk incarnation:   {}", i.identity.incarnation);
     println!("cluster id:         {}", i.cluster_id.as_deref().unwrap_or("unknown"));
+    match &i.latest_recovery {
+        Some(r) => println!(
+            "recovery generation: {} ({:?} on node {} {} at {}, replaced voters {:?})",
+            r.generation, r.kind, r.node_id, r.node_name, r.at, r.replaced_voters
+        ),
+        None => println!("recovery generation: 0 (never recovered)"),
+    }
+    if let Some(f) = &i.fence {
+        println!("FENCED since {}: {}", f.fenced_at, f.reason);
+    }
     println!(
         "vote:               {}",
         i.vote.map(|v| v.to_string()).unwrap_or_else(|| "none".into())
@@ -243,8 +253,9 @@ fn done(
     record: &xp_recovery::RecoveryRecord,
 ) -> Result<(), Failure> {
     println!(
-        "\nrecovered: node {} is now the only voter; record written to {}",
+        "\nrecovered: node {} is now the only voter (recovery generation {}); record written to {}",
         plan.node_id,
+        record.generation,
         plan.record_path.display()
     );
     println!("{}", serde_json::to_string_pretty(record).expect("record serializes"));
@@ -252,7 +263,8 @@ fn done(
         "\nnext steps:\n  1. start the node (xp run) and check {url}/api/cluster/info: role=leader, voters=[{id}]\n  \
          2. create a join token on it: POST {url}/api/admin/cluster/join-tokens (admin token)\n  \
          3. on each replacement node: wipe its data dir, `xp join --token TOKEN`, then start it\n  \
-         4. never start the lost nodes with their old data",
+         4. never start the lost nodes with their old data: power them off or isolate them now. If one comes back\n     \
+         anyway it is fenced on first contact with this node (health=fenced) and must be wiped and rejoined",
         url = config.api_base_url,
         id = plan.node_id
     );

@@ -3,7 +3,10 @@
 use serde::Serialize;
 use xp_config::Config;
 use xp_store::log::OpenMode;
-use xp_store::{Identity, LogId, NodeId, RaftDir, SmFile, SnapshotMeta, StoredMembership, Vote};
+use xp_store::{
+    FenceRecord, Identity, LogId, NodeId, RaftDir, RecoveryGeneration, SmFile, SnapshotMeta,
+    StoredMembership, Vote,
+};
 
 use crate::RecoveryError;
 
@@ -41,6 +44,12 @@ pub struct Inspection {
     pub recovery_in_progress: bool,
     pub kv_keys: usize,
     pub cluster_id: Option<String>,
+    /// The latest recovery of the cluster this dir knows of (0: never recovered).
+    pub recovery_generation: u64,
+    pub latest_recovery: Option<RecoveryGeneration>,
+    /// Set when a recovered cluster evicted this node: its state belongs to an earlier
+    /// generation and must not be recovered or started as a member again.
+    pub fence: Option<FenceRecord>,
 }
 
 impl Inspection {
@@ -99,21 +108,11 @@ pub fn inspect(config: &Config) -> Result<Inspection, RecoveryError> {
     let log = dir.open_log(OpenMode::ReadOnly)?;
     let snapshot = dir.read_snapshot()?.map(|s| s.meta);
 
-    // openraft: the last membership entry after last_applied wins; else the state machine's.
     let applied_index = sm.last_applied.map(|l| l.index);
-    let from_log =
-        log.iter().rev().take_while(|e| applied_index.is_none_or(|a| e.log_id.index > a)).find_map(
-            |e| match &e.payload {
-                xp_store::EntryPayload::Membership(m) => {
-                    Some(StoredMembership::new(Some(e.log_id), m.clone()))
-                }
-                _ => None,
-            },
-        );
-    let (effective_membership, membership_source) = match from_log {
-        Some(m) => (m, MembershipSource::Log),
-        None => (sm.last_membership.clone(), MembershipSource::StateMachine),
-    };
+    let (effective_membership, from_log) = xp_store::effective_membership(&log, &sm);
+    let membership_source =
+        if from_log { MembershipSource::Log } else { MembershipSource::StateMachine };
+    let latest_recovery = xp_store::latest_recovery(&log, &sm);
     let last_log_id = log.last_log_id().or(purged);
     let entries_after_applied = match (last_log_id, applied_index) {
         (Some(l), Some(a)) => l.index.saturating_sub(a),
@@ -139,6 +138,9 @@ pub fn inspect(config: &Config) -> Result<Inspection, RecoveryError> {
         recovery_in_progress: dir.recovery_path().exists(),
         kv_keys: sm.data.kv.len(),
         cluster_id: sm.data.cluster_id.clone(),
+        recovery_generation: latest_recovery.as_ref().map(|r| r.generation).unwrap_or(0),
+        latest_recovery,
+        fence: dir.read_fence()?,
     };
     inspection.term = inspection.max_term();
     Ok(inspection)

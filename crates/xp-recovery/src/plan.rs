@@ -11,7 +11,8 @@ use xp_config::Config;
 use xp_store::fsutil::{fsync_dir, read_json, write_json};
 use xp_store::log::OpenMode;
 use xp_store::{
-    Entry, EntryPayload, LogId, Membership, NodeId, NodeMeta, RaftDir, StoredMembership, Vote,
+    Entry, EntryPayload, LogId, Membership, NodeId, NodeMeta, RaftDir, RecoveryGeneration,
+    RecoveryKind, Request, StoredMembership, Vote,
 };
 
 use crate::inspect::{inspect, Inspection};
@@ -63,9 +64,28 @@ pub struct Plan {
     pub backup_dir: Option<PathBuf>,
     pub rewrite_snapshot: bool,
     pub record_path: PathBuf,
+    /// The cluster's new recovery generation, appended to the log right after `new_entry`
+    /// (as [`Request::RecordRecovery`], so it replicates to every node that joins) and written
+    /// into `state_machine.json` and `snapshot.json` (so the node knows it before it leads).
+    /// `None` only in journals written before generations existed.
+    #[serde(default)]
+    pub recovery: Option<RecoveryGeneration>,
 }
 
 impl Plan {
+    /// The entry recording the new generation, right after the membership entry.
+    pub fn lineage_entry(&self) -> Option<Entry> {
+        let recovery = self.recovery.clone()?;
+        let mut log_id = self.new_entry.log_id;
+        log_id.index += 1;
+        Some(Entry { log_id, payload: EntryPayload::Normal(Request::RecordRecovery { recovery }) })
+    }
+
+    /// The last log id once the plan is applied.
+    pub fn last_log_id_after(&self) -> LogId {
+        self.lineage_entry().map(|e| e.log_id).unwrap_or(self.new_entry.log_id)
+    }
+
     pub fn new_membership(&self) -> Membership {
         match &self.new_entry.payload {
             EntryPayload::Membership(m) => m.clone(),
@@ -121,6 +141,17 @@ impl Plan {
             )),
             None => line(&mut s, "  uncommitted:       none".into()),
         }
+        if let (Some(r), Some(e)) = (&self.recovery, self.lineage_entry()) {
+            line(
+                &mut s,
+                format!(
+                    "  generation:        {} -> {} (entry {}; nodes of earlier generations are fenced on contact)",
+                    r.generation - 1,
+                    r.generation,
+                    e.log_id
+                ),
+            );
+        }
         line(&mut s, "  state_machine.json: last_membership rewritten to the new membership (data untouched)".into());
         if self.rewrite_snapshot {
             line(
@@ -158,6 +189,15 @@ pub fn plan(
     now: SystemTime,
 ) -> Result<Option<Plan>, RecoveryError> {
     let me = insp.identity.node_id;
+    if let Some(f) = &insp.fence {
+        return Err(RecoveryError::NotAMember(format!(
+            "this data dir was evicted on {} by cluster {} (recovered at generation {}): its state \
+             belongs to an earlier generation, and recovering it would start a second cluster. \
+             Recover a node of the current generation instead, or wipe this one and rejoin it \
+             with a token",
+            f.fenced_at, f.eviction.cluster_id, f.eviction.recovery.generation
+        )));
+    }
     let membership = insp.effective_membership.membership();
     if membership.get_node(&me).is_none() {
         return Err(RecoveryError::NotAMember(format!(
@@ -189,7 +229,17 @@ pub fn plan(
         let from = known_committed.map(|a| a.index + 1).unwrap_or(0);
         (l.index >= from).then_some((from, l.index))
     });
+    let recovery = RecoveryGeneration {
+        generation: insp.recovery_generation + 1,
+        kind: RecoveryKind::RecoverSingleNode,
+        at: humantime::format_rfc3339_seconds(now).to_string(),
+        node_id: me,
+        node_name: config.node_name.clone(),
+        replaced_voters: voters.clone(),
+        voters: vec![me],
+    };
     Ok(Some(Plan {
+        recovery: Some(recovery),
         started_at: humantime::format_rfc3339_seconds(now).to_string(),
         node_id: me,
         node_name: config.node_name.clone(),
@@ -237,6 +287,9 @@ pub struct RecoveryRecord {
     pub last_applied: Option<LogId>,
     pub uncommitted_entries_kept: u64,
     pub backup_dir: Option<PathBuf>,
+    /// The cluster's recovery generation after this recovery.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// Carries out `plan`. `hook` is called before each write point (tests use it to simulate a
@@ -275,15 +328,23 @@ pub fn finish(
 
     hook(Step::LogEntry);
     let mut log = dir.open_log(OpenMode::Repair)?;
-    match log.get(plan.new_entry.log_id.index) {
-        Some(e) if e.log_id == plan.new_entry.log_id => {} // appended before a crash
-        Some(e) => {
-            return Err(RecoveryError::Verify(format!(
-                "log already holds {} at the index planned for the recovery entry",
-                e.log_id
-            )))
+    // One fsynced append of both entries; after a crash the torn one was cut on open and is
+    // appended again here.
+    let mut missing = Vec::new();
+    for entry in [Some(plan.new_entry.clone()), plan.lineage_entry()].into_iter().flatten() {
+        match log.get(entry.log_id.index) {
+            Some(e) if e.log_id == entry.log_id => {} // appended before a crash
+            Some(e) => {
+                return Err(RecoveryError::Verify(format!(
+                    "log already holds {} at index {} planned for the recovery",
+                    e.log_id, entry.log_id.index
+                )))
+            }
+            None => missing.push(entry),
         }
-        None => log.append([plan.new_entry.clone()])?,
+    }
+    if !missing.is_empty() {
+        log.append(missing)?;
     }
     drop(log);
 
@@ -292,6 +353,9 @@ pub fn finish(
     if let Some(mut sm) = dir.read_state_machine()? {
         sm.last_membership =
             StoredMembership::new(*sm.last_membership.log_id(), new_membership.clone());
+        if let Some(r) = &plan.recovery {
+            sm.data.record_recovery(r);
+        }
         dir.write_state_machine(&sm)?;
     }
     hook(Step::Snapshot);
@@ -299,6 +363,9 @@ pub fn finish(
         let m = StoredMembership::new(*snap.meta.last_membership.log_id(), new_membership.clone());
         snap.meta.last_membership = m.clone();
         snap.state.last_membership = m;
+        if let Some(r) = &plan.recovery {
+            snap.state.data.record_recovery(r);
+        }
         dir.write_snapshot(&snap)?;
     }
 
@@ -315,10 +382,11 @@ pub fn finish(
         voters_before: plan.old_voters.clone(),
         voters_after: vec![plan.node_id],
         last_log_id_before: plan.last_log_id,
-        last_log_id_after: plan.new_entry.log_id,
+        last_log_id_after: plan.last_log_id_after(),
         last_applied: plan.last_applied,
         uncommitted_entries_kept: plan.uncommitted.map(|(a, b)| b - a + 1).unwrap_or(0),
         backup_dir: plan.backup_dir.clone(),
+        generation: plan.recovery.as_ref().map(|r| r.generation).unwrap_or(0),
     };
     write_json(&plan.record_path, &record)?;
 
@@ -340,11 +408,20 @@ pub fn verify(config: &Config, plan: &Plan) -> Result<Inspection, RecoveryError>
     if insp.vote != Some(plan.new_vote) {
         return fail(format!("vote is {:?}, expected {}", insp.vote, plan.new_vote));
     }
-    if insp.last_log_id != Some(plan.new_entry.log_id) {
+    if insp.last_log_id != Some(plan.last_log_id_after()) {
         return fail(format!(
             "last log id is {:?}, expected {}",
-            insp.last_log_id, plan.new_entry.log_id
+            insp.last_log_id,
+            plan.last_log_id_after()
         ));
+    }
+    if let Some(r) = &plan.recovery {
+        if insp.recovery_generation != r.generation {
+            return fail(format!(
+                "recovery generation is {}, expected {}",
+                insp.recovery_generation, r.generation
+            ));
+        }
     }
     if insp.voters() != [plan.node_id] {
         return fail(format!("effective voters are {:?}", insp.voters()));

@@ -86,6 +86,16 @@ pub fn restore(config: &Config, file: &Path) -> Result<Restored, RecoveryError> 
         Membership::new(vec![BTreeSet::from([id])], BTreeMap::from([(id, meta)])),
     );
     let mut state = b.state.clone();
+    let recovery = xp_store::RecoveryGeneration {
+        generation: state.data.generation() + 1,
+        kind: xp_store::RecoveryKind::Restore,
+        at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        node_id: id,
+        node_name: config.node_name.clone(),
+        replaced_voters: b.membership.membership().voter_ids().collect(),
+        voters: vec![id],
+    };
+    state.data.record_recovery(&recovery);
     let cluster_id = random_hex(8);
     state.data.cluster_id = Some(cluster_id.clone());
     state.data.used_join_tokens.clear();

@@ -13,6 +13,7 @@
 //! | `state_machine.json` | `last_applied`, `last_membership` and the data | atomically; on membership changes, every 1 000 entries, before snapshots, at shutdown |
 //! | `snapshot.json` | the current snapshot's meta and data | atomically |
 //! | `recovery.json` | present only while `xp-ops` recovers this dir | atomically; blocks `xp run` |
+//! | `fence.json` | the eviction this node obeyed: a recovered cluster replaced it | atomically; only `xp wipe` removes it |
 
 pub mod fsutil;
 pub mod lock;
@@ -23,7 +24,7 @@ pub mod types;
 
 pub use lock::DataDirLock;
 pub use raft_impl::{open_raft_store, LogStore, StateMachineStore};
-pub use state::{Identity, RaftDir, SmFile, SnapshotFile};
+pub use state::{effective_membership, latest_recovery, Identity, RaftDir, SmFile, SnapshotFile};
 pub use types::*;
 
 use std::path::PathBuf;

@@ -84,6 +84,14 @@ pub fn open_raft_store(dir: &RaftDir) -> Result<(LogStore, StateMachineStore), S
     ))
 }
 
+impl LogStore {
+    /// The membership openraft will start with, given the state machine `sm` loaded beside
+    /// this log (see [`crate::effective_membership`]).
+    pub fn effective_membership(&self, sm: &SmFile) -> StoredMembership {
+        crate::state::effective_membership(&self.inner.lock().unwrap().log, sm).0
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,

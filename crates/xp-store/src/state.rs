@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{read_json, write_json};
 use crate::log::{LogFile, OpenMode};
-use crate::types::{LogId, NodeId, SmData, SnapshotMeta, StoredMembership, Vote};
+use crate::types::{
+    EntryPayload, FenceRecord, LogId, NodeId, RecoveryGeneration, Request, SmData, SnapshotMeta,
+    StoredMembership, Vote,
+};
 use crate::StoreError;
 
 /// Who this data dir belongs to; written once when the node first starts.
@@ -90,6 +93,9 @@ impl RaftDir {
     pub fn recovery_path(&self) -> PathBuf {
         self.file("recovery.json")
     }
+    pub fn fence_path(&self) -> PathBuf {
+        self.file("fence.json")
+    }
 
     /// Creates the directory if needed.
     pub fn create(&self) -> Result<(), StoreError> {
@@ -171,6 +177,14 @@ impl RaftDir {
         write_json(&self.snapshot_path(), snap)
     }
 
+    /// The eviction this dir obeyed, if any (see [`FenceRecord`]).
+    pub fn read_fence(&self) -> Result<Option<FenceRecord>, StoreError> {
+        read_json(&self.fence_path())
+    }
+    pub fn write_fence(&self, fence: &FenceRecord) -> Result<(), StoreError> {
+        write_json(&self.fence_path(), fence)
+    }
+
     /// Fails when an interrupted recovery left its journal behind.
     pub fn check_no_recovery_in_progress(&self) -> Result<(), StoreError> {
         let path = self.recovery_path();
@@ -179,4 +193,32 @@ impl RaftDir {
         }
         Ok(())
     }
+}
+
+/// The membership openraft will use on start: the last membership entry in the log after
+/// `last_applied`, else the state machine's.
+pub fn effective_membership(log: &LogFile, sm: &SmFile) -> (StoredMembership, bool) {
+    let applied = sm.last_applied.map(|l| l.index);
+    let from_log = log
+        .iter()
+        .rev()
+        .take_while(|e| applied.is_none_or(|a| e.log_id.index > a))
+        .find_map(|e| match &e.payload {
+            EntryPayload::Membership(m) => Some(StoredMembership::new(Some(e.log_id), m.clone())),
+            _ => None,
+        });
+    match from_log {
+        Some(m) => (m, true),
+        None => (sm.last_membership.clone(), false),
+    }
+}
+
+/// The latest recovery this dir knows of: the state machine's, or a later one recorded in the
+/// log but not applied yet (a single voter will commit it).
+pub fn latest_recovery(log: &LogFile, sm: &SmFile) -> Option<RecoveryGeneration> {
+    let in_log = log.iter().filter_map(|e| match &e.payload {
+        EntryPayload::Normal(Request::RecordRecovery { recovery }) => Some(recovery),
+        _ => None,
+    });
+    sm.data.latest_recovery().into_iter().chain(in_log).max_by_key(|r| r.generation).cloned()
 }

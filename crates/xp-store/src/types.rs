@@ -53,6 +53,67 @@ pub enum Request {
     ReserveNodeId { node_id: NodeId },
     /// Records the data-dir incarnation a node answered with; the first record stands.
     RecordIncarnation { node_id: NodeId, incarnation: String },
+    /// Records a recovery of the cluster (appended to the log by `xp-ops xp
+    /// recover-single-node`, so every member that joins afterwards learns it). Idempotent: a
+    /// generation at or below the latest one recorded is ignored.
+    RecordRecovery { recovery: RecoveryGeneration },
+}
+
+/// How a generation of a cluster began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryKind {
+    /// `xp-ops xp recover-single-node`: a survivor of a lost quorum became the only voter.
+    RecoverSingleNode,
+    /// `xp-ops xp restore`: a backup was restored onto a new node (a new cluster id).
+    Restore,
+}
+
+/// One recovery in a cluster's lineage. Every node that took part in the cluster before it
+/// and is not among `voters` belongs to an earlier generation: if it comes back with its
+/// disk it must not take part again (see `Eviction`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryGeneration {
+    /// 1 for the first recovery; only grows.
+    pub generation: u64,
+    pub kind: RecoveryKind,
+    /// RFC 3339, when the recovery tool ran.
+    pub at: String,
+    /// The node the cluster was recovered on.
+    pub node_id: NodeId,
+    pub node_name: String,
+    /// The voters the recovery replaced (the old configuration).
+    pub replaced_voters: Vec<NodeId>,
+    /// The voters right after the recovery.
+    pub voters: Vec<NodeId>,
+}
+
+/// A recovered cluster's statement that a node of an earlier generation may no longer take
+/// part: sent, authenticated by a MAC keyed from the cluster secret, in answer to a Raft RPC
+/// from such a node, and relayed by the fenced node to its old peers. A node obeys it only if
+/// the MAC checks, the cluster id is its own, the generation is later than its own and its id
+/// is not among `members`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Eviction {
+    pub cluster_id: String,
+    /// The latest recovery of the cluster.
+    pub recovery: RecoveryGeneration,
+    /// Every member (voters and learners) of the recovered cluster when this was issued.
+    pub members: Vec<NodeId>,
+    /// The node that issued it.
+    pub issued_by: NodeId,
+    /// Hex HMAC-SHA256 over the JSON of every other field, keyed from the cluster secret.
+    pub mac: String,
+}
+
+/// `fence.json`: this data dir was evicted by a recovered cluster. Only `xp wipe` removes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceRecord {
+    /// RFC 3339, when this node fenced itself.
+    pub fenced_at: String,
+    /// The reason, in plain words, with the way out.
+    pub reason: String,
+    pub eviction: Eviction,
 }
 
 /// The state machine's answer to a [`Request`].
@@ -87,6 +148,9 @@ pub struct SmData {
     /// with another one lost its disk: it is fenced until it rejoins under a new id.
     #[serde(default)]
     pub incarnations: BTreeMap<NodeId, String>,
+    /// Every recovery of this cluster, oldest first (generations 1, 2, ...).
+    #[serde(default)]
+    pub lineage: Vec<RecoveryGeneration>,
 }
 
 impl SmData {
@@ -119,6 +183,10 @@ impl SmData {
                 self.incarnations.entry(*node_id).or_insert_with(|| incarnation.clone());
                 Response::Ok
             }
+            Request::RecordRecovery { recovery } => {
+                self.record_recovery(recovery);
+                Response::Ok
+            }
             Request::ConsumeJoinToken { nonce, node_id } => {
                 match self.used_join_tokens.get(nonce) {
                     Some(used_by) => Response::JoinToken { first_use: false, node_id: *used_by },
@@ -128,6 +196,24 @@ impl SmData {
                     }
                 }
             }
+        }
+    }
+
+    /// The latest recovery generation (0: never recovered).
+    pub fn generation(&self) -> u64 {
+        self.lineage.last().map(|r| r.generation).unwrap_or(0)
+    }
+
+    /// The latest recovery, if any.
+    pub fn latest_recovery(&self) -> Option<&RecoveryGeneration> {
+        self.lineage.last()
+    }
+
+    /// Adds a recovery to the lineage unless one as late is already there (so the recovery
+    /// tool's direct write and the replicated entry can both apply).
+    pub fn record_recovery(&mut self, recovery: &RecoveryGeneration) {
+        if recovery.generation > self.generation() {
+            self.lineage.push(recovery.clone());
         }
     }
 

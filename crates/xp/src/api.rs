@@ -11,8 +11,9 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
-use xp_store::{NodeId, Request, Response as SmResponse, TypeConfig};
+use xp_store::{Eviction, NodeId, Request, Response as SmResponse, TypeConfig};
 
+use crate::fence::{should_evict, GENERATION_HEADER};
 use crate::join::{JoinRequest, JoinResponse};
 use crate::network::{
     AUTH_HEADER, CLUSTER_HEADER, FROM_HEADER, FROM_INCARNATION_HEADER, INCARNATION_HEADER,
@@ -36,6 +37,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/raft/snapshot", post(raft_snapshot))
         .route("/raft/hold-elections", post(raft_hold))
         .route("/raft/campaign", post(raft_campaign))
+        .route("/raft/probe", post(raft_probe))
         .route("/api/admin/cluster/leader-transfer", post(crate::admin::transfer_leader))
         .route("/api/admin/cluster/remove-node", post(crate::admin::remove_node))
         .route("/api/admin/cluster/add-node", post(crate::admin::add_node))
@@ -50,11 +52,23 @@ pub struct ApiError {
     pub message: String,
     pub leader_api_base_url: Option<String>,
     pub location: Option<String>,
+    /// Sent with `410 Gone` to a node of an earlier generation (see [`crate::fence`]).
+    pub eviction: Option<Box<Eviction>>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), leader_api_base_url: None, location: None }
+        ApiError {
+            status,
+            message: message.into(),
+            leader_api_base_url: None,
+            location: None,
+            eviction: None,
+        }
+    }
+    /// `410 Gone` carrying an eviction.
+    pub fn evicted(message: impl Into<String>, eviction: Eviction) -> ApiError {
+        ApiError { eviction: Some(Box::new(eviction)), ..ApiError::new(StatusCode::GONE, message) }
     }
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
@@ -108,15 +122,18 @@ fn not_leader(leader: Option<NodeId>, url: Option<String>, what: &str) -> ApiErr
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    ApiError { status, message, leader_api_base_url: url, location: None }
+    ApiError { leader_api_base_url: url, ..ApiError::new(status, message) }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": self.message,
             "leader_api_base_url": self.leader_api_base_url.clone().unwrap_or_default(),
         });
+        if let Some(ev) = &self.eviction {
+            body["eviction"] = serde_json::to_value(ev).unwrap_or_default();
+        }
         let mut res = (self.status, Json(body)).into_response();
         if let Some(loc) = self.location.and_then(|l| l.parse().ok()) {
             res.headers_mut().insert(header::LOCATION, loc);
@@ -125,8 +142,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Fails with 503 and the reason when this node is fenced: it serves no client request.
+pub fn require_not_fenced(app: &App) -> Result<(), ApiError> {
+    match app.fence.reason() {
+        Some(why) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why)),
+        None => Ok(()),
+    }
+}
+
 /// Fails with 421 (naming the leader) unless this node is the leader.
 pub fn require_leader(app: &App, what: &str) -> Result<(), ApiError> {
+    require_not_fenced(app)?;
     let m = app.raft.metrics().borrow().clone();
     if m.state == ServerState::Leader {
         return Ok(());
@@ -158,6 +184,10 @@ pub struct ClusterInfo {
     pub health: String,
     /// Why this node is fenced; empty when it is not.
     pub fenced: String,
+    /// The cluster's latest recovery generation this node knows (0: never recovered).
+    pub recovery_generation: u64,
+    /// When that recovery ran (RFC 3339); empty when never.
+    pub recovered_at: String,
     pub version: String,
 }
 
@@ -173,16 +203,23 @@ pub struct MemberInfo {
 
 pub fn cluster_info_of(app: &App) -> ClusterInfo {
     let m = app.raft.metrics().borrow().clone();
-    let incarnations = app.sm.read().unwrap().data.incarnations.clone();
+    let (incarnations, latest) = {
+        let sm = app.sm.read().unwrap();
+        (sm.data.incarnations.clone(), sm.data.latest_recovery().cloned())
+    };
     let membership = m.membership_config.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
+    // An evicted node's Raft is stopped (or stopping): it follows and leads nobody.
+    let evicted = app.fence.is_evicted();
     let role = match m.state {
+        _ if evicted => "fenced",
         ServerState::Leader => "leader",
         ServerState::Follower => "follower",
         ServerState::Candidate => "candidate",
         ServerState::Learner => "learner",
         ServerState::Shutdown => "shutdown",
     };
+    let leader = m.current_leader.filter(|_| !evicted);
     ClusterInfo {
         cluster_id: app.sm.read().unwrap().data.cluster_id.clone().unwrap_or_default(),
         node_id: app.id,
@@ -190,9 +227,8 @@ pub fn cluster_info_of(app: &App) -> ClusterInfo {
         api_base_url: app.config.api_base_url.clone(),
         role: role.into(),
         term: m.current_term,
-        leader_id: m.current_leader,
-        leader_api_base_url: m
-            .current_leader
+        leader_id: leader,
+        leader_api_base_url: leader
             .and_then(|l| membership.get_node(&l).map(|n| n.api_base_url.clone()))
             .unwrap_or_default(),
         members: membership
@@ -210,7 +246,9 @@ pub fn cluster_info_of(app: &App) -> ClusterInfo {
         last_log_index: m.last_log_index.unwrap_or(0),
         last_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
         health: crate::node::health(app).into(),
-        fenced: app.fenced.lock().unwrap().clone().unwrap_or_default(),
+        fenced: app.fence.reason().unwrap_or_default(),
+        recovery_generation: latest.as_ref().map(|r| r.generation).unwrap_or(0),
+        recovered_at: latest.map(|r| r.at).unwrap_or_default(),
         version: crate::VERSION.into(),
     }
 }
@@ -255,6 +293,7 @@ async fn kv_put(
     Json(body): Json<KvPut>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_key(&key)?;
+    require_not_fenced(&app)?;
     if app.transferring.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -274,6 +313,7 @@ async fn kv_get(
     Path(key): Path<String>,
 ) -> Result<Json<KvValue>, ApiError> {
     check_key(&key)?;
+    require_not_fenced(&app)?;
     app.raft
         .ensure_linearizable()
         .await
@@ -366,22 +406,28 @@ async fn join(
     State(app): State<Arc<App>>,
     Json(req): Json<JoinRequest>,
 ) -> Result<Json<JoinResponse>, ApiError> {
+    require_not_fenced(&app)?;
     crate::join::admit(&app, req).await.map(Json)
 }
 
-/// Authenticates a Raft RPC and fences senders that are not members of this node's config.
+/// Authenticates a Raft RPC and refuses senders that may not take part, in this order: the
+/// cluster key; the target id; the cluster id (only a node's own cluster may fence it, so a
+/// restored cluster is never fenced by the old one); the membership (a node of an earlier
+/// generation is evicted, any other outsider refused); then the disk incarnations.
 fn check_rpc(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let key = headers.get(AUTH_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
     if !constant_time_eq(key, app.rpc_key.as_bytes()) {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad or missing cluster credentials"));
     }
-    let from: NodeId = headers
-        .get(FROM_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("missing {FROM_HEADER}")))?;
-    let to: Option<NodeId> =
-        headers.get(TO_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let from: NodeId = header(FROM_HEADER)
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("missing {FROM_HEADER}")))?;
+    // An evicted node relays its eviction to whoever of its old cluster still calls it.
+    if let Some(ev) = app.fence.eviction() {
+        return Err(ApiError::evicted(app.fence.reason().unwrap_or_default(), ev));
+    }
+    let to: Option<NodeId> = header(TO_HEADER).parse().ok();
     if to != Some(app.id) {
         return Err(ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
@@ -392,10 +438,19 @@ fn check_rpc(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
             ),
         ));
     }
-    check_incarnations(app, from, headers)?;
-    let theirs = headers.get(CLUSTER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let ours = app.sm.read().unwrap().data.cluster_id.clone().unwrap_or_default();
+    let theirs = header(CLUSTER_HEADER);
+    let (ours, latest) = {
+        let sm = app.sm.read().unwrap();
+        (sm.data.cluster_id.clone().unwrap_or_default(), sm.data.latest_recovery().cloned())
+    };
     if !theirs.is_empty() && !ours.is_empty() && theirs != ours {
+        if app.other_clusters.lock().unwrap().insert((from, theirs.to_owned())) {
+            tracing::warn!(
+                from,
+                cluster_id = theirs,
+                "refusing Raft RPCs from a node of another cluster (logged once per node)"
+            );
+        }
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("node {from} belongs to cluster {theirs}, this is cluster {ours}"),
@@ -404,13 +459,27 @@ fn check_rpc(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let m = app.raft.metrics().borrow().membership_config.clone();
     let members = m.membership();
     if members.nodes().next().is_some() && members.get_node(&from).is_none() {
+        let sender_generation: u64 = header(GENERATION_HEADER).parse().unwrap_or(0);
+        if let Some(recovery) =
+            latest.filter(|r| should_evict(r.generation, sender_generation, false))
+        {
+            let members: Vec<NodeId> = members.nodes().map(|(id, _)| *id).collect();
+            let ev = app.fence.issue(ours.clone(), recovery, members, app.id);
+            let why = crate::fence::reason(&ev, from);
+            tracing::warn!(
+                from,
+                generation = sender_generation,
+                "evicting a node of an earlier generation"
+            );
+            return Err(ApiError::evicted(why, ev));
+        }
         tracing::debug!(from, "refused a Raft RPC from a node outside the membership");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("node {from} is not a member of node {}'s cluster configuration", app.id),
         ));
     }
-    Ok(())
+    check_incarnations(app, from, headers)
 }
 
 /// Fences a member whose disk was wiped or replaced: its id is still in the membership, but
@@ -427,11 +496,7 @@ fn check_incarnations(app: &App, from: NodeId, headers: &HeaderMap) -> Result<()
              (it gets a new id and takes the old one's place)",
             app.id, app.incarnation
         );
-        let mut fenced = app.fenced.lock().unwrap();
-        if fenced.is_none() {
-            tracing::error!("fenced: {why}");
-            *fenced = Some(why.clone());
-        }
+        app.fence.wiped_disk(why.clone());
         return Err(ApiError::new(StatusCode::CONFLICT, why));
     }
     let theirs = header(FROM_INCARNATION_HEADER);
@@ -499,4 +564,19 @@ async fn raft_campaign(
     app.raft.runtime_config().elect(true);
     app.raft.trigger().elect().await.map_err(ApiError::internal)?;
     Ok(Json(serde_json::json!({})))
+}
+
+/// `POST /raft/probe`: a node starting on existing state asks whether it still belongs. The
+/// answer is [`check_rpc`]'s: `200` with this node's cluster id and generation, or a refusal
+/// (`410` with an eviction for a node of an earlier generation).
+async fn raft_probe(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    check_rpc(&app, &headers)?;
+    let sm = app.sm.read().unwrap();
+    Ok(Json(serde_json::json!({
+        "cluster_id": sm.data.cluster_id.clone().unwrap_or_default(),
+        "generation": sm.data.generation(),
+    })))
 }

@@ -29,7 +29,14 @@ pub async fn init(config: &Config) -> Result<u64, NodeError> {
     let raft = Raft::new(
         node_id,
         raft_config(config)?,
-        Network::new(node_id, String::new(), String::new(), Default::default(), None),
+        Network::new(
+            node_id,
+            String::new(),
+            String::new(),
+            Default::default(),
+            None,
+            std::sync::Arc::new(crate::fence::Fence::inert()),
+        ),
         log,
         sm,
     )

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod api;
 pub mod backup;
 pub mod commands;
+pub mod fence;
 pub mod join;
 pub mod network;
 pub mod node;

@@ -14,8 +14,11 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use tokio::sync::mpsc;
-use xp_store::{NodeId, NodeMeta, TypeConfig};
+use xp_store::{Eviction, NodeId, NodeMeta, TypeConfig};
+
+use crate::fence::{Fence, Standing, GENERATION_HEADER};
 
 /// Header carrying the RPC key derived from the cluster secret (never the secret itself).
 pub const AUTH_HEADER: &str = "x-xp-cluster-auth";
@@ -56,6 +59,8 @@ pub struct Network {
     pub sm: std::sync::Arc<std::sync::RwLock<xp_store::SmFile>>,
     /// Where a peer's incarnation goes when the cluster has none recorded for it yet.
     pub seen: Option<mpsc::UnboundedSender<(NodeId, String)>>,
+    /// Once evicted, nothing more is sent; an eviction received in an answer is obeyed here.
+    pub fence: Arc<Fence>,
 }
 
 impl Network {
@@ -65,14 +70,104 @@ impl Network {
         rpc_key: String,
         sm: std::sync::Arc<std::sync::RwLock<xp_store::SmFile>>,
         seen: Option<mpsc::UnboundedSender<(NodeId, String)>>,
+        fence: Arc<Fence>,
     ) -> Network {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("reqwest client builds");
-        Network { client, rpc_key, my_id, my_incarnation, sm, seen }
+        Network { client, rpc_key, my_id, my_incarnation, sm, seen, fence }
     }
+
+    /// This node's cluster id and generation, to judge an eviction with.
+    pub fn standing(&self) -> Standing {
+        let sm = self.sm.read().unwrap();
+        Standing {
+            node_id: self.my_id,
+            cluster_id: sm.data.cluster_id.clone().unwrap_or_default(),
+            generation: sm.data.generation(),
+        }
+    }
+
+    /// A Raft RPC request to `target` at `url`, with every authentication header.
+    fn request(&self, target: NodeId, url: &str, path: &str) -> reqwest::RequestBuilder {
+        let (cluster_id, recorded, generation) = {
+            let sm = self.sm.read().unwrap();
+            (
+                sm.data.cluster_id.clone().unwrap_or_default(),
+                sm.data.incarnations.get(&target).cloned(),
+                sm.data.generation(),
+            )
+        };
+        self.client
+            .post(format!("{url}/raft/{path}"))
+            .header(AUTH_HEADER, &self.rpc_key)
+            .header(FROM_HEADER, self.my_id.to_string())
+            .header(TO_HEADER, target.to_string())
+            .header(CLUSTER_HEADER, cluster_id)
+            .header(FROM_INCARNATION_HEADER, &self.my_incarnation)
+            .header(TO_INCARNATION_HEADER, recorded.unwrap_or_default())
+            .header(GENERATION_HEADER, generation.to_string())
+    }
+
+    /// Reads an eviction out of a `410` answer and obeys it if it holds. True when this node
+    /// is now fenced by it.
+    async fn obey_answer(&self, from: &str, res: reqwest::Response) -> bool {
+        let body: Option<EvictionBody> = res.json().await.ok();
+        let Some(ev) = body.and_then(|b| b.eviction) else {
+            tracing::warn!(%from, "a 410 answer carried no readable eviction; ignored");
+            return false;
+        };
+        match self.fence.obey(&ev, &self.standing()) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(%from, "{e}");
+                false
+            }
+        }
+    }
+
+    /// Before Raft starts on existing state: asks every other member of the persisted
+    /// membership, in parallel and for at most `budget` in all, whether this node still
+    /// belongs. An authenticated eviction from any of them fences this node (persisted) before
+    /// it can lead or vote. Unreachable members are skipped and logged: they cannot block a
+    /// start. Returns the members that answered and those that did not.
+    pub async fn probe(
+        &self,
+        members: Vec<(NodeId, String)>,
+        budget: Duration,
+    ) -> (Vec<NodeId>, Vec<NodeId>) {
+        let asks = members.into_iter().map(|(id, url)| async move {
+            let res = self.request(id, &url, "probe").timeout(budget).json(&()).send().await;
+            match res {
+                Ok(r) if r.status() == reqwest::StatusCode::GONE => {
+                    self.obey_answer(&url, r).await;
+                    (id, true)
+                }
+                Ok(r) if r.status().is_success() => (id, true),
+                Ok(r) => {
+                    tracing::info!(node = id, %url, status = %r.status(), "probe: member refused");
+                    (id, true)
+                }
+                Err(e) => {
+                    tracing::warn!(node = id, %url, error = %e, "probe: member unreachable; skipped");
+                    (id, false)
+                }
+            }
+        });
+        let all = tokio::time::timeout(budget, futures_util::future::join_all(asks)).await;
+        let all = all.unwrap_or_default();
+        let answered = all.iter().filter(|(_, ok)| *ok).map(|(id, _)| *id).collect();
+        let silent = all.iter().filter(|(_, ok)| !*ok).map(|(id, _)| *id).collect();
+        (answered, silent)
+    }
+}
+
+/// The body of a `410 Gone` answer to a Raft RPC.
+#[derive(serde::Deserialize)]
+struct EvictionBody {
+    eviction: Option<Eviction>,
 }
 
 pub struct Connection {
@@ -106,23 +201,14 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let (cluster_id, recorded) = {
-            let sm = self.net.sm.read().unwrap();
-            (
-                sm.data.cluster_id.clone().unwrap_or_default(),
-                sm.data.incarnations.get(&self.target).cloned(),
-            )
-        };
+        if self.net.fence.is_evicted() {
+            let e = std::io::Error::other("this node was evicted by a recovered cluster");
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
+        let recorded = self.net.sm.read().unwrap().data.incarnations.get(&self.target).cloned();
         let res = self
             .net
-            .client
-            .post(format!("{}/raft/{path}", self.url))
-            .header(AUTH_HEADER, &self.net.rpc_key)
-            .header(FROM_HEADER, self.net.my_id.to_string())
-            .header(TO_HEADER, self.target.to_string())
-            .header(CLUSTER_HEADER, cluster_id)
-            .header(FROM_INCARNATION_HEADER, &self.net.my_incarnation)
-            .header(TO_INCARNATION_HEADER, recorded.clone().unwrap_or_default())
+            .request(self.target, &self.url, path)
             .timeout(ttl)
             .json(req)
             .send()
@@ -130,6 +216,11 @@ impl Connection {
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let status = res.status();
         self.fenced.store(status == reqwest::StatusCode::CONFLICT, Ordering::Relaxed);
+        if status == reqwest::StatusCode::GONE {
+            self.net.obey_answer(&self.url, res).await;
+            let e = std::io::Error::other(format!("{} answered 410: evicted", self.url));
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
         if !status.is_success() {
             let body = res.text().await.unwrap_or_default();
             let e = std::io::Error::other(format!("{} answered {status}: {body}", self.url));

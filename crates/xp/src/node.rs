@@ -15,8 +15,13 @@ use xp_store::{
     StateMachineStore, StoreError,
 };
 
+use crate::fence::{eviction_key, Fence};
 use crate::join::{PendingJoin, JOIN_FILE};
 use crate::network::{rpc_key, Network};
+
+/// How long, in all, a node starting on existing state asks its members whether it still
+/// belongs (see [`Network::probe`]).
+pub const PROBE_BUDGET: Duration = Duration::from_secs(2);
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -62,9 +67,11 @@ pub struct App {
     pub transferring: std::sync::atomic::AtomicBool,
     /// This data dir's incarnation (see [`xp_store::Identity::incarnation`]).
     pub incarnation: String,
-    /// Why the cluster refuses this node, once it has said so: its id belongs to a disk that
-    /// was wiped or replaced.
-    pub fenced: std::sync::Mutex<Option<String>>,
+    /// Why this node may no longer take part, once it knows: its disk was wiped, or a
+    /// recovered cluster evicted it (see [`crate::fence`]).
+    pub fence: Arc<Fence>,
+    /// Nodes of other clusters that sent Raft RPCs here (each is logged once).
+    pub other_clusters: std::sync::Mutex<std::collections::BTreeSet<(NodeId, String)>>,
 }
 
 impl App {
@@ -175,6 +182,7 @@ impl RunningNode {
         let sm_state = sm.state.clone();
         let sm_store = sm.clone();
         let key = rpc_key(&secret);
+        let fence = Arc::new(Fence::open(dir.clone(), eviction_key(&secret))?);
         let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel();
         let network = Network::new(
             id,
@@ -182,9 +190,45 @@ impl RunningNode {
             key.clone(),
             sm_state.clone(),
             Some(seen_tx),
+            fence.clone(),
         );
         let client = network.client.clone();
-        let raft = Raft::new(id, raft_config(&config)?, network, log, sm)
+
+        // A node coming back on existing state asks its members first: if the cluster was
+        // recovered without it, it must find out before it can lead or vote (openraft restores
+        // a former leader as leader at once).
+        let members: Vec<(NodeId, String)> = {
+            let state = sm_state.read().unwrap();
+            let membership = log.effective_membership(&state);
+            membership
+                .membership()
+                .nodes()
+                .filter(|(m, _)| **m != id)
+                .map(|(m, n)| (*m, n.api_base_url.clone()))
+                .collect()
+        };
+        if !fence.is_evicted() && !members.is_empty() {
+            let started = std::time::Instant::now();
+            let (answered, silent) = network.probe(members, PROBE_BUDGET).await;
+            tracing::info!(
+                ?answered,
+                ?silent,
+                evicted = fence.is_evicted(),
+                ms = started.elapsed().as_millis() as u64,
+                "asked the members of the persisted membership whether this node still belongs"
+            );
+        }
+        let mut raft_cfg = raft_config(&config)?;
+        if fence.is_evicted() {
+            // Never elect, heartbeat or tick: Raft is started only to be stopped (the API
+            // still reads its state) and the network sends nothing.
+            let mut c = (*raft_cfg).clone();
+            c.enable_tick = false;
+            c.enable_heartbeat = false;
+            c.enable_elect = false;
+            raft_cfg = Arc::new(c);
+        }
+        let raft = Raft::new(id, raft_cfg, network, log, sm)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
 
@@ -236,7 +280,8 @@ impl RunningNode {
             peers: RwLock::default(),
             transferring: Default::default(),
             incarnation: identity.incarnation.clone(),
-            fenced: Default::default(),
+            fence,
+            other_clusters: Default::default(),
         });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let router = crate::api::router(app.clone());
@@ -247,6 +292,7 @@ impl RunningNode {
                 })
                 .await;
         });
+        tokio::spawn(stop_raft_when_evicted(app.clone()));
         tokio::spawn(assign_cluster_id(app.clone()));
         tokio::spawn(probe_peers(app.clone()));
         tokio::spawn(record_incarnations(app.clone(), seen_rx));
@@ -329,6 +375,19 @@ async fn record_incarnations(
     }
 }
 
+/// Stops Raft as soon as this node is evicted (at once if it was at start): a stale node must
+/// neither lead, vote nor heartbeat. The HTTP API stays up to say why.
+async fn stop_raft_when_evicted(app: Arc<App>) {
+    let mut evicted = app.fence.evicted();
+    if evicted.wait_for(|e| *e).await.is_err() {
+        return;
+    }
+    if let Err(e) = app.raft.shutdown().await {
+        tracing::warn!(error = %e, "stopping Raft after the eviction");
+    }
+    tracing::warn!("Raft stopped: this node was evicted by a recovered cluster");
+}
+
 /// The first leader of a cluster gives it an id; later leaders find it set and do nothing.
 async fn assign_cluster_id(app: Arc<App>) {
     let mut metrics = app.raft.metrics();
@@ -396,7 +455,7 @@ async fn probe_peers(app: Arc<App>) {
 /// `fenced` (the cluster refused this node's disk), `unconfigured` (not a member), `healthy`
 /// (sees a majority of voters, itself included) or `degraded`.
 pub fn health(app: &App) -> &'static str {
-    if app.fenced.lock().unwrap().is_some() {
+    if app.fence.is_fenced() {
         return "fenced";
     }
     let m = app.raft.metrics().borrow().membership_config.clone();

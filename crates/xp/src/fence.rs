@@ -1,0 +1,371 @@
+//! Fencing: the two ways a node learns it may no longer take part in its cluster, and the
+//! decisions behind them.
+//!
+//! - **Wiped disk.** The cluster knows this node's id by another data dir (see
+//!   `api::check_incarnations`): it lost its log and vote. Not persisted (the disk has nothing
+//!   to lose); the node stays up and is refused until it rejoins with a token.
+//! - **Evicted.** The cluster was recovered (`xp-ops xp recover-single-node` or a restore) while
+//!   this node was away, and this node belongs to an earlier generation. A recovered node that
+//!   receives a Raft RPC from such a node answers with an authenticated [`Eviction`]; a node
+//!   that starts on existing state asks its members first ([`crate::network::Network::probe`]).
+//!   The evicted node persists the fence (`raft/fence.json`, removed only by `xp wipe`), stops
+//!   Raft, refuses client requests, and relays the eviction to any old peer that contacts it.
+
+use std::sync::Mutex;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::watch;
+use xp_store::{Eviction, FenceRecord, NodeId, RaftDir, RecoveryGeneration, StoreError};
+
+/// Request header: the sender's recovery generation (absent or empty means 0).
+pub const GENERATION_HEADER: &str = "x-xp-generation";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// What a node knows of itself when it judges an eviction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Standing {
+    pub node_id: NodeId,
+    /// Empty when the node has none yet.
+    pub cluster_id: String,
+    pub generation: u64,
+}
+
+/// Why an eviction was not obeyed. Each is logged; none changes anything.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Ignored {
+    /// The MAC does not check: forged, altered, or made with another cluster secret.
+    #[error("its MAC does not check (forged, altered, or another cluster's secret)")]
+    BadMac,
+    /// It speaks for another cluster.
+    #[error("it is from cluster {theirs}, this node belongs to cluster {ours}")]
+    OtherCluster { theirs: String, ours: String },
+    /// This node has no cluster id to compare with.
+    #[error("this node has no cluster id yet")]
+    NoClusterId,
+    /// This node already knows that generation or a later one.
+    #[error("it names generation {theirs}, this node is at generation {ours}")]
+    NotLater { theirs: u64, ours: u64 },
+    /// This node is a member of the recovered cluster.
+    #[error("node {0} is a member of the recovered cluster")]
+    StillMember(NodeId),
+}
+
+/// The receiving side's rule: an RPC from a node outside this node's membership that knows
+/// only an earlier generation is answered with an eviction (otherwise a plain refusal).
+pub fn should_evict(my_generation: u64, sender_generation: u64, sender_is_member: bool) -> bool {
+    !sender_is_member && my_generation > sender_generation
+}
+
+/// The obeying side's rule, once the MAC has been checked (`mac_ok`).
+pub fn judge(ev: &Eviction, me: &Standing, mac_ok: bool) -> Result<(), Ignored> {
+    if !mac_ok {
+        return Err(Ignored::BadMac);
+    }
+    if me.cluster_id.is_empty() {
+        return Err(Ignored::NoClusterId);
+    }
+    if ev.cluster_id != me.cluster_id {
+        return Err(Ignored::OtherCluster {
+            theirs: ev.cluster_id.clone(),
+            ours: me.cluster_id.clone(),
+        });
+    }
+    if ev.recovery.generation <= me.generation {
+        return Err(Ignored::NotLater { theirs: ev.recovery.generation, ours: me.generation });
+    }
+    if ev.members.contains(&me.node_id) {
+        return Err(Ignored::StillMember(me.node_id));
+    }
+    Ok(())
+}
+
+/// The reason an evicted node reports, with the way out.
+pub fn reason(ev: &Eviction, me: NodeId) -> String {
+    let r = &ev.recovery;
+    format!(
+        "evicted: cluster {} was recovered at generation {} on {} ({} on node {} {}, voters then \
+         {:?}); node {me} belongs to an earlier generation and may not take part again. Stop it, \
+         `xp wipe --yes`, and rejoin it with `xp join --token` from the recovered cluster's leader",
+        ev.cluster_id,
+        r.generation,
+        r.at,
+        match r.kind {
+            xp_store::RecoveryKind::RecoverSingleNode => "recover-single-node",
+            xp_store::RecoveryKind::Restore => "restore",
+        },
+        r.node_id,
+        r.node_name,
+        r.voters,
+    )
+}
+
+/// Why this node is fenced.
+#[derive(Clone, Debug)]
+pub enum Fenced {
+    /// The cluster knows this id by another data dir.
+    WipedDisk(String),
+    /// A recovered cluster evicted this node.
+    Evicted(Box<FenceRecord>),
+}
+
+/// The fence state of a running node, shared by the API, the Raft network and the node.
+pub struct Fence {
+    key: Vec<u8>,
+    dir: Option<RaftDir>,
+    state: Mutex<Option<Fenced>>,
+    evicted: watch::Sender<bool>,
+}
+
+impl Fence {
+    /// Loads the persisted fence of `dir` (if any). `key` authenticates evictions; it is
+    /// derived from the cluster secret (see [`eviction_key`]).
+    pub fn open(dir: RaftDir, key: Vec<u8>) -> Result<Fence, StoreError> {
+        let record = dir.read_fence()?;
+        let evicted = record.is_some();
+        Ok(Fence {
+            key,
+            dir: Some(dir),
+            state: Mutex::new(record.map(|r| Fenced::Evicted(Box::new(r)))),
+            evicted: watch::Sender::new(evicted),
+        })
+    }
+
+    /// A fence that is never set: for one-shot commands that talk to nobody.
+    pub fn inert() -> Fence {
+        Fence {
+            key: Vec::new(),
+            dir: None,
+            state: Mutex::new(None),
+            evicted: watch::Sender::new(false),
+        }
+    }
+
+    /// The reason, when fenced.
+    pub fn reason(&self) -> Option<String> {
+        self.state.lock().unwrap().as_ref().map(|f| match f {
+            Fenced::WipedDisk(why) => why.clone(),
+            Fenced::Evicted(r) => r.reason.clone(),
+        })
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.state.lock().unwrap().is_some()
+    }
+
+    pub fn is_evicted(&self) -> bool {
+        matches!(&*self.state.lock().unwrap(), Some(Fenced::Evicted(_)))
+    }
+
+    /// The eviction this node obeyed, to relay to old peers.
+    pub fn eviction(&self) -> Option<Eviction> {
+        match &*self.state.lock().unwrap() {
+            Some(Fenced::Evicted(r)) => Some(r.eviction.clone()),
+            _ => None,
+        }
+    }
+
+    /// Turns true when this node is evicted (at once if it was at start).
+    pub fn evicted(&self) -> watch::Receiver<bool> {
+        self.evicted.subscribe()
+    }
+
+    /// Records that the cluster refused this disk (not persisted; an eviction is not replaced).
+    pub fn wiped_disk(&self, why: String) {
+        let mut state = self.state.lock().unwrap();
+        if state.is_none() {
+            tracing::error!("fenced: {why}");
+            *state = Some(Fenced::WipedDisk(why));
+        }
+    }
+
+    /// Signs an eviction for a node of an earlier generation.
+    pub fn issue(
+        &self,
+        cluster_id: String,
+        recovery: RecoveryGeneration,
+        members: Vec<NodeId>,
+        issued_by: NodeId,
+    ) -> Eviction {
+        let mut ev = Eviction { cluster_id, recovery, members, issued_by, mac: String::new() };
+        ev.mac = hex(&self.mac_of(&ev));
+        ev
+    }
+
+    fn mac_of(&self, ev: &Eviction) -> Vec<u8> {
+        let unsigned = Eviction { mac: String::new(), ..ev.clone() };
+        let mut m = HmacSha256::new_from_slice(&self.key).expect("any key length");
+        m.update(&serde_json::to_vec(&unsigned).expect("evictions serialize"));
+        m.finalize().into_bytes().to_vec()
+    }
+
+    fn mac_ok(&self, ev: &Eviction) -> bool {
+        if self.key.is_empty() {
+            return false;
+        }
+        let Some(given) = unhex(&ev.mac) else { return false };
+        let unsigned = Eviction { mac: String::new(), ..ev.clone() };
+        let mut m = HmacSha256::new_from_slice(&self.key).expect("any key length");
+        m.update(&serde_json::to_vec(&unsigned).expect("evictions serialize"));
+        m.verify_slice(&given).is_ok()
+    }
+
+    /// Obeys `ev` if [`judge`] allows it: persists the fence, then flips [`Fence::evicted`].
+    /// `Ok(false)` when this node was already evicted.
+    pub fn obey(&self, ev: &Eviction, me: &Standing) -> Result<bool, ObeyError> {
+        judge(ev, me, self.mac_ok(ev))?;
+        let mut state = self.state.lock().unwrap();
+        if matches!(&*state, Some(Fenced::Evicted(_))) {
+            return Ok(false);
+        }
+        let record = FenceRecord {
+            fenced_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            reason: reason(ev, me.node_id),
+            eviction: ev.clone(),
+        };
+        // Durable before anything acts on it: a restart must not undo the fence.
+        if let Some(dir) = &self.dir {
+            dir.write_fence(&record)?;
+        }
+        tracing::error!("fenced: {}", record.reason);
+        *state = Some(Fenced::Evicted(Box::new(record)));
+        drop(state);
+        self.evicted.send_replace(true);
+        Ok(true)
+    }
+}
+
+/// Why an eviction was not obeyed.
+#[derive(Debug, thiserror::Error)]
+pub enum ObeyError {
+    #[error("ignored an eviction: {0}")]
+    Ignored(#[from] Ignored),
+    #[error("could not persist the fence: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The key evictions are authenticated with.
+pub fn eviction_key(secret: &xp_config::Secret) -> Vec<u8> {
+    crate::token::derive_key(secret, "xp-eviction-v1")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xp_store::RecoveryKind;
+
+    fn recovery(generation: u64) -> RecoveryGeneration {
+        RecoveryGeneration {
+            generation,
+            kind: RecoveryKind::RecoverSingleNode,
+            at: "2026-11-23T16:00:00Z".into(),
+            node_id: 3,
+            node_name: "node3".into(),
+            replaced_voters: vec![1, 2, 3],
+            voters: vec![3],
+        }
+    }
+
+    fn fence(key: &[u8]) -> Fence {
+        Fence {
+            key: key.to_vec(),
+            dir: None,
+            state: Mutex::new(None),
+            evicted: watch::Sender::new(false),
+        }
+    }
+
+    fn me(node_id: NodeId, cluster_id: &str, generation: u64) -> Standing {
+        Standing { node_id, cluster_id: cluster_id.into(), generation }
+    }
+
+    #[test]
+    fn should_evict_table() {
+        // (my generation, sender's generation, sender is a member) -> evict?
+        let cases = [
+            (1, 0, false, true),  // a stale node of the old cluster
+            (2, 1, false, true),  // two recoveries, one missed
+            (1, 1, false, false), // same generation, just not a member (e.g. removed): refuse
+            (0, 0, false, false), // never recovered: a plain refusal
+            (1, 0, true, false),  // a member that has not applied the record yet
+            (1, 2, false, false), // the sender knows a later generation than this node
+        ];
+        for (mine, theirs, member, want) in cases {
+            assert_eq!(should_evict(mine, theirs, member), want, "{mine} {theirs} {member}");
+        }
+    }
+
+    #[test]
+    fn judge_table() {
+        let ev = fence(b"k").issue("c1".into(), recovery(1), vec![3, 4], 3);
+        let cases: [(Standing, bool, Result<(), Ignored>); 7] = [
+            (me(1, "c1", 0), true, Ok(())),
+            (me(1, "c1", 0), false, Err(Ignored::BadMac)),
+            (
+                me(1, "c2", 0),
+                true,
+                Err(Ignored::OtherCluster { theirs: "c1".into(), ours: "c2".into() }),
+            ),
+            (me(1, "", 0), true, Err(Ignored::NoClusterId)),
+            (me(1, "c1", 1), true, Err(Ignored::NotLater { theirs: 1, ours: 1 })),
+            (me(4, "c1", 0), true, Err(Ignored::StillMember(4))),
+            (me(2, "c1", 0), true, Ok(())),
+        ];
+        for (standing, mac_ok, want) in cases {
+            assert_eq!(judge(&ev, &standing, mac_ok), want, "{standing:?} mac_ok={mac_ok}");
+        }
+    }
+
+    #[test]
+    fn only_an_eviction_signed_with_the_cluster_key_is_obeyed() {
+        let ours = fence(b"cluster-key");
+        let good = ours.issue("c1".into(), recovery(1), vec![3], 3);
+        // Forged with another key, altered after signing, or not hex at all.
+        let forged = fence(b"other-key").issue("c1".into(), recovery(1), vec![3], 3);
+        let mut altered = good.clone();
+        altered.members.push(1);
+        let mut garbage = good.clone();
+        garbage.mac = "zz".into();
+        for bad in [&forged, &altered, &garbage] {
+            let err = ours.obey(bad, &me(1, "c1", 0)).unwrap_err();
+            assert!(matches!(err, ObeyError::Ignored(Ignored::BadMac)), "{err}");
+            assert!(!ours.is_fenced());
+        }
+        assert!(ours.obey(&good, &me(1, "c1", 0)).unwrap());
+        assert!(ours.is_fenced() && *ours.evicted().borrow());
+        assert!(ours.reason().unwrap().contains("xp wipe --yes"));
+        // Obeying again changes nothing.
+        assert!(!ours.obey(&good, &me(1, "c1", 0)).unwrap());
+        // A fence that has no key obeys nothing.
+        assert!(matches!(
+            Fence::inert().obey(&good, &me(1, "c1", 0)),
+            Err(ObeyError::Ignored(Ignored::BadMac))
+        ));
+    }
+
+    #[test]
+    fn an_eviction_is_persisted_before_it_is_reported_and_survives_a_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RaftDir::new(tmp.path().join("raft"));
+        dir.create().unwrap();
+        let f = Fence::open(dir.clone(), b"k".to_vec()).unwrap();
+        assert!(!f.is_fenced());
+        let ev = f.issue("c1".into(), recovery(1), vec![3], 3);
+        f.obey(&ev, &me(1, "c1", 0)).unwrap();
+        let again = Fence::open(dir, b"k".to_vec()).unwrap();
+        assert_eq!(again.eviction(), Some(ev));
+        assert!(*again.evicted().borrow());
+    }
+}

@@ -140,6 +140,7 @@ fn full_drill_recover_then_rejoin_a_wiped_node() {
     let record: Value = serde_json::from_slice(&std::fs::read(&records[0]).unwrap()).unwrap();
     assert_eq!(record["voters_before"], serde_json::json!([1, 2, 3]));
     assert_eq!(record["voters_after"], serde_json::json!([1]));
+    assert_eq!(record["generation"], 1);
 
     // Running it again: nothing to do.
     let o = ops(&env1, &["recover-single-node", "-y"]);
@@ -158,10 +159,21 @@ fn full_drill_recover_then_rejoin_a_wiped_node() {
 
     // node3 comes back with its old data: it is fenced off and changes nothing.
     c.node(3).start();
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for("node3 to be fenced by the recovered cluster", T, || {
+        let v = c.nodes[2].info()?;
+        (v["health"] == "fenced").then_some(()).ok_or(v.to_string())
+    });
     let v = c.nodes[0].info().unwrap();
     assert_eq!((v["role"].as_str(), v["voters"].clone()), (Some("leader"), serde_json::json!([1])));
-    c.node(3).kill();
+    assert_eq!(v["recovery_generation"], 1);
+    c.node(3).terminate();
+    // `inspect` shows the fence, and the tool will not recover that disk.
+    let env3 = c.nodes[2].env_file.clone();
+    let insp: Value = serde_json::from_slice(&ops(&env3, &["inspect", "--json"]).stdout).unwrap();
+    assert_eq!(insp["recovery_generation"], 0, "node3 never learned the recovery");
+    assert!(insp["fence"]["reason"].as_str().unwrap().contains("generation 1"), "{insp}");
+    let o = ops(&env3, &["recover-single-node", "-y"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stdout(&o));
 
     // node2's disk is replaced: wiped, joined with a token from the new leader.
     assert!(c.nodes[1].xp(&["wipe", "--yes"]).status.success());

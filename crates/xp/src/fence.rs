@@ -212,7 +212,8 @@ impl Fence {
     }
 
     /// Obeys `ev` if [`judge`] allows it: persists the fence, then flips [`Fence::evicted`].
-    /// `Ok(false)` when this node was already evicted.
+    /// `Ok(false)` when this node was already evicted. A fence that cannot be persisted is
+    /// still applied (and says so in its reason).
     pub fn obey(&self, ev: &Eviction, me: &Standing) -> Result<bool, ObeyError> {
         judge(ev, me, self.mac_ok(ev))?;
         let mut state = self.state.lock().unwrap();
@@ -224,9 +225,15 @@ impl Fence {
             reason: reason(ev, me.node_id),
             eviction: ev.clone(),
         };
-        // Durable before anything acts on it: a restart must not undo the fence.
+        // Durable before anything acts on it: a restart must not undo the fence. If it cannot
+        // be written (a full or failed disk) the node still fences itself now: stopping is the
+        // safe side, and on restart its probe asks the recovered cluster again.
+        let mut record = record;
         if let Some(dir) = &self.dir {
-            dir.write_fence(&record)?;
+            if let Err(e) = dir.write_fence(&record) {
+                tracing::error!(error = %e, "could not persist the fence; fencing in memory only");
+                record.reason.push_str(&format!(" (not persisted: {e})"));
+            }
         }
         tracing::error!("fenced: {}", record.reason);
         *state = Some(Fenced::Evicted(Box::new(record)));
@@ -241,8 +248,6 @@ impl Fence {
 pub enum ObeyError {
     #[error("ignored an eviction: {0}")]
     Ignored(#[from] Ignored),
-    #[error("could not persist the fence: {0}")]
-    Store(#[from] StoreError),
 }
 
 /// The key evictions are authenticated with.
@@ -367,5 +372,16 @@ mod tests {
         let again = Fence::open(dir, b"k".to_vec()).unwrap();
         assert_eq!(again.eviction(), Some(ev));
         assert!(*again.evicted().borrow());
+    }
+
+    #[test]
+    fn a_fence_that_cannot_be_written_still_fences_and_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A raft dir that does not exist: the write fails.
+        let f = Fence::open(RaftDir::new(tmp.path().join("gone")), b"k".to_vec()).unwrap();
+        let ev = f.issue("c1".into(), recovery(1), vec![3], 3);
+        assert!(f.obey(&ev, &me(1, "c1", 0)).unwrap());
+        assert!(f.is_evicted());
+        assert!(f.reason().unwrap().contains("not persisted"));
     }
 }

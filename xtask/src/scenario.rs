@@ -261,7 +261,21 @@ pub async fn run(args: Args) -> Result<u8> {
     }
     if args.plan {
         for (s, p) in &loaded {
-            println!("{}", format::render_plan(s, p));
+            print!("{}", format::render_plan(s, p));
+            // The local backend's refusals are known without starting anything; docker's
+            // availability is not, so `auto` is checked against the local backend too.
+            if args.backend != "docker" {
+                for (i, step) in s.steps.iter().enumerate() {
+                    if let Err(why) = scenario::backend::local::supports(step.step.action()) {
+                        println!(
+                            "     step {} `{}`: the local backend cannot run it: {why}",
+                            i + 1,
+                            step.step.action()
+                        );
+                    }
+                }
+            }
+            println!();
         }
         return Ok(0);
     }

@@ -13,8 +13,10 @@ use serde_json::Value;
 
 use crate::backend::{Backend, BackendError};
 use crate::format::{references, Matcher, PlacedStep, Scenario, Selector, Step};
+use crate::generation::{GenerationEvent, StaleSpans};
 use crate::profile::Profile;
 use crate::report::{NodeEvidence, Report, StepReport, StepStatus};
+use crate::split_brain::Detector;
 use crate::workload::{
     self, Endpoints, InfoFields, Sample, Verification, WorkloadSpec, WriteOutcome, WriteRecord,
 };
@@ -74,6 +76,10 @@ pub struct Engine<B: Backend> {
     epoch: Instant,
     endpoints: Endpoints,
     samples: Arc<Mutex<Vec<Sample>>>,
+    /// Fed every poll round of the sampler.
+    detector: Arc<Mutex<Detector>>,
+    /// Recoveries, wipes and joins: which nodes belong to a stale generation when.
+    generations: Vec<GenerationEvent>,
     writes: Arc<Mutex<Vec<WriteRecord>>>,
     sampler: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
     writer: Option<(watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)>,
@@ -101,6 +107,7 @@ impl<B: Backend> Engine<B> {
             .iter()
             .filter_map(|n| profile.env_value(&n.name, &profile.admin_token_key))
             .collect();
+        let detector = Detector::new(&profile.leader_role);
         Engine {
             scenario,
             profile,
@@ -116,6 +123,8 @@ impl<B: Backend> Engine<B> {
             epoch: Instant::now(),
             endpoints: Endpoints::default(),
             samples: Arc::default(),
+            detector: Arc::new(Mutex::new(detector)),
+            generations: Vec::new(),
             writes: Arc::default(),
             sampler: None,
             writer: None,
@@ -231,6 +240,7 @@ impl<B: Backend> Engine<B> {
             role: self.profile.role_field.clone(),
             term: self.profile.term_field.clone(),
             leader_url: "leader_api_base_url".into(),
+            applied: self.profile.applied_field.clone(),
         };
         let task = tokio::spawn(workload::sample(
             self.endpoints.clone(),
@@ -238,6 +248,7 @@ impl<B: Backend> Engine<B> {
             self.epoch,
             Duration::from_millis(50),
             self.samples.clone(),
+            self.detector.clone(),
             rx,
         ));
         self.sampler = Some((tx, task));
@@ -298,6 +309,29 @@ impl<B: Backend> Engine<B> {
         report.verification = self.verification.clone();
         report.timeline = samples;
         report.writes = writes;
+        let detector = self.detector.lock().unwrap().clone();
+        report.split_brains = detector.finish();
+        report.allow_split_brain = self.scenario.allow_split_brain;
+        for sb in &report.split_brains {
+            let allowed =
+                if self.scenario.allow_split_brain { " (allowed: allow_split_brain)" } else { "" };
+            self.say(&format!("{}{allowed}", sb.line()));
+        }
+        if let Some(why) =
+            crate::split_brain::failure(&report.split_brains, self.scenario.allow_split_brain)
+        {
+            let why = match (&report.outcome, report.reason.take()) {
+                (crate::report::Outcome::Failed, Some(earlier)) => format!("{earlier}; {why}"),
+                _ => why,
+            };
+            report.fail(why);
+        }
+    }
+
+    /// Which nodes belonged to a stale generation when, from the steps so far.
+    fn stale_spans(&self) -> StaleSpans {
+        let nodes: Vec<String> = self.profile.nodes.iter().map(|n| n.name.clone()).collect();
+        StaleSpans::from_events(&nodes, &self.generations)
     }
 
     fn say(&self, s: &str) {
@@ -577,10 +611,28 @@ impl<B: Backend> Engine<B> {
                 self.set_state(&nodes, state);
                 Ok(describe(s.nodes.get_ref(), &nodes))
             }
+            Step::Partition(p) => {
+                let t = self.timeout(p.timeout);
+                let mut groups: Vec<Vec<String>> = Vec::new();
+                for g in &p.groups {
+                    groups.push(self.resolve(g.get_ref(), t).await?);
+                }
+                let all: Vec<String> = self.profile.nodes.iter().map(|n| n.name.clone()).collect();
+                let groups = partition_groups(&all, groups)?;
+                self.backend.partition(&groups).await.map_err(be)?;
+                let shown: Vec<String> = groups.iter().map(|g| g.join(",")).collect();
+                Ok(format!("partitioned: {}", shown.join(" | ")))
+            }
+            Step::HealPartition(_) => {
+                self.backend.heal_partition().await.map_err(be)?;
+                Ok("partition healed".into())
+            }
             Step::Wipe(s) => {
                 let nodes = self.resolve(s.nodes.get_ref(), self.timeout(s.timeout)).await?;
                 for n in &nodes {
                     self.require_stopped(n, "wipe")?;
+                    let at_ms = self.now_ms();
+                    self.generations.push(GenerationEvent::Rejoined { node: n.clone(), at_ms });
                     let out = self
                         .backend
                         .oneoff(n, &self.profile.wipe.clone(), Duration::from_secs(60))
@@ -605,6 +657,10 @@ impl<B: Backend> Engine<B> {
                 let out =
                     self.backend.oneoff(&node, &cmd, Duration::from_secs(300)).await.map_err(be)?;
                 check_output(&cmd, &out, r.expect_exit, &r.stdout_contains, &[])?;
+                if out.code == 0 {
+                    let at_ms = self.now_ms();
+                    self.generations.push(GenerationEvent::Recovered { node: node.clone(), at_ms });
+                }
                 Ok(format!("{node}: {} exited {}", cmd.join(" "), out.code))
             }
             Step::Ops(o) => {
@@ -667,6 +723,8 @@ impl<B: Backend> Engine<B> {
                             prefix: format!("{prefix}{i}"),
                             write_budget: Duration::from_secs(2),
                             kv_path: self.profile.kv_path.clone(),
+                            spread: w.spread,
+                            offset: i as usize,
                         };
                         tokio::spawn(workload::write_loop(
                             self.endpoints.clone(),
@@ -678,8 +736,10 @@ impl<B: Backend> Engine<B> {
                     })
                     .collect();
                 self.writer = Some((tx, tasks));
+                let spread =
+                    if w.spread { ", each write starting at the next node in turn" } else { "" };
                 Ok(format!(
-                    "{writers} writers, {rate} writes/s in all, keys {prefix}<writer>-NNNNNN"
+                    "{writers} writers, {rate} writes/s in all, keys {prefix}<writer>-NNNNNN{spread}"
                 ))
             }
             Step::WorkloadStop(_) => {
@@ -713,6 +773,8 @@ impl<B: Backend> Engine<B> {
         let timeout = self.timeout(j.timeout);
         let node = self.resolve_one(j.node.get_ref(), timeout).await?;
         self.require_stopped(&node, "join")?;
+        let at_ms = self.now_ms();
+        self.generations.push(GenerationEvent::Rejoined { node: node.clone(), at_ms });
         let via_sel = j
             .via
             .as_ref()
@@ -1008,7 +1070,6 @@ impl<B: Backend> Engine<B> {
         let writes = self.writes.lock().unwrap().clone();
         let leader = self.resolve_one(&Selector(vec!["leader".into()]), timeout).await?;
         let start = Instant::now();
-        let mut r = Verification { attempted: writes.len() as u64, ..Default::default() };
         // Read everything back from the leader, 16 at a time; a key that fails that way (e.g. a
         // redirect after a leader change) is read again below, one by one, with retries.
         let mut fast: BTreeMap<usize, Option<String>> = BTreeMap::new();
@@ -1031,13 +1092,10 @@ impl<B: Backend> Engine<B> {
                 .collect()
                 .await;
         }
+        let mut found: Vec<Option<Option<String>>> = Vec::with_capacity(writes.len());
         for (i, w) in writes.iter().enumerate() {
-            match w.outcome {
-                WriteOutcome::Acked => r.acknowledged += 1,
-                WriteOutcome::Failed => r.failed += 1,
-                WriteOutcome::Unknown => r.unknown += 1,
-            }
             if w.outcome == WriteOutcome::Failed {
+                found.push(None);
                 continue;
             }
             let got = loop {
@@ -1058,25 +1116,16 @@ impl<B: Backend> Engine<B> {
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             };
-            let present = got.as_deref() == Some(w.value.as_str());
-            match (w.outcome, present) {
-                (WriteOutcome::Acked, true) => r.present += 1,
-                (WriteOutcome::Acked, false) => {
-                    r.lost += 1;
-                    r.lost_keys.push(w.key.clone());
-                }
-                (WriteOutcome::Unknown, true) => r.unknown_landed += 1,
-                _ => {}
-            }
+            found.push(Some(got));
         }
-        let summary = format!(
-            "{} writes: {} acknowledged, {} present, {} lost; {} failed; {} unknown, {} of them landed",
-            r.attempted, r.acknowledged, r.present, r.lost, r.failed, r.unknown, r.unknown_landed
-        );
+        let r = workload::tally(&writes, &found, &self.stale_spans());
+        let summary = r.summary();
+        // The stale-acknowledged writes get a line of their own, under the summary.
+        let stale = r.stale_line().map(|l| format!("\n{l}")).unwrap_or_default();
         self.verification = Some(r.clone());
         if r.acknowledged < v.min_acked.unwrap_or(1) {
             return Err(format!(
-                "only {} acknowledged writes (min_acked {}): {summary}",
+                "only {} acknowledged writes (min_acked {}): {summary}{stale}",
                 r.acknowledged,
                 v.min_acked.unwrap_or(1)
             ));
@@ -1084,12 +1133,19 @@ impl<B: Backend> Engine<B> {
         if r.lost > v.max_lost {
             let shown: Vec<&str> = r.lost_keys.iter().take(10).map(String::as_str).collect();
             return Err(format!(
-                "{summary}; more than max_lost = {}; lost keys include {}",
+                "{summary}; more than max_lost = {}; lost keys include {}{stale}",
                 v.max_lost,
                 shown.join(", ")
             ));
         }
-        Ok(summary)
+        // Unbounded by default only when the scenario accepts a split brain.
+        let max_stale = v.max_stale_acked.or((!self.scenario.allow_split_brain).then_some(0));
+        if let Some(max) = max_stale.filter(|m| r.stale_acked > *m) {
+            return Err(format!(
+                "{summary}; more than max_stale_acked = {max} acknowledged by a stale cluster{stale}"
+            ));
+        }
+        Ok(format!("{summary}{stale}"))
     }
 
     fn kv_url(&self, base: &str, key: &str) -> String {
@@ -1242,6 +1298,32 @@ impl<B: Backend> Engine<B> {
         }
         Ok(format!("{} keys read back via {}", keys.len(), nodes.join(", ")))
     }
+}
+
+/// The groups of a partition as resolved, checked disjoint, plus one more group of the nodes
+/// named in none; a partition needs at least two groups.
+fn partition_groups(all: &[String], groups: Vec<Vec<String>>) -> Result<Vec<Vec<String>>, String> {
+    let mut seen: Vec<&String> = Vec::new();
+    for g in &groups {
+        for n in g {
+            if seen.contains(&n) {
+                return Err(format!("{n} is in two partition groups; the groups must be disjoint"));
+            }
+            seen.push(n);
+        }
+    }
+    let rest: Vec<String> = all.iter().filter(|n| !seen.contains(n)).cloned().collect();
+    let mut out: Vec<Vec<String>> = groups.clone();
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    if out.len() < 2 {
+        return Err(format!(
+            "a partition needs at least two groups; these groups hold every node: {}",
+            out.iter().map(|g| g.join(",")).collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    Ok(out)
 }
 
 fn describe(sel: &Selector, nodes: &[String]) -> String {
@@ -1410,6 +1492,36 @@ mod tests {
         ];
         for (m, actual, want) in cases {
             assert_eq!(matches(m, actual), *want, "{m} on {actual}");
+        }
+    }
+
+    #[test]
+    fn partition_groups_are_disjoint_and_the_rest_is_one_more_group() {
+        let all: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+        let g = |groups: &[&[&str]]| -> Vec<Vec<String>> {
+            groups.iter().map(|g| g.iter().map(|n| n.to_string()).collect()).collect()
+        };
+        type Groups<'a> = &'a [&'a [&'a str]];
+        let cases: &[(Groups, Result<Groups, &str>)] = &[
+            (&[&["n1", "n2"], &["n3"]], Ok(&[&["n1", "n2"], &["n3"]])),
+            (&[&["n1", "n2"]], Ok(&[&["n1", "n2"], &["n3"]])),
+            (&[&["n2"]], Ok(&[&["n2"], &["n1", "n3"]])),
+            (&[&["n1"], &["n2"]], Ok(&[&["n1"], &["n2"], &["n3"]])),
+            (
+                &[&["n1", "n2"], &["n2", "n3"]],
+                Err("n2 is in two partition groups; the groups must be disjoint"),
+            ),
+            (
+                &[&["n1", "n2", "n3"]],
+                Err(
+                    "a partition needs at least two groups; these groups hold every node: n1,n2,n3",
+                ),
+            ),
+        ];
+        for (input, want) in cases {
+            let got = partition_groups(&all, g(input));
+            let want = want.map(g).map_err(str::to_owned);
+            assert_eq!(got, want, "{input:?}");
         }
     }
 

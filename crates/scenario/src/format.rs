@@ -138,6 +138,10 @@ pub struct RawFile {
     cluster: Option<Spanned<String>>,
     #[serde(default)]
     defaults: Defaults,
+    /// Accept a split brain (two leaders committing at once): still reported, but it does not
+    /// fail the run, and `verify` then bounds no stale-acknowledged writes unless it says so.
+    #[serde(default)]
+    allow_split_brain: bool,
     #[serde(default, rename = "step")]
     #[schemars(with = "Vec<Step>")]
     steps: Vec<Spanned<Step>>,
@@ -172,6 +176,11 @@ pub enum Step {
     Isolate(Nodes),
     /// Reconnect isolated nodes with the same address and DNS alias.
     Heal(Nodes),
+    /// Split the cluster network: nodes in different groups cannot reach each other, nodes in
+    /// the same group can, and the runner still reaches every node.
+    Partition(Partition),
+    /// Undo the partition: every node back on the cluster network with its address and aliases.
+    HealPartition(Empty),
     /// Erase a stopped node's data, as after a disk replacement.
     Wipe(Nodes),
     /// Run the profile's recovery command for a stopped node.
@@ -239,6 +248,7 @@ impl Step {
                     out.push(("among", a.get_ref()));
                 }
             }
+            Step::Partition(p) => out.extend(p.groups.iter().map(|g| ("group", g.get_ref()))),
             _ => {}
         }
         out
@@ -256,6 +266,8 @@ impl Step {
             Step::Unpause(_) => "unpause",
             Step::Isolate(_) => "isolate",
             Step::Heal(_) => "heal",
+            Step::Partition(_) => "partition",
+            Step::HealPartition(_) => "heal-partition",
             Step::Wipe(_) => "wipe",
             Step::Recover(_) => "recover",
             Step::Ops(_) => "ops",
@@ -281,6 +293,17 @@ pub struct Empty {}
 pub struct Nodes {
     #[schemars(with = "Selector")]
     pub nodes: Spanned<Selector>,
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    /// Disjoint groups of nodes (selectors, resolved when the step runs). Nodes named in no
+    /// group form one more group together.
+    #[schemars(with = "Vec<Selector>")]
+    pub groups: Vec<Spanned<Selector>>,
+    /// Bound of resolving live selectors (`leader`, `any-follower`).
     pub timeout: Option<Dur>,
 }
 
@@ -400,6 +423,10 @@ pub struct WorkloadStart {
     pub prefix: Option<String>,
     /// Writers running side by side, sharing `rate` (default 4).
     pub concurrency: Option<u64>,
+    /// Start each write at the next running node in turn (following redirects), instead of at
+    /// the node that acknowledged the last one: a stale leader, if any, receives writes too.
+    #[serde(default)]
+    pub spread: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
@@ -420,6 +447,9 @@ pub struct Verify {
     pub max_lost: u64,
     /// Fewest acknowledged writes for the check to mean something (default 1).
     pub min_acked: Option<u64>,
+    /// Writes acknowledged by a stale cluster (a node of the generation a `recover` replaced)
+    /// the scenario accepts: default 0, unbounded when the scenario sets `allow_split_brain`.
+    pub max_stale_acked: Option<u64>,
     pub timeout: Option<Dur>,
 }
 
@@ -550,6 +580,8 @@ pub struct Scenario {
     pub summary: String,
     pub cluster: String,
     pub defaults: Defaults,
+    /// A split brain is reported but does not fail the run.
+    pub allow_split_brain: bool,
     pub steps: Vec<PlacedStep>,
 }
 
@@ -680,7 +712,37 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
             | Step::Down(_)
             | Step::Sleep(_)
             | Step::WorkloadStop(_)
+            | Step::HealPartition(_)
             | Step::Verify(_) => {}
+            Step::Partition(p) => {
+                if p.groups.is_empty() {
+                    return Err(err_at(
+                        at,
+                        "`partition` needs at least one group in `groups`".into(),
+                    ));
+                }
+                let mut named: BTreeMap<&str, usize> = BTreeMap::new();
+                for (i, g) in p.groups.iter().enumerate() {
+                    check_selector(g, &captures, false)?;
+                    for w in &g.get_ref().0 {
+                        if ["all", "running"].contains(&w.as_str()) {
+                            return Err(err_at(g.span().start, format!("a partition group cannot be `{w}`: the groups must be disjoint")));
+                        }
+                        if nodes.contains(w.as_str()) {
+                            if let Some(j) = named.insert(w, i) {
+                                if j != i {
+                                    return Err(err_at(
+                                        g.span().start,
+                                        format!(
+                                            "{w} is in two groups; the groups must be disjoint"
+                                        ),
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             Step::ChooseSurvivor(c) => {
                 if let Some(a) = &c.among {
                     check_selector(a, &captures, false)?;
@@ -818,6 +880,7 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
         summary: raw.summary,
         cluster,
         defaults: raw.defaults,
+        allow_split_brain: raw.allow_split_brain,
         steps,
     })
 }

@@ -35,7 +35,38 @@ fn is_marked(action: &str) -> bool {
             | "recover"
             | "wipe"
             | "join"
+            | "partition"
+            | "heal-partition"
     )
+}
+
+/// Approximate width in pixels of `text` at the timeline's 11 px font.
+fn text_width(text: &str) -> f64 {
+    text.chars().count() as f64 * 6.5
+}
+
+/// Rows for labels that start at `x` and are `width` wide, in the order given: each label goes
+/// on the first row where it does not overlap the previous label of that row (with a small
+/// gap), so no two labels overlap however close their marks are.
+pub fn label_rows(labels: &[(f64, f64)]) -> Vec<usize> {
+    const GAP: f64 = 6.0;
+    let mut row_ends: Vec<f64> = Vec::new();
+    let mut order: Vec<usize> = (0..labels.len()).collect();
+    order.sort_by(|a, b| labels[*a].0.total_cmp(&labels[*b].0));
+    let mut rows = vec![0; labels.len()];
+    for i in order {
+        let (x, w) = labels[i];
+        let row = match row_ends.iter().position(|end| *end + GAP <= x) {
+            Some(r) => r,
+            None => {
+                row_ends.push(f64::NEG_INFINITY);
+                row_ends.len() - 1
+            }
+        };
+        row_ends[row] = x + w;
+        rows[i] = row;
+    }
+    rows
 }
 
 fn ms(v: Option<u64>) -> String {
@@ -52,8 +83,20 @@ pub fn timeline_svg(r: &Report) -> String {
         .max(r.timeline.iter().map(|s| s.t_ms).max().unwrap_or(0))
         .max(r.writes.iter().map(|w| w.end_ms).max().unwrap_or(0))
         .max(1);
-    let (left, width, lane, gap, top) = (90.0, 1000.0, 26.0, 8.0, 64.0);
+    let (left, width, lane, gap, row_h) = (90.0, 1000.0, 26.0, 8.0, 15.0);
     let x = |t: u64| left + (t as f64 / total as f64) * (width - left - 10.0);
+    // Fault labels above the lanes, on as many rows as they need not to overlap.
+    let marked: Vec<&crate::report::StepReport> =
+        r.steps.iter().filter(|st| is_marked(&st.action)).collect();
+    let texts: Vec<String> = marked
+        .iter()
+        .map(|st| format!("{} {} {}", st.index, st.action, st.nodes.join(",")))
+        .collect();
+    let spans: Vec<(f64, f64)> =
+        marked.iter().zip(&texts).map(|(st, t)| (x(st.start_ms) + 2.0, text_width(t))).collect();
+    let rows = label_rows(&spans);
+    let label_rows_used = rows.iter().max().map_or(1, |m| m + 1);
+    let top = 22.0 + label_rows_used as f64 * row_h + 14.0;
     let lanes = nodes.len() + usize::from(!r.writes.is_empty());
     let height = top + lanes as f64 * (lane + gap) + 40.0;
     let mut s = String::new();
@@ -108,20 +151,31 @@ pub fn timeline_svg(r: &Report) -> String {
             );
         }
     }
-    // Fault and recovery markers, labels staggered on three rows.
+    // Split brains: a red band over the overlap, across every lane, labelled above them.
     let bottom = top + lanes as f64 * (lane + gap);
-    for (k, st) in r.steps.iter().filter(|st| is_marked(&st.action)).enumerate() {
+    for sb in &r.split_brains {
+        let (x0, x1) = (x(sb.start_ms), x(sb.end_ms));
+        let _ = write!(
+            s,
+            r##"<rect x="{x0:.1}" y="{}" width="{:.1}" height="{}" fill="#e53935" fill-opacity="0.25" stroke="#c62828"><title>{}</title></rect><text x="{x0:.1}" y="{}" fill="#c62828" font-weight="bold">SPLIT BRAIN</text>"##,
+            top - 12.0,
+            (x1 - x0).max(2.0),
+            bottom - top + 12.0,
+            esc(&sb.line()),
+            top - 3.0
+        );
+    }
+    // Fault and recovery markers, labels on rows where they do not overlap.
+    for ((st, text), row) in marked.iter().zip(&texts).zip(&rows) {
         let xm = x(st.start_ms);
         let color =
             if st.action == "recover" || st.action == "join" { "#6a1b9a" } else { "#c62828" };
-        let ly = 14.0 + (k % 3) as f64 * 15.0;
+        let ly = 14.0 + *row as f64 * row_h;
         let _ = write!(
             s,
-            r#"<line x1="{xm:.1}" y1="{ly}" x2="{xm:.1}" y2="{bottom}" stroke="{color}" stroke-dasharray="3,2"/><text x="{:.1}" y="{ly}" fill="{color}">{} {} {}</text>"#,
+            r#"<line x1="{xm:.1}" y1="{ly}" x2="{xm:.1}" y2="{bottom}" stroke="{color}" stroke-dasharray="3,2"/><text x="{:.1}" y="{ly}" fill="{color}">{}</text>"#,
             xm + 2.0,
-            st.index,
-            esc(&st.action),
-            esc(&st.nodes.join(","))
+            esc(text)
         );
     }
     // Time axis.
@@ -203,14 +257,36 @@ pre{{margin:0;white-space:pre-wrap;font-size:12px}} .fail{{background:#ffebee}}
             if r.writes.is_empty() { "no workload".into() } else { ms(rec.write_after_ms) }
         );
     }
-    h.push_str("</table><h2>Acknowledged writes (RPO)</h2>");
+    h.push_str("</table><h2>Split brain</h2>");
+    if r.split_brains.is_empty() {
+        h.push_str("<p>No interval with two leaders committing at once.</p>");
+    } else {
+        let allowed =
+            if r.allow_split_brain { " (allowed by <code>allow_split_brain</code>)" } else { "" };
+        let _ = write!(h, "<ul class=\"fail\">");
+        for sb in &r.split_brains {
+            let _ = write!(h, "<li><b>{}</b>{allowed}</li>", esc(&sb.line()));
+        }
+        h.push_str("</ul>");
+    }
+    h.push_str("<h2>Acknowledged writes (RPO)</h2>");
     match &r.verification {
         Some(v) => {
+            let by: Vec<String> =
+                v.stale_acked_by.iter().map(|(n, c)| format!("{} {c}", esc(n))).collect();
             let _ = write!(
                 h,
-                "<table><tr><th>attempted</th><th>acknowledged</th><th>present</th><th>lost</th><th>failed</th><th>unknown</th><th>unknown, landed</th></tr>\
-                 <tr><td>{}</td><td>{}</td><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
-                v.attempted, v.acknowledged, v.present, v.lost, v.failed, v.unknown, v.unknown_landed
+                "<table><tr><th>attempted</th><th>acknowledged</th><th>present</th><th>lost</th><th>acknowledged by a stale cluster (not lost)</th><th>failed</th><th>unknown</th><th>unknown, landed</th></tr>\
+                 <tr><td>{}</td><td>{}</td><td>{}</td><td><b>{}</b></td><td><b>{}</b>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+                v.attempted,
+                v.acknowledged,
+                v.present,
+                v.lost,
+                v.stale_acked,
+                if by.is_empty() { String::new() } else { format!(" ({}; {} present)", by.join(", "), v.stale_acked_present) },
+                v.failed,
+                v.unknown,
+                v.unknown_landed
             );
         }
         None => h.push_str("<p>No <code>verify</code> step ran.</p>"),
@@ -232,4 +308,38 @@ pre{{margin:0;white-space:pre-wrap;font-size:12px}} .fail{{background:#ffebee}}
     }
     h.push_str("</table></body></html>\n");
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_labels_never_overlap() {
+        // (start x, width) -> row
+        type Labels<'a> = &'a [(f64, f64)];
+        let cases: &[(Labels, &[usize])] = &[
+            // Far apart: one row.
+            (&[(100.0, 60.0), (300.0, 60.0)], &[0, 0]),
+            // Two close faults: different rows.
+            (&[(100.0, 60.0), (104.0, 60.0)], &[0, 1]),
+            // Back on the first row once it is free again.
+            (&[(100.0, 60.0), (104.0, 60.0), (170.0, 60.0)], &[0, 1, 0]),
+            // Four faults within a few pixels: four rows (the old three-row stagger overlapped).
+            (&[(100.0, 80.0), (101.0, 80.0), (102.0, 80.0), (103.0, 80.0)], &[0, 1, 2, 3]),
+            // Given out of order: laid out by position.
+            (&[(300.0, 60.0), (100.0, 60.0), (302.0, 60.0)], &[0, 0, 1]),
+        ];
+        for (labels, want) in cases {
+            let rows = label_rows(labels);
+            assert_eq!(rows, *want, "{labels:?}");
+            for i in 0..labels.len() {
+                for j in i + 1..labels.len() {
+                    let ((a, aw), (b, bw)) = (labels[i], labels[j]);
+                    let overlap = a < b + bw && b < a + aw;
+                    assert!(rows[i] != rows[j] || !overlap, "{labels:?}: {i} and {j} overlap");
+                }
+            }
+        }
+    }
 }

@@ -5,7 +5,9 @@
 pub mod backend;
 pub mod engine;
 pub mod format;
+pub mod generation;
 pub mod html;
 pub mod profile;
 pub mod report;
+pub mod split_brain;
 pub mod workload;

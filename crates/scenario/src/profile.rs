@@ -90,6 +90,11 @@ pub struct Profile {
     pub node_id_field: String,
     pub leader_id_field: String,
     pub term_field: String,
+    /// Field holding the index of the last entry the node applied (committed): how the runner
+    /// tells a committing leader from a deposed one that still says "leader" (split-brain
+    /// detection). Absent: no split brain can be detected.
+    #[serde(default)]
+    pub applied_field: Option<String>,
     /// `{key}` is replaced; PUT sends `{"value": v}`, GET answers `{"value": v}`.
     pub kv_path: String,
     pub run: Vec<String>,

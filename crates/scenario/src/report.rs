@@ -68,6 +68,10 @@ pub struct Report {
     pub timeline: Vec<crate::workload::Sample>,
     /// Every write of the background workload.
     pub writes: Vec<crate::workload::WriteRecord>,
+    /// Intervals with two or more leaders committing at once.
+    pub split_brains: Vec<crate::split_brain::SplitBrain>,
+    /// Whether the scenario accepts a split brain (`allow_split_brain`).
+    pub allow_split_brain: bool,
 }
 
 impl Report {
@@ -88,6 +92,8 @@ impl Report {
             verification: None,
             timeline: Vec::new(),
             writes: Vec::new(),
+            split_brains: Vec::new(),
+            allow_split_brain: false,
         }
     }
     pub fn pass(&mut self) {

@@ -1,5 +1,6 @@
 //! Evidence gathered in the background while a scenario runs: an acknowledged-write workload
-//! and a dense record of every node's role and term.
+//! and a dense record of every node's role and term (every poll round also goes to the
+//! split-brain detector, [`crate::split_brain`]).
 //!
 //! Both run as tasks of their own, reaching nodes through a shared [`Endpoints`] map that the
 //! engine refreshes whenever a node starts, stops or moves (a container restart may change its
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
+
+use crate::split_brain::{Detector, Observation};
 
 /// Node name -> the URL the runner reaches it at (None while stopped), plus each node's
 /// in-cluster URL so redirects can be followed.
@@ -35,6 +38,16 @@ impl Endpoints {
     }
     pub fn get(&self, node: &str) -> Option<String> {
         self.inner.read().unwrap().runner.get(node).cloned().flatten()
+    }
+    /// The node the runner reaches at `base` (a runner URL such as `http://127.0.0.1:32771`).
+    pub fn node_of(&self, base: &str) -> Option<String> {
+        let m = self.inner.read().unwrap();
+        m.runner
+            .iter()
+            .find(|(_, u)| {
+                u.as_deref().is_some_and(|u| u.trim_end_matches('/') == base.trim_end_matches('/'))
+            })
+            .map(|(n, _)| n.clone())
     }
     pub fn all(&self) -> Vec<(String, Option<String>)> {
         self.inner.read().unwrap().runner.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
@@ -74,6 +87,9 @@ pub struct WriteRecord {
     pub end_ms: u64,
     pub outcome: WriteOutcome,
     pub attempts: u32,
+    /// The node that answered success (for an acknowledged write).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A change of one node's observed role, term or leader.
@@ -94,6 +110,8 @@ pub struct InfoFields {
     pub role: String,
     pub term: String,
     pub leader_url: String,
+    /// The applied-index field, if the profile names one.
+    pub applied: Option<String>,
 }
 
 fn ms(since: Instant) -> u64 {
@@ -101,28 +119,47 @@ fn ms(since: Instant) -> u64 {
 }
 
 /// Polls every node's info endpoint every `every` and records changes, until `stop` fires.
+/// Every poll round, changed or not, goes to `detector`.
 pub async fn sample(
     endpoints: Endpoints,
     fields: InfoFields,
     epoch: Instant,
     every: Duration,
     out: Arc<Mutex<Vec<Sample>>>,
+    detector: Arc<Mutex<Detector>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let http = reqwest::Client::builder()
         .timeout(every.max(Duration::from_millis(300)))
+        .connect_timeout(Duration::from_millis(300))
         .build()
         .expect("http client");
     let mut last: BTreeMap<String, Sample> = BTreeMap::new();
     loop {
+        let round_ms = ms(epoch);
+        let mut round = Vec::new();
         for (node, url) in endpoints.all() {
-            let info: Option<Value> = match url {
+            // A refused connection or no endpoint: down. A timeout: no answer this round.
+            let (info, obs): (Option<Value>, Observation) = match url {
                 Some(u) => match http.get(format!("{u}{}", fields.info_path)).send().await {
-                    Ok(r) if r.status().is_success() => r.json().await.ok(),
-                    _ => None,
+                    Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                        Ok(v) => {
+                            let obs = Observation::Answered {
+                                role: v[&fields.role].as_str().unwrap_or("?").to_owned(),
+                                term: v[&fields.term].as_u64().unwrap_or(0),
+                                applied: fields.applied.as_ref().and_then(|f| v[f].as_u64()),
+                            };
+                            (Some(v), obs)
+                        }
+                        Err(_) => (None, Observation::NoAnswer),
+                    },
+                    Ok(_) => (None, Observation::NoAnswer),
+                    Err(e) if e.is_connect() && !e.is_timeout() => (None, Observation::Down),
+                    Err(_) => (None, Observation::NoAnswer),
                 },
-                None => None,
+                None => (None, Observation::Down),
             };
+            round.push((node.clone(), obs));
             let s = match info {
                 Some(v) => Sample {
                     t_ms: ms(epoch),
@@ -148,6 +185,7 @@ pub async fn sample(
                 last.insert(node, s);
             }
         }
+        detector.lock().unwrap().observe(round_ms, &round);
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
@@ -163,6 +201,10 @@ pub struct WorkloadSpec {
     /// How long one write may keep retrying (same key, same value) before it is given up.
     pub write_budget: Duration,
     pub kv_path: String,
+    /// Start each write at the next running node in turn instead of the last one that
+    /// acknowledged; `offset` staggers the writers.
+    pub spread: bool,
+    pub offset: usize,
 }
 
 /// Writes unique keys at a steady rate through whichever node leads, until `stop` fires.
@@ -183,14 +225,19 @@ pub async fn write_loop(
     let interval = Duration::from_micros(1_000_000 / spec.rate_per_sec.max(1));
     let mut seq: u64 = 0;
     let mut leader: Option<String> = None;
+    let mut turn = spec.offset;
     loop {
         let tick = tokio::time::Instant::now() + interval;
         seq += 1;
+        if spec.spread {
+            leader = next_in_turn(&endpoints, &mut turn);
+        }
         let key = format!("{}-{seq:06}", spec.prefix);
         let value = format!("v{seq}");
         let start_ms = ms(epoch);
         let begun = Instant::now();
         let mut attempts = 0;
+        let mut acked_by = None;
         let outcome = loop {
             attempts += 1;
             let target =
@@ -207,6 +254,7 @@ pub async fn write_loop(
             .await;
             match result {
                 WriteOutcome::Acked => {
+                    acked_by = next.as_deref().and_then(|b| endpoints.node_of(b));
                     leader = next;
                     break WriteOutcome::Acked;
                 }
@@ -237,12 +285,24 @@ pub async fn write_loop(
             end_ms: ms(epoch),
             outcome,
             attempts,
+            node: acked_by,
         });
         tokio::select! {
             _ = tokio::time::sleep_until(tick) => {}
             _ = stop.changed() => return,
         }
     }
+}
+
+/// The runner URL of the next running node after `turn` (in name order), advancing `turn`.
+fn next_in_turn(endpoints: &Endpoints, turn: &mut usize) -> Option<String> {
+    let all: Vec<String> = endpoints.all().into_iter().filter_map(|(_, u)| u).collect();
+    if all.is_empty() {
+        return None;
+    }
+    let pick = all[*turn % all.len()].clone();
+    *turn = turn.wrapping_add(1);
+    Some(pick)
 }
 
 /// One PUT, following redirects; returns the outcome and the base URL that answered success.
@@ -278,18 +338,99 @@ async fn put(
 }
 
 /// What `verify` found.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Verification {
     pub attempted: u64,
+    /// Acknowledged by the current cluster (not by a stale one).
     pub acknowledged: u64,
     pub present: u64,
-    /// Acknowledged but absent or different: lost writes (RPO, in writes).
+    /// Acknowledged by the current cluster but absent or different: lost writes (RPO, in
+    /// writes).
     pub lost: u64,
     pub lost_keys: Vec<String>,
+    /// Acknowledged by a node of a stale generation (see [`crate::generation`]): the current
+    /// cluster never acknowledged them, so they are expected to be absent and are not lost.
+    pub stale_acked: u64,
+    /// The same, by the node that acknowledged them.
+    pub stale_acked_by: BTreeMap<String, u64>,
+    /// Of those, found in the cluster anyway.
+    pub stale_acked_present: u64,
     pub failed: u64,
     pub unknown: u64,
     /// Of unknown outcome, but found in the cluster.
     pub unknown_landed: u64,
+}
+
+impl Verification {
+    /// One line: `N writes: A acknowledged, P present, L lost; ...`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} writes: {} acknowledged, {} present, {} lost; {} acknowledged by a stale cluster; {} failed; {} unknown, {} of them landed",
+            self.attempted,
+            self.acknowledged,
+            self.present,
+            self.lost,
+            self.stale_acked,
+            self.failed,
+            self.unknown,
+            self.unknown_landed
+        )
+    }
+
+    /// The console line for writes a stale cluster acknowledged (`None` when there were none):
+    /// `STALE-ACKED 37 writes acknowledged by a stale cluster (node2 25, node3 12), 0 of them present; not counted as lost`.
+    pub fn stale_line(&self) -> Option<String> {
+        (self.stale_acked > 0).then(|| {
+            let by: Vec<String> =
+                self.stale_acked_by.iter().map(|(n, c)| format!("{n} {c}")).collect();
+            format!(
+                "STALE-ACKED {} writes acknowledged by a stale cluster ({}), {} of them present; not counted as lost",
+                self.stale_acked,
+                by.join(", "),
+                self.stale_acked_present
+            )
+        })
+    }
+}
+
+/// What `verify` concludes from every write and the value the cluster holds for its key
+/// (`found[i]`: `None` when not read, `Some(None)` when absent). A write acknowledged by a node
+/// while it belonged to a stale generation counts as stale-acknowledged, never as lost.
+pub fn tally(
+    writes: &[WriteRecord],
+    found: &[Option<Option<String>>],
+    stale: &crate::generation::StaleSpans,
+) -> Verification {
+    let mut r = Verification { attempted: writes.len() as u64, ..Default::default() };
+    for (w, got) in writes.iter().zip(found) {
+        let present = got.as_ref().is_some_and(|g| g.as_deref() == Some(w.value.as_str()));
+        let stale_node = w
+            .node
+            .as_deref()
+            .filter(|n| w.outcome == WriteOutcome::Acked && stale.is_stale(n, w.end_ms));
+        match (w.outcome, stale_node) {
+            (WriteOutcome::Acked, Some(n)) => {
+                r.stale_acked += 1;
+                *r.stale_acked_by.entry(n.to_owned()).or_default() += 1;
+                r.stale_acked_present += u64::from(present);
+            }
+            (WriteOutcome::Acked, None) => {
+                r.acknowledged += 1;
+                if present {
+                    r.present += 1;
+                } else {
+                    r.lost += 1;
+                    r.lost_keys.push(w.key.clone());
+                }
+            }
+            (WriteOutcome::Failed, _) => r.failed += 1,
+            (WriteOutcome::Unknown, _) => {
+                r.unknown += 1;
+                r.unknown_landed += u64::from(present);
+            }
+        }
+    }
+    r
 }
 
 /// A fault or recovery and what followed it.
@@ -401,6 +542,7 @@ mod tests {
             end_ms: end,
             outcome,
             attempts: 1,
+            node: None,
         }
     }
 
@@ -485,5 +627,81 @@ mod tests {
             "leader",
         );
         assert_eq!(got, (None, None));
+    }
+
+    #[test]
+    fn writes_a_stale_cluster_acknowledged_are_not_lost() {
+        use crate::generation::{GenerationEvent, StaleSpans};
+        let nodes: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+        // n1 is recovered at 1000; n2 rejoins at 5000; n3 stays stale.
+        let spans = StaleSpans::from_events(
+            &nodes,
+            &[
+                GenerationEvent::Recovered { node: "n1".into(), at_ms: 1000 },
+                GenerationEvent::Rejoined { node: "n2".into(), at_ms: 5000 },
+            ],
+        );
+        let write = |key: &str, end: u64, outcome: WriteOutcome, node: Option<&str>| WriteRecord {
+            key: key.into(),
+            value: format!("v-{key}"),
+            start_ms: end.saturating_sub(10),
+            end_ms: end,
+            outcome,
+            attempts: 1,
+            node: node.map(str::to_owned),
+        };
+        let have = |key: &str| Some(Some(format!("v-{key}")));
+        // (write, what the cluster holds)
+        let cases = [
+            // Acknowledged by n2 before the recovery and gone: lost, as before.
+            (write("a", 900, WriteOutcome::Acked, Some("n2")), Some(None)),
+            // Acknowledged by the recovered node: present.
+            (write("b", 1500, WriteOutcome::Acked, Some("n1")), have("b")),
+            // Acknowledged by the stale n2 and n3 after the recovery, absent: stale, not lost.
+            (write("c", 1500, WriteOutcome::Acked, Some("n2")), Some(None)),
+            (write("d", 2000, WriteOutcome::Acked, Some("n3")), Some(None)),
+            (write("e", 9000, WriteOutcome::Acked, Some("n3")), have("e")),
+            // n2 after it rejoined: the current cluster again, and absent: lost.
+            (write("f", 6000, WriteOutcome::Acked, Some("n2")), Some(None)),
+            (write("g", 6000, WriteOutcome::Failed, None), None),
+            (write("h", 6000, WriteOutcome::Unknown, None), have("h")),
+        ];
+        let (writes, found): (Vec<_>, Vec<_>) = cases.into_iter().unzip();
+        let got = tally(&writes, &found, &spans);
+        let want = Verification {
+            attempted: 8,
+            acknowledged: 3,
+            present: 1,
+            lost: 2,
+            lost_keys: vec!["a".into(), "f".into()],
+            stale_acked: 3,
+            stale_acked_by: [("n2".to_string(), 1), ("n3".to_string(), 2)].into(),
+            stale_acked_present: 1,
+            failed: 1,
+            unknown: 1,
+            unknown_landed: 1,
+        };
+        assert_eq!(got, want);
+        assert_eq!(
+            got.stale_line().unwrap(),
+            "STALE-ACKED 3 writes acknowledged by a stale cluster (n2 1, n3 2), 1 of them present; not counted as lost"
+        );
+        assert_eq!(tally(&writes[..2], &found[..2], &spans).stale_line(), None);
+    }
+
+    #[test]
+    fn spread_writers_take_the_running_nodes_in_turn() {
+        let e = Endpoints::default();
+        e.set("n1", Some("http://a".into()));
+        e.set("n2", None);
+        e.set("n3", Some("http://c".into()));
+        let mut turn = 0;
+        let picks: Vec<Option<String>> = (0..3).map(|_| next_in_turn(&e, &mut turn)).collect();
+        assert_eq!(
+            picks,
+            [Some("http://a".into()), Some("http://c".into()), Some("http://a".into())]
+        );
+        assert_eq!(e.node_of("http://c"), Some("n3".into()));
+        assert_eq!(e.node_of("http://b"), None);
     }
 }

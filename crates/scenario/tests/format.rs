@@ -18,7 +18,7 @@ const HEAD: &str = "name = \"t\"\nsummary = \"s\"\n";
 #[test]
 fn every_step_kind_parses() {
     let src = format!(
-        "{HEAD}cluster = \"xp-3\"\n[defaults]\ntimeout = \"5s\"\n\
+        "{HEAD}cluster = \"xp-3\"\nallow_split_brain = true\n[defaults]\ntimeout = \"5s\"\n\
 [[step]]\nup = {{}}\n\
 [[step]]\nexpect = {{ nodes = \"all\", that = {{ role = {{ one_of = [\"leader\", \"follower\"] }}, leader_id = {{ same = true }}, cluster_id = {{ not_empty = true }}, term = {{ ge = 1 }}, voters = {{ len = 3 }}, learners = [] }}, capture = {{ first = \"node_name\" }} }}\n\
 [[step]]\nwrite = {{ keys = {{ a = \"1\" }}, count = 2, prefix = \"p\" }}\n\
@@ -31,17 +31,19 @@ fn every_step_kind_parses() {
 [[step]]\nunpause = {{ nodes = \"node3\" }}\n\
 [[step]]\nisolate = {{ nodes = \"leader\" }}\n\
 [[step]]\nheal = {{ nodes = \"node1\" }}\n\
+[[step]]\npartition = {{ groups = [[\"leader\", \"any-follower\"], [\"node3\"]], timeout = \"2s\" }}\n\
+[[step]]\nheal-partition = {{}}\n\
 [[step]]\nwipe = {{ nodes = \"${{first}}\" }}\n\
 [[step]]\nrecover = {{ node = \"node1\", args = [\"--no-backup\"], stdout_contains = [\"recovered\"] }}\n\
 [[step]]\nops = {{ node = \"node1\", run = [\"xp-ops\", \"xp\", \"inspect\", \"--json\"], expect_exit = 0, stdout_contains = [\"vote\"] }}\n\
 [[step]]\njoin = {{ node = \"node2\", via = \"${{first}}\", ttl_seconds = 60 }}\n\
 [[step]]\nexpect = {{ nodes = \"node2\", that = {{ leader_api_base_url = \"${{first.api_base_url}}\", voters = {{ contains = \"${{self.node_id}}\" }}, node_id = {{ ne = 0 }}, term = {{ lt = 99 }} }} }}\n\
 [[step]]\nsleep = {{ duration = \"10ms\" }}\n\
-[[step]]\nworkload-start = {{ rate = 50, concurrency = 2, prefix = \"w\" }}\n\
+[[step]]\nworkload-start = {{ rate = 50, concurrency = 2, prefix = \"w\", spread = true }}\n\
 [[step]]\nworkload-stop = {{}}\n\
 [[step]]\nchoose-survivor = {{ among = \"stopped\", capture = \"s\" }}\n\
 [[step]]\nrecover = {{ node = \"${{s}}\" }}\n\
-[[step]]\nverify = {{ max_lost = 2, min_acked = 10, timeout = \"9s\" }}\n\
+[[step]]\nverify = {{ max_lost = 2, min_acked = 10, max_stale_acked = 5, timeout = \"9s\" }}\n\
 [[step]]\ndown = {{}}\n"
     );
     let s = parse(Path::new("t.toml"), &src, &profile()).unwrap();
@@ -61,6 +63,8 @@ fn every_step_kind_parses() {
             "unpause",
             "isolate",
             "heal",
+            "partition",
+            "heal-partition",
             "wipe",
             "recover",
             "ops",
@@ -76,7 +80,14 @@ fn every_step_kind_parses() {
         ]
     );
     assert_eq!(s.default_timeout(), std::time::Duration::from_secs(5));
-    assert_eq!(s.steps[1].line, 8, "the line of the step's [[step]] header");
+    assert_eq!(s.steps[1].line, 9, "the line of the step's [[step]] header");
+    assert!(s.allow_split_brain);
+    assert!(s.steps.iter().any(|p| matches!(&p.step, Step::WorkloadStart(w) if w.spread)));
+    assert!(s
+        .steps
+        .iter()
+        .any(|p| matches!(&p.step, Step::Verify(v) if v.max_stale_acked == Some(5))));
+    assert!(s.steps.iter().any(|p| matches!(&p.step, Step::Partition(g) if g.groups.len() == 2)));
     assert!(s.steps[1].matchers.contains(&("voters".to_string(), Matcher::Len(3))));
     assert!(s.steps[1]
         .matchers
@@ -89,14 +100,14 @@ fn every_step_kind_parses() {
 #[test]
 fn rejections_name_file_line_and_column() {
     let cases: &[(&str, &str)] = &[
-        ("[[step]]\nstp = {}\n", "t.toml:4:1: unknown variant `stp`, expected one of `up`, `down`, `stop`, `kill`, `start`, `restart`, `pause`, `unpause`, `isolate`, `heal`, `wipe`, `recover`, `ops`, `join`, `expect`, `write`, `read`, `sleep`, `workload-start`, `workload-stop`, `verify`, `choose-survivor`"),
+        ("[[step]]\nstp = {}\n", "t.toml:4:1: unknown variant `stp`, expected one of `up`, `down`, `stop`, `kill`, `start`, `restart`, `pause`, `unpause`, `isolate`, `heal`, `partition`, `heal-partition`, `wipe`, `recover`, `ops`, `join`, `expect`, `write`, `read`, `sleep`, `workload-start`, `workload-stop`, `verify`, `choose-survivor`"),
         ("[[step]]\nstop = { nodes = \"node1\", grace = \"1s\" }\n", "t.toml:4:27: unknown field `grace`, expected `nodes` or `timeout`"),
         ("[[step]]\nsleep = { duration = \"5 parsecs\" }\n", "t.toml:4:22: invalid duration \"5 parsecs\": expected e.g. \"500ms\", \"5s\", \"2m\""),
         ("[defaults]\ntimeout = \"soon\"\n[[step]]\nup = {}\n", "t.toml:4:11: invalid duration \"soon\": expected e.g. \"500ms\", \"5s\", \"2m\""),
         ("[[step]]\nstop = { nodes = \"node9\" }\n", "t.toml:4:18: unknown node \"node9\"; expected one of node1, node2, node3 or all, running, stopped, leader, followers, any-follower"),
         ("[[step]]\nwipe = { nodes = \"${ghost}\" }\n", "t.toml:4:18: `${ghost}` refers to nothing: no earlier step captures \"ghost\""),
         ("[[step]]\nexpect = { that = { role = \"${node1.role}\", term = \"${later}\" } }\n[[step]]\nexpect = { that = { role = \"leader\" }, capture = { later = \"term\" } }\n", "t.toml:4:52: `${later}` refers to nothing; expected self.FIELD, NODE.FIELD (NODE a node name, leader, or a capture holding a node name) or a name captured by an earlier step"),
-        ("[[step]]\nexpect = { that = { rol = \"leader\" } }\n", "t.toml:4:27: unknown field \"rol\" of the cluster info; expected one of cluster_id, node_id, node_name, api_base_url, role, term, leader_id, leader_api_base_url, voters, learners, members, last_log_index, last_applied_index, health, fenced, version"),
+        ("[[step]]\nexpect = { that = { rol = \"leader\" } }\n", "t.toml:4:27: unknown field \"rol\" of the cluster info; expected one of cluster_id, node_id, node_name, api_base_url, role, term, leader_id, leader_api_base_url, voters, learners, members, last_log_index, last_applied_index, health, fenced, recovery_generation, recovered_at, version"),
         ("[[step]]\nexpect = { that = { term = { gte = 1 } } }\n", "t.toml:4:28: unknown matcher `gte`; expected one of: one_of, ne, not_empty, same, gt, ge, lt, le, contains, excludes, len"),
         ("[[step]]\nexpect = { that = { term = { gt = \"one\" } } }\n", "t.toml:4:28: `gt` takes a number"),
         ("[[step]]\nexpect = { that = {} }\n", "t.toml:3:1: `expect` needs at least one field in `that`"),
@@ -107,11 +118,16 @@ fn rejections_name_file_line_and_column() {
         ("[[step]]\nread = { via = \"leader\" }\n", "t.toml:3:1: `read` needs `keys` or `all_written = true`"),
         ("[[step]]\nstop = { nodes = [] }\n", "t.toml:4:18: empty node selector"),
         ("cluster = \"etcd-3\"\n[[step]]\nup = {}\n", "t.toml:3:11: unknown cluster profile \"etcd-3\"; this run has \"xp-3\""),
-        ("surprise = 1\n[[step]]\nup = {}\n", "t.toml:3:1: unknown field `surprise`, expected one of `name`, `summary`, `cluster`, `defaults`, `step`"),
+        ("surprise = 1\n[[step]]\nup = {}\n", "t.toml:3:1: unknown field `surprise`, expected one of `name`, `summary`, `cluster`, `defaults`, `allow_split_brain`, `step`"),
         ("", "t.toml:1:1: a scenario needs at least one [[step]]"),
         ("[[step]]\nworkload-start = { rate = 0 }\n", "t.toml:3:1: `rate` must be between 1 and 2000 writes per second"),
         ("[[step]]\nverify = { max_lost = -1 }\n", "t.toml:4:23: invalid value: integer `-1`, expected u64"),
         ("[[step]]\nchoose-survivor = { among = \"stopped\" }\n", "t.toml:4:19: missing field `capture`"),
+        ("[[step]]\npartition = { groups = [[\"node1\", \"node2\"], [\"node2\"]] }\n", "t.toml:4:45: node2 is in two groups; the groups must be disjoint"),
+        ("[[step]]\npartition = { groups = [\"all\"] }\n", "t.toml:4:25: a partition group cannot be `all`: the groups must be disjoint"),
+        ("[[step]]\npartition = { groups = [] }\n", "t.toml:3:1: `partition` needs at least one group in `groups`"),
+        ("[[step]]\npartition = { groups = [[\"node7\"]] }\n", "t.toml:4:25: unknown node \"node7\"; expected one of node1, node2, node3 or all, running, stopped, leader, followers, any-follower"),
+        ("allow_split_brain = \"yes\"\n[[step]]\nup = {}\n", "t.toml:3:21: invalid type: string \"yes\", expected a boolean"),
         ("[[step]]\nup = {\n", "t.toml:4:7: invalid inline table\nexpected `}`"),
     ];
     let mut wrong = Vec::new();

@@ -14,7 +14,9 @@ use bollard::container::{
 };
 use bollard::image::BuildImageOptions;
 use bollard::models::{EndpointIpamConfig, EndpointSettings, HostConfig};
-use bollard::network::{ConnectNetworkOptions, DisconnectNetworkOptions, ListNetworksOptions};
+use bollard::network::{
+    ConnectNetworkOptions, CreateNetworkOptions, DisconnectNetworkOptions, ListNetworksOptions,
+};
 use bollard::volume::{ListVolumesOptions, RemoveVolumeOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -239,6 +241,23 @@ struct Attachment {
     aliases: Vec<String>,
 }
 
+/// A node a partition moved off its networks onto a group network.
+#[derive(Clone, Debug)]
+struct Moved {
+    node: String,
+    /// Where it was, to put it back identically.
+    from: Vec<Attachment>,
+    /// The group network it is on now.
+    to: String,
+}
+
+/// What a `partition` changed, so `heal-partition` (and only it) undoes exactly that.
+#[derive(Clone, Debug, Default)]
+struct Partitioned {
+    networks: Vec<String>,
+    moved: Vec<Moved>,
+}
+
 pub struct DockerBackend {
     docker: Docker,
     profile: Profile,
@@ -248,6 +267,7 @@ pub struct DockerBackend {
     subnet: String,
     compose_file: PathBuf,
     isolated: BTreeMap<String, Vec<Attachment>>,
+    partitioned: Option<Partitioned>,
 }
 
 impl DockerBackend {
@@ -270,6 +290,7 @@ impl DockerBackend {
             subnet,
             compose_file,
             isolated: BTreeMap::new(),
+            partitioned: None,
         })
     }
 
@@ -328,6 +349,49 @@ impl DockerBackend {
                     self.project
                 ))
             })
+    }
+
+    /// Where a container is attached now: each network with its address and DNS aliases.
+    async fn attachments(&self, id: &str) -> Result<Vec<Attachment>, BackendError> {
+        let info = self.docker.inspect_container(id, None::<InspectContainerOptions>).await?;
+        let networks = info.network_settings.and_then(|n| n.networks).unwrap_or_default();
+        Ok(networks
+            .into_iter()
+            .map(|(network, ep)| Attachment {
+                network,
+                ip: ep.ip_address.unwrap_or_default(),
+                aliases: ep.aliases.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Attaches a container to `a.network` with `a`'s address (when it has one) and aliases.
+    async fn attach(&self, id: &str, a: &Attachment) -> Result<(), BackendError> {
+        let endpoint_config = EndpointSettings {
+            aliases: Some(a.aliases.clone()),
+            ipam_config: (!a.ip.is_empty()).then(|| EndpointIpamConfig {
+                ipv4_address: Some(a.ip.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .connect_network(
+                &a.network,
+                ConnectNetworkOptions { container: id.to_owned(), endpoint_config },
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn detach(&self, id: &str, network: &str) -> Result<(), BackendError> {
+        self.docker
+            .disconnect_network(
+                network,
+                DisconnectNetworkOptions { container: id.to_owned(), force: true },
+            )
+            .await?;
+        Ok(())
     }
 
     async fn running(&self, id: &str) -> Result<bool, BackendError> {
@@ -468,19 +532,9 @@ impl Backend for DockerBackend {
 
     async fn isolate(&mut self, node: &str) -> Result<(), BackendError> {
         let id = self.container(node).await?;
-        let info = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await?;
-        let networks = info.network_settings.and_then(|n| n.networks).unwrap_or_default();
-        let mut attachments = Vec::new();
-        for (network, ep) in networks {
-            let ip = ep.ip_address.clone().unwrap_or_default();
-            let aliases = ep.aliases.clone().unwrap_or_default();
-            self.docker
-                .disconnect_network(
-                    &network,
-                    DisconnectNetworkOptions { container: id.clone(), force: true },
-                )
-                .await?;
-            attachments.push(Attachment { network, ip, aliases });
+        let attachments = self.attachments(&id).await?;
+        for a in &attachments {
+            self.detach(&id, &a.network).await?;
         }
         self.isolated.insert(node.to_owned(), attachments);
         Ok(())
@@ -493,20 +547,88 @@ impl Backend for DockerBackend {
         };
         for a in attachments {
             // Same IPv4 address and DNS aliases: `network disconnect` dropped both.
-            let endpoint_config = EndpointSettings {
-                aliases: Some(a.aliases.clone()),
-                ipam_config: Some(EndpointIpamConfig {
-                    ipv4_address: Some(a.ip.clone()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
+            self.attach(&id, &a).await?;
+        }
+        Ok(())
+    }
+
+    /// The first group stays on the cluster network; each other group moves to a network of its
+    /// own (labelled with the project, so teardown and `clean` remove it). A container is
+    /// connected to its group network (with its DNS aliases) before it leaves the cluster
+    /// network: docker then publishes its ports on the new network, so the runner keeps
+    /// reaching it, on a new host port that [`Backend::endpoint`] reads afresh.
+    async fn partition(&mut self, groups: &[Vec<String>]) -> Result<(), BackendError> {
+        if self.partitioned.is_some() {
+            return Err(BackendError::Command(
+                "the cluster is already partitioned; add a `heal-partition` step first".into(),
+            ));
+        }
+        // Recorded as it goes, so that a failure half-way can still be healed.
+        self.partitioned = Some(Partitioned::default());
+        for (k, group) in groups.iter().enumerate().skip(1) {
+            let network = format!("{}_partition{k}", self.project);
             self.docker
-                .connect_network(
-                    &a.network,
-                    ConnectNetworkOptions { container: id.clone(), endpoint_config },
-                )
+                .create_network(CreateNetworkOptions {
+                    name: network.clone(),
+                    check_duplicate: true,
+                    driver: "bridge".to_owned(),
+                    labels: HashMap::from([(PROJECT_LABEL.to_owned(), self.project.clone())]),
+                    ..Default::default()
+                })
                 .await?;
+            self.partitioned.as_mut().expect("set above").networks.push(network.clone());
+            for node in group {
+                let id = self.container(node).await?;
+                let from = self.attachments(&id).await?;
+                let mut aliases: Vec<String> =
+                    from.iter().flat_map(|a| a.aliases.iter().cloned()).collect();
+                aliases.sort();
+                aliases.dedup();
+                let to = Attachment { network: network.clone(), ip: String::new(), aliases };
+                self.attach(&id, &to).await?;
+                self.partitioned.as_mut().expect("set above").moved.push(Moved {
+                    node: node.clone(),
+                    from: from.clone(),
+                    to: network.clone(),
+                });
+                for a in &from {
+                    self.detach(&id, &a.network).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn heal_partition(&mut self) -> Result<(), BackendError> {
+        let Some(p) = self.partitioned.take() else {
+            return Err(BackendError::Command("the cluster is not partitioned".into()));
+        };
+        for m in &p.moved {
+            let id = self.container(&m.node).await?;
+            let now: Vec<String> =
+                self.attachments(&id).await?.into_iter().map(|a| a.network).collect();
+            for a in m.from.iter().filter(|a| !now.contains(&a.network)) {
+                // Same IPv4 address and DNS aliases as before the partition. A node restarted
+                // meanwhile on the cluster network may have been given that address (compose
+                // pins none): then the aliases alone, which is what peers resolve.
+                match self.attach(&id, a).await {
+                    Err(BackendError::Docker(
+                        bollard::errors::Error::DockerResponseServerError {
+                            status_code: 403, ..
+                        },
+                    )) => {
+                        let any_ip = Attachment { ip: String::new(), ..a.clone() };
+                        self.attach(&id, &any_ip).await?;
+                    }
+                    other => other?,
+                }
+            }
+            if now.contains(&m.to) {
+                self.detach(&id, &m.to).await?;
+            }
+        }
+        for n in &p.networks {
+            self.docker.remove_network(n).await?;
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! The local backend: each node is a process on a loopback port with its own data dir.
-//! `stop`/`kill`/`pause` are signals; there is no network to cut, so `isolate` is unsupported.
+//! `stop`/`kill`/`pause` are signals; there is no network to cut, so `isolate` and
+//! `partition` are unsupported.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -209,19 +210,27 @@ fn set_env_key(text: &str, key: &str, value: &str) -> String {
     out.join("\n") + "\n"
 }
 
+/// What the local backend cannot do, and why (also asked by `--plan --backend local`).
+pub fn supports(action: &str) -> Result<(), String> {
+    match action {
+        "isolate" | "heal" => {
+            Err("the local backend has no network to cut a node off (use --backend docker)".into())
+        }
+        "partition" | "heal-partition" => Err(
+            "the local backend runs every node on loopback, with no network to partition (use --backend docker)"
+                .into(),
+        ),
+        _ => Ok(()),
+    }
+}
+
 impl Backend for LocalBackend {
     fn name(&self) -> &'static str {
         "local"
     }
 
     fn supports(&self, action: &str) -> Result<(), String> {
-        match action {
-            "isolate" | "heal" => {
-                Err("the local backend has no network to cut a node off (use --backend docker)"
-                    .into())
-            }
-            _ => Ok(()),
-        }
+        supports(action)
     }
 
     async fn up(&mut self) -> Result<(), BackendError> {
@@ -306,6 +315,14 @@ impl Backend for LocalBackend {
 
     async fn heal(&mut self, _node: &str) -> Result<(), BackendError> {
         Err(BackendError::Command(self.supports("heal").unwrap_err()))
+    }
+
+    async fn partition(&mut self, _groups: &[Vec<String>]) -> Result<(), BackendError> {
+        Err(BackendError::Command(self.supports("partition").unwrap_err()))
+    }
+
+    async fn heal_partition(&mut self) -> Result<(), BackendError> {
+        Err(BackendError::Command(self.supports("heal-partition").unwrap_err()))
     }
 
     async fn oneoff(

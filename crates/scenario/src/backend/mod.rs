@@ -56,6 +56,12 @@ pub trait Backend {
     async fn unpause(&mut self, node: &str) -> Result<(), BackendError>;
     async fn isolate(&mut self, node: &str) -> Result<(), BackendError>;
     async fn heal(&mut self, node: &str) -> Result<(), BackendError>;
+    /// Splits the cluster network into `groups` (disjoint, covering every node): nodes in
+    /// different groups cannot reach each other, nodes in one group can, and the runner still
+    /// reaches every node (its endpoint may change).
+    async fn partition(&mut self, groups: &[Vec<String>]) -> Result<(), BackendError>;
+    /// Undoes [`Backend::partition`]: every node back where it was, same address and aliases.
+    async fn heal_partition(&mut self) -> Result<(), BackendError>;
     /// Runs `cmd` (first word: a profile binary) against the node's data and env file while the
     /// node itself is stopped.
     async fn oneoff(

@@ -236,6 +236,7 @@ pub fn plan(
         node_id: me,
         node_name: config.node_name.clone(),
         replaced_voters: voters.clone(),
+        replaced_learners: membership.learner_ids().collect(),
         voters: vec![me],
     };
     Ok(Some(Plan {

@@ -93,6 +93,7 @@ pub fn restore(config: &Config, file: &Path) -> Result<Restored, RecoveryError> 
         node_id: id,
         node_name: config.node_name.clone(),
         replaced_voters: b.membership.membership().voter_ids().collect(),
+        replaced_learners: b.membership.membership().learner_ids().collect(),
         voters: vec![id],
     };
     state.data.record_recovery(&recovery);

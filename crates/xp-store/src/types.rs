@@ -84,6 +84,9 @@ pub struct RecoveryGeneration {
     pub node_name: String,
     /// The voters the recovery replaced (the old configuration).
     pub replaced_voters: Vec<NodeId>,
+    /// The learners of the old configuration.
+    #[serde(default)]
+    pub replaced_learners: Vec<NodeId>,
     /// The voters right after the recovery.
     pub voters: Vec<NodeId>,
 }
@@ -92,7 +95,7 @@ pub struct RecoveryGeneration {
 /// part: sent, authenticated by a MAC keyed from the cluster secret, in answer to a Raft RPC
 /// from such a node, and relayed by the fenced node to its old peers. A node obeys it only if
 /// the MAC checks, the cluster id is its own, the generation is later than its own and its id
-/// is not among `members`.
+/// is among `retired` (and not among `members`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Eviction {
     pub cluster_id: String,
@@ -100,6 +103,10 @@ pub struct Eviction {
     pub recovery: RecoveryGeneration,
     /// Every member (voters and learners) of the recovered cluster when this was issued.
     pub members: Vec<NodeId>,
+    /// The ids this eviction speaks for: every member of a configuration that a recovery in
+    /// the cluster's lineage replaced, less the current members. A node that joined later is
+    /// never among them, so a relayed eviction cannot fence it.
+    pub retired: Vec<NodeId>,
     /// The node that issued it.
     pub issued_by: NodeId,
     /// Hex HMAC-SHA256 over the JSON of every other field, keyed from the cluster secret.

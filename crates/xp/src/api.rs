@@ -142,9 +142,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Fails with 503 and the reason when this node is fenced: it serves no client request.
+/// Fails with 503 and the reason when a recovered cluster evicted this node: it serves no
+/// client request. (A wiped-disk fence does not block them: such a node cannot lead, and a
+/// forged incarnation header must not turn a leader into an outage.)
 pub fn require_not_fenced(app: &App) -> Result<(), ApiError> {
-    match app.fence.reason() {
+    match app.fence.is_evicted().then(|| app.fence.reason()).flatten() {
         Some(why) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why)),
         None => Ok(()),
     }
@@ -439,9 +441,9 @@ fn check_rpc(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
         ));
     }
     let theirs = header(CLUSTER_HEADER);
-    let (ours, latest) = {
+    let (ours, lineage) = {
         let sm = app.sm.read().unwrap();
-        (sm.data.cluster_id.clone().unwrap_or_default(), sm.data.latest_recovery().cloned())
+        (sm.data.cluster_id.clone().unwrap_or_default(), sm.data.lineage.clone())
     };
     if !theirs.is_empty() && !ours.is_empty() && theirs != ours {
         if app.other_clusters.lock().unwrap().insert((from, theirs.to_owned())) {
@@ -460,11 +462,13 @@ fn check_rpc(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let members = m.membership();
     if members.nodes().next().is_some() && members.get_node(&from).is_none() {
         let sender_generation: u64 = header(GENERATION_HEADER).parse().unwrap_or(0);
-        if let Some(recovery) =
-            latest.filter(|r| should_evict(r.generation, sender_generation, false))
-        {
-            let members: Vec<NodeId> = members.nodes().map(|(id, _)| *id).collect();
-            let ev = app.fence.issue(ours.clone(), recovery, members, app.id);
+        let generation = lineage.last().map(|r| r.generation).unwrap_or(0);
+        let members: Vec<NodeId> = members.nodes().map(|(id, _)| *id).collect();
+        let ev = should_evict(generation, sender_generation, false)
+            .then(|| app.fence.issue(ours.clone(), &lineage, members, app.id))
+            .flatten()
+            .filter(|ev| ev.retired.contains(&from));
+        if let Some(ev) = ev {
             let why = crate::fence::reason(&ev, from);
             tracing::warn!(
                 from,

@@ -50,6 +50,23 @@ pub enum Ignored {
     /// This node is a member of the recovered cluster.
     #[error("node {0} is a member of the recovered cluster")]
     StillMember(NodeId),
+    /// This node was in no configuration a recovery replaced (it joined later).
+    #[error("node {0} was in no configuration a recovery replaced")]
+    NotRetired(NodeId),
+}
+
+/// The ids a recovered cluster may evict: every member of a configuration some recovery in
+/// `lineage` replaced, less the current `members`. Sorted, without duplicates.
+pub fn retired(lineage: &[RecoveryGeneration], members: &[NodeId]) -> Vec<NodeId> {
+    let mut out: Vec<NodeId> = lineage
+        .iter()
+        .flat_map(|r| r.replaced_voters.iter().chain(&r.replaced_learners))
+        .filter(|id| !members.contains(id))
+        .copied()
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// The receiving side's rule: an RPC from a node outside this node's membership that knows
@@ -77,6 +94,9 @@ pub fn judge(ev: &Eviction, me: &Standing, mac_ok: bool) -> Result<(), Ignored> 
     }
     if ev.members.contains(&me.node_id) {
         return Err(Ignored::StillMember(me.node_id));
+    }
+    if !ev.retired.contains(&me.node_id) {
+        return Err(Ignored::NotRetired(me.node_id));
     }
     Ok(())
 }
@@ -180,17 +200,20 @@ impl Fence {
         }
     }
 
-    /// Signs an eviction for a node of an earlier generation.
+    /// Signs an eviction for the nodes `lineage` retired (see [`retired`]).
     pub fn issue(
         &self,
         cluster_id: String,
-        recovery: RecoveryGeneration,
+        lineage: &[RecoveryGeneration],
         members: Vec<NodeId>,
         issued_by: NodeId,
-    ) -> Eviction {
-        let mut ev = Eviction { cluster_id, recovery, members, issued_by, mac: String::new() };
+    ) -> Option<Eviction> {
+        let recovery = lineage.last()?.clone();
+        let retired = retired(lineage, &members);
+        let mut ev =
+            Eviction { cluster_id, recovery, members, retired, issued_by, mac: String::new() };
         ev.mac = hex(&self.mac_of(&ev));
-        ev
+        Some(ev)
     }
 
     fn mac_of(&self, ev: &Eviction) -> Vec<u8> {
@@ -217,7 +240,20 @@ impl Fence {
     pub fn obey(&self, ev: &Eviction, me: &Standing) -> Result<bool, ObeyError> {
         judge(ev, me, self.mac_ok(ev))?;
         let mut state = self.state.lock().unwrap();
-        if matches!(&*state, Some(Fenced::Evicted(_))) {
+        if let Some(Fenced::Evicted(r)) = &mut *state {
+            let (a, b) = (&r.eviction.recovery, &ev.recovery);
+            let conflict = a.generation == b.generation && (a.node_id, &a.at) != (b.node_id, &b.at);
+            if conflict && !r.reason.contains("CONFLICT") {
+                // Two survivors were recovered from the same generation: two clusters under
+                // one id. Nothing here can choose between them; say it loudly.
+                let note = format!(
+                    " CONFLICT: cluster {} was recovered twice at generation {}, on node {} ({}) \
+                     and on node {} ({}): two clusters run under one id; keep one, wipe the other",
+                    ev.cluster_id, a.generation, a.node_id, a.at, b.node_id, b.at
+                );
+                tracing::error!("{note}");
+                r.reason.push_str(&note);
+            }
             return Ok(false);
         }
         let record = FenceRecord {
@@ -279,8 +315,13 @@ mod tests {
             node_id: 3,
             node_name: "node3".into(),
             replaced_voters: vec![1, 2, 3],
+            replaced_learners: vec![],
             voters: vec![3],
         }
+    }
+
+    fn issue(f: &Fence, members: Vec<NodeId>) -> Eviction {
+        f.issue("c1".into(), &[recovery(1)], members, 3).unwrap()
     }
 
     fn fence(key: &[u8]) -> Fence {
@@ -314,8 +355,9 @@ mod tests {
 
     #[test]
     fn judge_table() {
-        let ev = fence(b"k").issue("c1".into(), recovery(1), vec![3, 4], 3);
-        let cases: [(Standing, bool, Result<(), Ignored>); 7] = [
+        // Issued when node 4 had joined the recovered cluster; node 5 joined after that.
+        let ev = issue(&fence(b"k"), vec![3, 4]);
+        let cases: [(Standing, bool, Result<(), Ignored>); 8] = [
             (me(1, "c1", 0), true, Ok(())),
             (me(1, "c1", 0), false, Err(Ignored::BadMac)),
             (
@@ -327,6 +369,9 @@ mod tests {
             (me(1, "c1", 1), true, Err(Ignored::NotLater { theirs: 1, ours: 1 })),
             (me(4, "c1", 0), true, Err(Ignored::StillMember(4))),
             (me(2, "c1", 0), true, Ok(())),
+            // A node that joined after the eviction was issued, restarted before it applied
+            // the recovery (old membership, generation 0): a relayed eviction must not fence it.
+            (me(5, "c1", 0), true, Err(Ignored::NotRetired(5))),
         ];
         for (standing, mac_ok, want) in cases {
             assert_eq!(judge(&ev, &standing, mac_ok), want, "{standing:?} mac_ok={mac_ok}");
@@ -336,9 +381,9 @@ mod tests {
     #[test]
     fn only_an_eviction_signed_with_the_cluster_key_is_obeyed() {
         let ours = fence(b"cluster-key");
-        let good = ours.issue("c1".into(), recovery(1), vec![3], 3);
+        let good = issue(&ours, vec![3]);
         // Forged with another key, altered after signing, or not hex at all.
-        let forged = fence(b"other-key").issue("c1".into(), recovery(1), vec![3], 3);
+        let forged = issue(&fence(b"other-key"), vec![3]);
         let mut altered = good.clone();
         altered.members.push(1);
         let mut garbage = good.clone();
@@ -367,7 +412,7 @@ mod tests {
         dir.create().unwrap();
         let f = Fence::open(dir.clone(), b"k".to_vec()).unwrap();
         assert!(!f.is_fenced());
-        let ev = f.issue("c1".into(), recovery(1), vec![3], 3);
+        let ev = issue(&f, vec![3]);
         f.obey(&ev, &me(1, "c1", 0)).unwrap();
         let again = Fence::open(dir, b"k".to_vec()).unwrap();
         assert_eq!(again.eviction(), Some(ev));
@@ -379,9 +424,42 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         // A raft dir that does not exist: the write fails.
         let f = Fence::open(RaftDir::new(tmp.path().join("gone")), b"k".to_vec()).unwrap();
-        let ev = f.issue("c1".into(), recovery(1), vec![3], 3);
+        let ev = issue(&f, vec![3]);
         assert!(f.obey(&ev, &me(1, "c1", 0)).unwrap());
         assert!(f.is_evicted());
         assert!(f.reason().unwrap().contains("not persisted"));
+    }
+
+    #[test]
+    fn retired_table() {
+        let mut second = recovery(2);
+        second.replaced_voters = vec![3, 4, 5];
+        second.replaced_learners = vec![6];
+        second.node_id = 4;
+        // (lineage, current members) -> retired
+        let cases: [(Vec<RecoveryGeneration>, Vec<NodeId>, Vec<NodeId>); 4] = [
+            (vec![recovery(1)], vec![3], vec![1, 2]),
+            (vec![recovery(1)], vec![3, 4, 5], vec![1, 2]),
+            // Two recoveries: those of the first stay retired; the second retires 3, 5 and 6.
+            (vec![recovery(1), second.clone()], vec![4, 7], vec![1, 2, 3, 5, 6]),
+            (vec![], vec![1], vec![]),
+        ];
+        for (lineage, members, want) in cases {
+            assert_eq!(retired(&lineage, &members), want, "{members:?}");
+        }
+    }
+
+    #[test]
+    fn two_recoveries_of_one_generation_are_reported_as_a_conflict() {
+        let f = fence(b"k");
+        let on3 = issue(&f, vec![3]);
+        let mut other = recovery(1);
+        other.node_id = 2;
+        other.at = "2026-11-23T16:00:05Z".into();
+        let on2 = f.issue("c1".into(), &[other], vec![2], 2).unwrap();
+        assert!(f.obey(&on3, &me(1, "c1", 0)).unwrap());
+        assert!(!f.obey(&on2, &me(1, "c1", 0)).unwrap());
+        let why = f.reason().unwrap();
+        assert!(why.contains("CONFLICT") && why.contains("recovered twice"), "{why}");
     }
 }

@@ -431,12 +431,18 @@ async fn probe_peers(app: Arc<App>) {
         for (id, url) in members {
             let client = app.client.clone();
             set.spawn(async move {
-                let ok = client
+                // A peer that answers but is fenced takes no part: it is not online.
+                let res = client
                     .get(format!("{url}/api/cluster/info"))
                     .timeout(Duration::from_millis(400))
                     .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
+                    .await;
+                let ok = match res {
+                    Ok(r) if r.status().is_success() => {
+                        r.json::<serde_json::Value>().await.is_ok_and(|v| v["health"] != "fenced")
+                    }
+                    _ => false,
+                };
                 (id, ok)
             });
         }

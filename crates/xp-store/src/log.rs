@@ -6,7 +6,12 @@
 //! torn write from a crash: it is cut off when the log is opened for writing (and reported, not
 //! touched, when it is opened read-only). A bad record followed by more data is corruption and
 //! refuses to open. Purging only records the purge point in `purged.json`; the file is
-//! compacted (rewritten atomically) once enough of it is purged.
+//! compacted (rewritten atomically) once enough of it is purged, or at once when nothing live
+//! is left (a follower that installed a snapshot past the end of its log).
+//!
+//! Only live records (above the purge point) must have consecutive indexes, the first one
+//! right after the purge point: purged ("dead") records still in the file may be followed by
+//! a record far ahead of them (a snapshot was installed past them before a compaction).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -39,6 +44,8 @@ pub struct LogFile {
     entries: BTreeMap<u64, (u64, Entry)>,
     /// Records in the file at or below the purge point.
     dead_records: usize,
+    /// The purge point's index: the first live entry must follow it.
+    purged: Option<u64>,
     /// File length in bytes (end of the last good record).
     len: u64,
     /// Bytes of a torn tail found (and, in repair mode, removed) on open.
@@ -90,15 +97,17 @@ impl LogFile {
                 }
             };
             let index = entry.log_id.index;
-            if let Some(p) = prev {
-                if index != p + 1 {
-                    torn(&format!("entry {index} follows entry {p}"))?;
-                }
-            }
-            prev = Some(index);
             if purged_index.is_some_and(|pi| index <= pi) {
                 dead_records += 1;
             } else {
+                // The first live record follows the purge point; each next one follows it.
+                if let Some(p) = prev.or(purged_index) {
+                    if index != p + 1 {
+                        let what = if prev.is_some() { "entry" } else { "the purge point" };
+                        torn(&format!("entry {index} follows {what} {p}"))?;
+                    }
+                }
+                prev = Some(index);
                 entries.insert(index, (pos as u64, entry));
             }
             pos += HEADER + len;
@@ -127,7 +136,15 @@ impl LogFile {
                 Some(f)
             }
         };
-        Ok(LogFile { path, file, entries, dead_records, len: pos as u64, torn_tail_bytes })
+        Ok(LogFile {
+            path,
+            file,
+            entries,
+            dead_records,
+            purged: purged_index,
+            len: pos as u64,
+            torn_tail_bytes,
+        })
     }
 
     /// The last entry's log id, if any entry is live.
@@ -171,14 +188,18 @@ impl LogFile {
         let mut new = Vec::new();
         let mut offset = self.len;
         for entry in entries {
-            let prev = new.last().map(|(_, e): &(u64, Entry)| e.log_id).or(self.last_log_id());
+            let prev = new
+                .last()
+                .map(|(_, e): &(u64, Entry)| e.log_id.index)
+                .or(self.last_log_id().map(|l| l.index))
+                .or(self.purged);
             if let Some(last) = prev {
-                if entry.log_id.index != last.index + 1 {
+                if entry.log_id.index != last + 1 {
                     return Err(StoreError::corrupt(
                         &self.path,
                         format!(
-                            "append of entry {} after entry {} would leave a hole",
-                            entry.log_id.index, last.index
+                            "append of entry {} after entry {last} would leave a hole",
+                            entry.log_id.index
                         ),
                     ));
                 }
@@ -226,7 +247,10 @@ impl LogFile {
         let keep = self.entries.split_off(&(upto + 1));
         self.dead_records += self.entries.len();
         self.entries = keep;
-        if self.dead_records >= COMPACT_AFTER {
+        self.purged = self.purged.max(Some(upto));
+        // Nothing live left (a snapshot installed past the end of the log): compacting costs
+        // nothing now and leaves no dead records for the next append to follow.
+        if self.dead_records >= COMPACT_AFTER || (self.entries.is_empty() && self.len > 0) {
             self.compact()?;
         }
         Ok(())
@@ -298,6 +322,41 @@ mod tests {
         let purged = Some(LogId::new(CommittedLeaderId::new(1, 1), 2));
         let log = LogFile::open(dir.path(), purged, OpenMode::ReadOnly).unwrap();
         assert_eq!(indexes(&log), [3, 4]);
+    }
+
+    /// A follower that installs a snapshot past the end of its log purges every entry it has,
+    /// then appends after the snapshot. Before the fix the reopened log refused: "entry 41
+    /// follows entry 15".
+    #[test]
+    fn a_purge_past_the_end_then_appends_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let purged = Some(LogId::new(CommittedLeaderId::new(1, 1), 40));
+        let mut log = LogFile::open(dir.path(), None, OpenMode::Repair).unwrap();
+        log.append((1..=15).map(|i| entry(1, i))).unwrap();
+        log.purge(40).unwrap();
+        let err = log.append([entry(1, 40)]).unwrap_err().to_string();
+        assert!(err.ends_with("append of entry 40 after entry 40 would leave a hole"), "{err}");
+        log.append((41..=45).map(|i| entry(1, i))).unwrap();
+        drop(log);
+        for mode in [OpenMode::ReadOnly, OpenMode::Repair] {
+            let log = LogFile::open(dir.path(), purged, mode).unwrap();
+            assert_eq!(indexes(&log), [41, 42, 43, 44, 45]);
+        }
+        // A crash before the compaction: dead records 1..=15 still in the file, then 41...
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = LogFile::open(dir.path(), None, OpenMode::Repair).unwrap();
+        log.append((1..=15).map(|i| entry(1, i))).unwrap();
+        drop(log);
+        let mut log = LogFile::open(dir.path(), purged, OpenMode::Repair).unwrap();
+        assert!(log.is_empty());
+        log.append((41..=42).map(|i| entry(1, i))).unwrap();
+        drop(log);
+        let log = LogFile::open(dir.path(), purged, OpenMode::Repair).unwrap();
+        assert_eq!(indexes(&log), [41, 42]);
+        // ...but a live record that does not follow the purge point is corruption.
+        let early = Some(LogId::new(CommittedLeaderId::new(1, 1), 10));
+        let err = LogFile::open(dir.path(), early, OpenMode::ReadOnly).unwrap_err().to_string();
+        assert!(err.contains("entry 41 follows entry 15"), "{err}");
     }
 
     #[test]

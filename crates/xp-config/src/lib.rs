@@ -207,7 +207,8 @@ impl Config {
                 },
             }
         };
-        let node_id = number("XP_NODE_ID", 1, u64::MAX / 2)?;
+        // 2^53 - 1: the largest id every JSON client reads exactly (xp_store::MAX_NODE_ID).
+        let node_id = number("XP_NODE_ID", 1, (1 << 53) - 1)?;
         let d = RaftTiming::default();
         let raft = RaftTiming {
             heartbeat_ms: number("XP_RAFT_HEARTBEAT_MS", 10, 60_000)?.unwrap_or(d.heartbeat_ms),

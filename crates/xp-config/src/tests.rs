@@ -89,7 +89,7 @@ fn rejections_after_base() {
         ("XP_BOOTSTRAP_MEMBERS=1=node1@http://node1:8080\n", "xp.env: XP_BOOTSTRAP_MEMBERS needs XP_NODE_ID (this node's id among them)"),
         ("XP_NODE_ID=2\nXP_BOOTSTRAP_MEMBERS=1=node1@http://node1:8080\n", "xp.env: XP_BOOTSTRAP_MEMBERS must list this node as 2=node1@http://node1:8080"),
         ("XP_NODE_ID=1\nXP_BOOTSTRAP_MEMBERS=1=node1\n", "xp.env:5: invalid XP_BOOTSTRAP_MEMBERS: \"1=node1\" is not id=name@http://host:port"),
-        ("XP_NODE_ID=0\n", "xp.env:4: invalid XP_NODE_ID: \"0\" is not a whole number in 1..=9223372036854775807"),
+        ("XP_NODE_ID=0\n", "xp.env:4: invalid XP_NODE_ID: \"0\" is not a whole number in 1..=9007199254740991"),
     ];
     for (text, expected) in cases {
         check_err(&format!("{BASE}{text}"), expected);

@@ -14,6 +14,9 @@ openraft::declare_raft_types!(
 );
 
 pub type NodeId = u64;
+
+/// The largest node id an operator may choose: ids stay exact in every JSON client (2^53 - 1).
+pub const MAX_NODE_ID: NodeId = (1 << 53) - 1;
 pub type LogId = openraft::LogId<NodeId>;
 pub type Vote = openraft::Vote<NodeId>;
 pub type Entry = openraft::Entry<TypeConfig>;
@@ -136,8 +139,12 @@ pub enum Response {
     /// The outcome of consuming a join token: `first_use` is false when it was already used
     /// (by `node_id`).
     JoinToken { first_use: bool, node_id: NodeId },
-    /// The outcome of a reservation: refused when ids up to `next_free - 1` were handed out.
+    /// The outcome of a reservation: refused when ids up to `next_free - 1` were handed out
+    /// (or the id is above [`MAX_NODE_ID`]).
     Reserved { ok: bool, next_free: NodeId },
+    /// A committed request that cannot take effect. Applying never fails or panics: the entry
+    /// is committed on every node, so a panic would crash-loop the whole cluster.
+    Refused { why: String },
 }
 
 /// The replicated data.
@@ -175,12 +182,17 @@ impl SmData {
             Request::AllocateNodeId => {
                 self.bump_past(membership);
                 let node_id = self.next_node_id;
-                self.next_node_id += 1;
-                Response::NodeId { node_id }
+                match node_id.checked_add(1) {
+                    Some(next) => {
+                        self.next_node_id = next;
+                        Response::NodeId { node_id }
+                    }
+                    None => Response::Refused { why: "no node id left to hand out".into() },
+                }
             }
             Request::ReserveNodeId { node_id } => {
                 self.bump_past(membership);
-                if *node_id < self.next_node_id {
+                if *node_id < self.next_node_id || *node_id > MAX_NODE_ID {
                     return Response::Reserved { ok: false, next_free: self.next_node_id };
                 }
                 self.next_node_id = node_id + 1;
@@ -227,7 +239,107 @@ impl SmData {
     /// Keeps `next_node_id` above every id a membership has named.
     pub fn bump_past(&mut self, membership: &Membership) {
         if let Some(max) = membership.nodes().map(|(id, _)| *id).max() {
-            self.next_node_id = self.next_node_id.max(max + 1);
+            self.next_node_id = self.next_node_id.max(max.saturating_add(1));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn membership(ids: &[NodeId]) -> Membership {
+        let nodes = ids.iter().map(|id| (*id, NodeMeta::default())).collect::<BTreeMap<_, _>>();
+        Membership::new(vec![ids.iter().copied().collect::<BTreeSet<_>>()], nodes)
+    }
+
+    /// `apply` on a fresh state with membership {1, 2, 3}: each request and the answer.
+    #[test]
+    fn apply_table() {
+        let set = |k: &str| Request::Set { key: k.into(), value: "v".into() };
+        let cases: Vec<(Vec<Request>, Response)> = vec![
+            (vec![set("a")], Response::Ok),
+            (vec![Request::AllocateNodeId], Response::NodeId { node_id: 4 }),
+            (
+                vec![Request::AllocateNodeId, Request::AllocateNodeId],
+                Response::NodeId { node_id: 5 },
+            ),
+            (
+                vec![Request::ReserveNodeId { node_id: 9 }],
+                Response::Reserved { ok: true, next_free: 10 },
+            ),
+            (
+                vec![Request::ReserveNodeId { node_id: 2 }],
+                Response::Reserved { ok: false, next_free: 4 },
+            ),
+            // The largest id: refused, not an overflow panic (it crash-looped every node,
+            // since the committed entry is applied again on each start).
+            (
+                vec![Request::ReserveNodeId { node_id: u64::MAX }],
+                Response::Reserved { ok: false, next_free: 4 },
+            ),
+            (
+                vec![Request::ReserveNodeId { node_id: MAX_NODE_ID }],
+                Response::Reserved { ok: true, next_free: MAX_NODE_ID + 1 },
+            ),
+            (
+                vec![Request::ReserveNodeId { node_id: MAX_NODE_ID }, Request::AllocateNodeId],
+                Response::NodeId { node_id: MAX_NODE_ID + 1 },
+            ),
+            (
+                vec![
+                    Request::ConsumeJoinToken { nonce: "n".into(), node_id: 4 },
+                    Request::ConsumeJoinToken { nonce: "n".into(), node_id: 5 },
+                ],
+                Response::JoinToken { first_use: false, node_id: 4 },
+            ),
+            (
+                vec![
+                    Request::SetClusterId { cluster_id: "a".into() },
+                    Request::SetClusterId { cluster_id: "b".into() },
+                ],
+                Response::ClusterId { cluster_id: "a".into() },
+            ),
+        ];
+        for (reqs, want) in cases {
+            let mut data = SmData::default();
+            let mut last = Response::Ok;
+            for r in &reqs {
+                last = data.apply(r, &membership(&[1, 2, 3]));
+            }
+            assert_eq!(last, want, "{reqs:?}");
+        }
+    }
+
+    #[test]
+    fn ids_near_the_top_never_overflow() {
+        let mut data = SmData { next_node_id: u64::MAX, ..Default::default() };
+        assert_eq!(
+            data.apply(&Request::AllocateNodeId, &membership(&[1])),
+            Response::Refused { why: "no node id left to hand out".into() }
+        );
+        data.bump_past(&membership(&[u64::MAX]));
+        assert_eq!(data.next_node_id, u64::MAX);
+    }
+
+    #[test]
+    fn a_recovery_is_recorded_once_per_generation() {
+        let mut data = SmData::default();
+        let r = |generation| RecoveryGeneration {
+            generation,
+            kind: RecoveryKind::RecoverSingleNode,
+            at: String::new(),
+            node_id: 3,
+            node_name: "node3".into(),
+            replaced_voters: vec![1, 2, 3],
+            replaced_learners: vec![],
+            voters: vec![3],
+        };
+        for g in [1, 1, 2, 1] {
+            data.apply(&Request::RecordRecovery { recovery: r(g) }, &membership(&[3]));
+        }
+        assert_eq!(data.lineage.iter().map(|r| r.generation).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(data.generation(), 2);
     }
 }

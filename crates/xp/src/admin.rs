@@ -327,6 +327,29 @@ pub struct AddResponse {
     pub took_ms: u64,
 }
 
+/// Refuses (400) an id, name or URL that a node could not have been started with.
+fn check_new_node(req: &AddRequest) -> Result<(), ApiError> {
+    let bad = |m: String| Err(ApiError::new(StatusCode::BAD_REQUEST, m));
+    if req.node_id == 0 || req.node_id > xp_store::MAX_NODE_ID {
+        return bad(format!(
+            "node_id must be between 1 and {}, got {}",
+            xp_store::MAX_NODE_ID,
+            req.node_id
+        ));
+    }
+    if req.name.trim().is_empty() || req.name.len() > 128 {
+        return bad("name must be 1 to 128 bytes and not blank".into());
+    }
+    let url = &req.api_base_url;
+    let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+    if url.len() > 512 || host.is_none_or(|h| h.is_empty() || h.contains(['/', ' ', '?', '#'])) {
+        return bad(format!(
+            "api_base_url must be http(s)://HOST[:PORT] with no path, got {url:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /api/admin/cluster/add-node`: a running, empty node joins as learner, catches up, and
 /// becomes a voter (the same path as the join flow, without a token).
 pub async fn add_node(
@@ -335,6 +358,7 @@ pub async fn add_node(
     Json(req): Json<AddRequest>,
 ) -> Result<Json<AddResponse>, ApiError> {
     check_admin(&app, &headers)?;
+    check_new_node(&req)?;
     require_leader(&app, "node additions")?;
     let start = Instant::now();
     let membership = app.raft.metrics().borrow().membership_config.membership().clone();

@@ -172,6 +172,15 @@ fn add_node_adds_a_running_empty_node_and_refuses_reused_ids() {
         json!({ "node_id": 4, "name": "", "api_base_url": "ftp://x" }),
     );
     assert_eq!(s, 400, "{v}");
+    // The largest id used to panic inside the state machine on every node, on every start.
+    for id in [0, u64::MAX, (1 << 53)] {
+        let (s, v) = admin(&lurl, "/api/admin/cluster/add-node", body(id, c.nodes[3].url()));
+        assert_eq!(s, 400, "{id}: {v}");
+        assert!(v["error"].as_str().unwrap().starts_with("node_id must be between 1 and"), "{v}");
+    }
+    for i in 1..=3 {
+        c.nodes[i - 1].info().expect("every node still answers");
+    }
     let (s, v) = admin(&lurl, "/api/admin/cluster/add-node", body(2, c.nodes[1].url()));
     assert_eq!(
         (s, v["error"].as_str().unwrap()),

@@ -50,7 +50,14 @@ pub struct LogFile {
     len: u64,
     /// Bytes of a torn tail found (and, in repair mode, removed) on open.
     pub torn_tail_bytes: u64,
+    /// Test-only fault injection (see [`FAULT_ENV`]): appends left before each one fails.
+    fail_after: Option<u64>,
 }
+
+/// Test-only fault injection: `XP_FAULT_LOG_APPENDS=N` makes every append after the first `N`
+/// (counted from when the log was opened) fail as a full disk would, so tests can check what
+/// the node does when its storage fails. Never set it in production.
+pub const FAULT_ENV: &str = "XP_FAULT_LOG_APPENDS";
 
 impl LogFile {
     /// Opens (creating in repair mode) the log and indexes entries above `purged`.
@@ -144,6 +151,7 @@ impl LogFile {
             purged: purged_index,
             len: pos as u64,
             torn_tail_bytes,
+            fail_after: std::env::var(FAULT_ENV).ok().and_then(|v| v.parse().ok()),
         })
     }
 
@@ -213,6 +221,15 @@ impl LogFile {
         }
         if buf.is_empty() {
             return Ok(());
+        }
+        if let Some(left) = self.fail_after.as_mut() {
+            if *left == 0 {
+                let e = std::io::Error::other(format!(
+                    "No space left on device (injected by {FAULT_ENV})"
+                ));
+                return Err(StoreError::Io { path: self.path.clone(), source: e });
+            }
+            *left -= 1;
         }
         let path = self.path.clone();
         let len = self.len;

@@ -153,6 +153,11 @@ impl Node {
     }
 
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts the node with extra environment variables (e.g. a test-only fault hook).
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(&self.log_file).unwrap();
@@ -161,6 +166,7 @@ impl Node {
             .arg(&self.env_file)
             .arg("run")
             .env("RUST_LOG", "info,openraft=warn")
+            .envs(env.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -172,6 +178,23 @@ impl Node {
         match &mut self.child {
             Some(c) => c.try_wait().unwrap().is_none(),
             None => false,
+        }
+    }
+
+    /// Waits (bounded) for the process to exit on its own; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let mut c = self.child.take().expect("node is running");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status.code();
+            }
+            if start.elapsed() > timeout {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("{} did not exit within {timeout:?}; log:\n{}", self.name, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

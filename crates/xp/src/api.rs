@@ -181,11 +181,15 @@ pub struct ClusterInfo {
     pub members: Vec<MemberInfo>,
     pub last_log_index: u64,
     pub last_applied_index: u64,
-    /// `unconfigured`, `healthy` (sees a majority of voters), `degraded`, or `fenced` (the
-    /// cluster refuses this node: its id belongs to a disk that was wiped or replaced).
+    /// `unconfigured`, `healthy` (sees a majority of voters), `degraded`, `fenced` (the
+    /// cluster refuses this node: its disk was wiped or replaced, or a recovered cluster
+    /// evicted it) or `failed` (Raft stopped on an error; the process is exiting).
     pub health: String,
     /// Why this node is fenced; empty when it is not.
     pub fenced: String,
+    /// Why Raft stopped on an error (`health = "failed"`); empty when it did not.
+    #[serde(default)]
+    pub failure: String,
     /// The cluster's latest recovery generation this node knows (0: never recovered).
     pub recovery_generation: u64,
     /// When that recovery ran (RFC 3339); empty when never.
@@ -249,6 +253,7 @@ pub fn cluster_info_of(app: &App) -> ClusterInfo {
         last_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
         health: crate::node::health(app).into(),
         fenced: app.fence.reason().unwrap_or_default(),
+        failure: crate::node::raft_failure(app).unwrap_or_default(),
         recovery_generation: latest.as_ref().map(|r| r.generation).unwrap_or(0),
         recovered_at: latest.map(|r| r.at).unwrap_or_default(),
         version: crate::VERSION.into(),

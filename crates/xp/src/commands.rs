@@ -131,5 +131,9 @@ pub async fn healthcheck(config: &Config) -> Result<(), String> {
     if !res.status().is_success() {
         return Err(format!("{addr} answered {}", res.status()));
     }
+    let info: serde_json::Value = res.json().await.map_err(|e| e.to_string())?;
+    if info["health"] == "failed" {
+        return Err(format!("{addr}: {}", info["failure"].as_str().unwrap_or("Raft stopped")));
+    }
     Ok(())
 }

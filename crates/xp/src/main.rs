@@ -125,6 +125,10 @@ async fn run(config: Config) -> Result<(), NodeError> {
                 Err(_) => std::future::pending().await,
             }
         } => Err(NodeError::JoinRejected(why)),
+        why = xp::node::raft_failed(&node.app) => {
+            tracing::error!("{why}");
+            Err(NodeError::Raft(why))
+        }
     };
     node.shutdown().await;
     outcome

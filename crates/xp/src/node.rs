@@ -458,9 +458,42 @@ async fn probe_peers(app: Arc<App>) {
     }
 }
 
-/// `fenced` (the cluster refused this node's disk), `unconfigured` (not a member), `healthy`
-/// (sees a majority of voters, itself included) or `degraded`.
+/// Why Raft stopped on its own (a storage error, a panic in its core), if it did. A stop we
+/// asked for (shutdown, eviction) is not a failure.
+pub fn raft_failure(app: &App) -> Option<String> {
+    match &app.raft.metrics().borrow().running_state {
+        Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
+        Err(e) => Some(format!(
+            "Raft stopped on an error: {e}. The process exits so a supervisor restarts it; \
+             nothing acknowledged is lost (check the disk first, e.g. free space)"
+        )),
+    }
+}
+
+/// Resolves with the reason once Raft stops on an error (see [`raft_failure`]).
+pub async fn raft_failed(app: &App) -> String {
+    let mut metrics = app.raft.metrics();
+    loop {
+        if let Some(why) = raft_failure(app) {
+            return why;
+        }
+        if metrics.changed().await.is_err() {
+            // The core is gone without a final report: look once more, else wait forever.
+            return match raft_failure(app) {
+                Some(why) => why,
+                None => std::future::pending().await,
+            };
+        }
+    }
+}
+
+/// `failed` (Raft stopped on an error), `fenced` (the cluster refused this node's disk or
+/// evicted it), `unconfigured` (not a member), `healthy` (sees a majority of voters, itself
+/// included) or `degraded`.
 pub fn health(app: &App) -> &'static str {
+    if raft_failure(app).is_some() {
+        return "failed";
+    }
     if app.fence.is_fenced() {
         return "fenced";
     }

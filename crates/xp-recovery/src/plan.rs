@@ -70,6 +70,11 @@ pub struct Plan {
     /// `None` only in journals written before generations existed.
     #[serde(default)]
     pub recovery: Option<RecoveryGeneration>,
+    /// Set when `last_applied` is past the end of the live log (a crash between a snapshot
+    /// install's state-machine write and its purge): the log is purged up to it first, as
+    /// openraft would on start, so the recovery entries follow it without a hole.
+    #[serde(default)]
+    pub purge_to: Option<LogId>,
 }
 
 impl Plan {
@@ -127,6 +132,15 @@ impl Plan {
         );
         line(&mut s, format!("  last applied:      {}", fmt_log_id(self.last_applied)));
         line(&mut s, format!("  last log id:       {}", fmt_log_id(self.last_log_id)));
+        if let Some(p) = self.purge_to {
+            line(
+                &mut s,
+                format!(
+                    "  purge:             purge the log up to {} first (last applied is past the end of the live log; openraft would do the same on start)",
+                    p.index
+                ),
+            );
+        }
         line(
             &mut s,
             format!(
@@ -239,7 +253,10 @@ pub fn plan(
         replaced_learners: membership.learner_ids().collect(),
         voters: vec![me],
     };
+    let live_end = insp.last_log_id.map(|l| l.index);
+    let purge_to = insp.last_applied.filter(|a| live_end.is_none_or(|e| a.index > e));
     Ok(Some(Plan {
+        purge_to,
         recovery: Some(recovery),
         started_at: humantime::format_rfc3339_seconds(now).to_string(),
         node_id: me,
@@ -328,6 +345,13 @@ pub fn finish(
     dir.write_vote(&plan.new_vote)?;
 
     hook(Step::LogEntry);
+    if let Some(p) = plan.purge_to {
+        // The purge point first (atomic); the log then treats every entry up to it as purged.
+        if dir.read_purged()?.is_none_or(|q| q.index < p.index) {
+            dir.write_purged(Some(p))?;
+        }
+        dir.open_log(OpenMode::Repair)?.purge(p.index)?;
+    }
     let mut log = dir.open_log(OpenMode::Repair)?;
     // One fsynced append of both entries; after a crash the torn one was cut on open and is
     // appended again here.

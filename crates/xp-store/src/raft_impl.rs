@@ -45,6 +45,9 @@ pub struct StateMachineStore {
     pub state: Arc<RwLock<SmFile>>,
     snapshot_seq: Arc<AtomicU64>,
     flushed: Arc<Mutex<Flushed>>,
+    /// Held while `snapshot.json` is written, with the last log id it holds: a snapshot built
+    /// in the background from an older state must not replace a newer installed one.
+    snapshot_on_disk: Arc<Mutex<Option<LogId>>>,
 }
 
 /// How many applied entries `state_machine.json` may lag before it is rewritten. Bounds the
@@ -73,6 +76,7 @@ pub fn open_raft_store(dir: &RaftDir) -> Result<(LogStore, StateMachineStore), S
     };
     let sm = dir.read_state_machine()?.unwrap_or_default();
     let flushed = Flushed { on_disk: sm.last_applied, pending: 0 };
+    let snapshot_on_disk = dir.read_snapshot()?.and_then(|s| s.meta.last_log_id);
     Ok((
         LogStore { inner: Arc::new(Mutex::new(inner)) },
         StateMachineStore {
@@ -80,6 +84,7 @@ pub fn open_raft_store(dir: &RaftDir) -> Result<(LogStore, StateMachineStore), S
             state: Arc::new(RwLock::new(sm)),
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             flushed: Arc::new(Mutex::new(flushed)),
+            snapshot_on_disk: Arc::new(Mutex::new(snapshot_on_disk)),
         },
     ))
 }
@@ -210,9 +215,16 @@ impl StateMachineStore {
         // The state machine file first: it must never be behind the snapshot (logs up to the
         // snapshot may be purged once it exists).
         self.flush().map_err(|e| StorageIOError::write_state_machine(&e))?;
-        self.dir
-            .write_snapshot(&file)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let mut on_disk = self.snapshot_on_disk.lock().unwrap();
+        if meta.last_log_id >= *on_disk {
+            self.dir
+                .write_snapshot(&file)
+                .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+            *on_disk = meta.last_log_id;
+        } else {
+            // A snapshot was installed while this one was being built: keep the newer one.
+            tracing::debug!(built = ?meta.last_log_id, kept = ?*on_disk, "not replacing a newer snapshot");
+        }
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
@@ -289,13 +301,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         state.last_membership = meta.last_membership.clone();
         let file = SnapshotFile { meta: meta.clone(), state: state.clone() };
         let mut flushed = self.flushed.lock().unwrap();
-        self.dir
-            .write_snapshot(&file)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let mut on_disk = self.snapshot_on_disk.lock().unwrap();
+        // The state machine file first, so it is never behind the snapshot (a crash between the
+        // two leaves a state machine ahead of an older snapshot, which is allowed).
         self.dir
             .write_state_machine(&state)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
         *flushed = Flushed { on_disk: state.last_applied, pending: 0 };
+        self.dir
+            .write_snapshot(&file)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        *on_disk = meta.last_log_id;
+        drop(on_disk);
         *self.state.write().unwrap() = state;
         Ok(())
     }
@@ -306,5 +323,47 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let bytes = serde_json::to_vec(&f.state).expect("state serializes");
             Snapshot { meta: f.meta, snapshot: Box::new(Cursor::new(bytes)) }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn state_at(index: u64) -> SmFile {
+        let mut s = SmFile {
+            last_applied: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            ..Default::default()
+        };
+        s.data.kv.insert("at".into(), index.to_string());
+        s
+    }
+
+    /// A snapshot built in the background from an older state finishes after a newer one was
+    /// installed: the installed one stays, and the state machine file is never behind it.
+    #[tokio::test]
+    async fn an_older_built_snapshot_never_replaces_a_newer_installed_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RaftDir::new(tmp.path().join("raft"));
+        let (_log, mut sm) = open_raft_store(&dir).unwrap();
+        let old = state_at(40);
+        let new = state_at(50);
+        let meta = SnapshotMeta {
+            last_log_id: new.last_applied,
+            last_membership: new.last_membership.clone(),
+            snapshot_id: "installed".into(),
+        };
+        let bytes = serde_json::to_vec(&new).unwrap();
+        sm.install_snapshot(&meta, Box::new(Cursor::new(bytes))).await.unwrap();
+        sm.snapshot_from(old).unwrap();
+        let on_disk = dir.read_snapshot().unwrap().unwrap();
+        assert_eq!(on_disk.meta.snapshot_id, "installed");
+        assert_eq!(on_disk.state.data.kv["at"], "50");
+        let sm_file = dir.read_state_machine().unwrap().unwrap();
+        assert!(sm_file.last_applied >= on_disk.meta.last_log_id);
+        // A newer build does replace it.
+        sm.snapshot_from(state_at(60)).unwrap();
+        assert_eq!(dir.read_snapshot().unwrap().unwrap().meta.last_log_id.unwrap().index, 60);
     }
 }

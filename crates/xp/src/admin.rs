@@ -318,6 +318,10 @@ pub struct AddRequest {
     pub node_id: NodeId,
     pub name: String,
     pub api_base_url: String,
+    /// How long the leader waits for the node to catch up before it gives up and removes it
+    /// again (default 60, at most 3600).
+    #[serde(default)]
+    pub catch_up_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -336,6 +340,9 @@ fn check_new_node(req: &AddRequest) -> Result<(), ApiError> {
             xp_store::MAX_NODE_ID,
             req.node_id
         ));
+    }
+    if req.catch_up_timeout_secs.is_some_and(|t| !(1..=3600).contains(&t)) {
+        return bad("catch_up_timeout_secs must be between 1 and 3600".into());
     }
     if req.name.trim().is_empty() || req.name.len() > 128 {
         return bad("name must be 1 to 128 bytes and not blank".into());
@@ -389,7 +396,10 @@ pub async fn add_node(
     }
     let meta =
         xp_store::NodeMeta { name: req.name.clone(), api_base_url: req.api_base_url.clone() };
-    let (voters, _) = crate::join::add_voter(&app, req.node_id, meta).await?;
+    let timeout = std::time::Duration::from_secs(
+        req.catch_up_timeout_secs.unwrap_or(crate::join::CATCH_UP_TIMEOUT.as_secs()),
+    );
+    let (voters, _) = crate::join::add_voter(&app, req.node_id, meta, timeout).await?;
     Ok(Json(AddResponse {
         added: req.node_id,
         voters: voters.into_iter().collect(),

@@ -107,7 +107,7 @@ pub async fn admit(app: &App, req: JoinRequest) -> Result<JoinResponse, ApiError
     }
 
     let meta = NodeMeta { name: req.node_name.clone(), api_base_url: req.api_base_url.clone() };
-    let (voters, replaced) = add_voter(app, id, meta).await?;
+    let (voters, replaced) = add_voter(app, id, meta, CATCH_UP_TIMEOUT).await?;
     Ok(JoinResponse {
         node_id: id,
         cluster_id,
@@ -118,29 +118,69 @@ pub async fn admit(app: &App, req: JoinRequest) -> Result<JoinResponse, ApiError
     })
 }
 
+/// A learner counts as caught up once its matched index reaches the leader's last log index
+/// as it was when the wait began, and trails the current one by at most this many entries
+/// (under a steady write load the last index keeps moving).
+pub const CAUGHT_UP_LAG: u64 = 64;
+
+/// Whether a learner that matched `matched` has caught up with a leader whose last log index
+/// was `target` when the wait began and is `last` now.
+pub fn caught_up(matched: Option<u64>, target: u64, last: u64) -> bool {
+    matched.is_some_and(|m| m >= target && last.saturating_sub(m) <= CAUGHT_UP_LAG)
+}
+
 /// The safe way to add a node (join and `add-node` alike): add it as a learner, wait until it
-/// has caught up (bounded), then make it a voter, replacing any old member with the same URL.
-/// Returns the new voters and the replaced ids.
+/// has really caught up (bounded by `timeout`, progress logged), then make it a voter,
+/// replacing any old member with the same URL. On timeout the learner is removed again and the
+/// caller is told how far it got. Returns the new voters and the replaced ids.
+///
+/// openraft's own blocking `add_learner` is not used: it counts a learner within
+/// `replication_lag_threshold` (5 000 entries) as caught up, so a node that answered nothing
+/// was promoted in milliseconds and a two-voter cluster then lost its quorum.
 pub async fn add_voter(
     app: &App,
     id: NodeId,
     meta: NodeMeta,
+    timeout: Duration,
 ) -> Result<(BTreeSet<NodeId>, Vec<NodeId>), ApiError> {
     let url = meta.api_base_url.clone();
     tracing::info!(node_id = id, node = %meta, "adding node as a learner");
     let start = Instant::now();
-    tokio::time::timeout(CATCH_UP_TIMEOUT, app.raft.add_learner(id, meta, true))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "node {id} did not catch up within {}s; is it running and reachable at {url}?",
-                    CATCH_UP_TIMEOUT.as_secs()
-                ),
-            )
-        })?
-        .map_err(ApiError::from_raft)?;
+    app.raft.add_learner(id, meta, false).await.map_err(ApiError::from_raft)?;
+    let target = app.raft.metrics().borrow().last_log_index.unwrap_or(0);
+    let mut metrics = app.raft.metrics();
+    let mut last_report = Instant::now();
+    loop {
+        let (matched, last) = {
+            let m = metrics.borrow();
+            let matched =
+                m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten()).map(|l| l.index);
+            (matched, m.last_log_index.unwrap_or(0))
+        };
+        if caught_up(matched, target, last) {
+            break;
+        }
+        if start.elapsed() >= timeout {
+            let why = format!(
+                "node {id} did not catch up within {}s (it matched index {} of {last}); it was \
+                 removed again as a learner. Is it running and reachable at {url}?",
+                timeout.as_secs(),
+                matched.map(|m| m.to_string()).unwrap_or_else(|| "none".into())
+            );
+            tracing::warn!("{why}");
+            let remove = openraft::ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+            if let Err(e) = app.raft.change_membership(remove, false).await {
+                tracing::error!(node_id = id, "could not remove the learner again: {e}");
+            }
+            return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, why));
+        }
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            tracing::info!(node_id = id, ?matched, target, last, "learner catching up");
+            last_report = Instant::now();
+        }
+        // Woken by any metrics change (each replication ack), at least every 200 ms.
+        let _ = tokio::time::timeout(Duration::from_millis(200), metrics.changed()).await;
+    }
     tracing::info!(
         node_id = id,
         caught_up_ms = start.elapsed().as_millis() as u64,
@@ -254,5 +294,27 @@ fn abandon(app: &App, why: &str) {
     }
     if let Err(e) = PendingJoin::remove(&app.config.data_dir) {
         tracing::error!("{e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caught_up_table() {
+        // (matched, target when the wait began, last now) -> caught up?
+        let cases = [
+            (None, 0, 0, false), // never answered (a node that only says 503)
+            (Some(0), 10, 10, false),
+            (Some(9), 10, 10, false),
+            (Some(10), 10, 10, true),
+            (Some(10), 10, 74, true), // writes go on; within the lag
+            (Some(10), 10, 75, false),
+            (Some(3), 0, 3, true),
+        ];
+        for (matched, target, last, want) in cases {
+            assert_eq!(caught_up(matched, target, last), want, "{matched:?} {target} {last}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Leadership transfer and node removal against real `xp` processes. Ports 25000-25099.
+//! Leadership transfer, node addition and removal against real `xp` processes. Ports 25000-25199.
 
 use std::time::Duration;
 
@@ -204,4 +204,49 @@ fn add_node_adds_a_running_empty_node_and_refuses_reused_ids() {
         "{v}"
     );
     assert_eq!(c.nodes[leader - 1].info().unwrap()["voters"], json!([1, 2, 3, 4]));
+}
+
+/// A "node" that answers every request with 503: it never replicates anything.
+fn refusing_node(port: u16) -> std::thread::JoinHandle<()> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    listener.set_nonblocking(false).unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut buf = [0u8; 65536];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    })
+}
+
+/// Before the fix openraft's blocking `add_learner` counted anything within 5 000 entries as
+/// caught up: a node answering only 503 was promoted in milliseconds, leaving a cluster whose
+/// quorum now needed a node that holds nothing.
+#[test]
+fn a_node_that_never_catches_up_is_not_promoted_and_is_removed_again() {
+    let mut c = Cluster::new(25150, 3, 3);
+    let leader = c.boot(3, T);
+    let lurl = c.nodes[leader - 1].url();
+    kv_put(&lurl, "k", "v").unwrap();
+    let _fake = refusing_node(25160);
+    let (s, v) = admin(
+        &lurl,
+        "/api/admin/cluster/add-node",
+        json!({ "node_id": 9, "name": "fake", "api_base_url": "http://127.0.0.1:25160",
+                "catch_up_timeout_secs": 2 }),
+    );
+    assert_eq!(s, 504, "{v}");
+    let msg = v["error"].as_str().unwrap();
+    assert!(msg.contains("did not catch up within 2s") && msg.contains("removed again"), "{v}");
+    let info = wait_for("the learner to be removed again", T, || {
+        let i = c.nodes[leader - 1].info()?;
+        (i["learners"] == json!([])).then_some(i.clone()).ok_or(i.to_string())
+    });
+    assert_eq!(info["voters"], json!([1, 2, 3]));
+    kv_put(&lurl, "still", "writable").unwrap();
 }

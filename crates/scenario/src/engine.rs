@@ -725,6 +725,7 @@ impl<B: Backend> Engine<B> {
                             kv_path: self.profile.kv_path.clone(),
                             spread: w.spread,
                             offset: i as usize,
+                            value_bytes: w.value_bytes.unwrap_or(0) as usize,
                         };
                         tokio::spawn(workload::write_loop(
                             self.endpoints.clone(),
@@ -1213,7 +1214,9 @@ impl<B: Backend> Engine<B> {
             w.keys.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let prefix = w.prefix.clone().unwrap_or_else(|| "key".into());
         for i in 0..w.count {
-            keys.push((format!("{prefix}-{i}"), format!("{prefix}-value-{i}")));
+            let value = format!("{prefix}-value-{i}");
+            let value = workload::sized_value(&value, w.value_bytes.unwrap_or(0) as usize);
+            keys.push((format!("{prefix}-{i}"), value));
         }
         let start = Instant::now();
         let mut via_used = String::new();

@@ -397,6 +397,8 @@ pub struct Write {
     #[serde(default)]
     pub count: u64,
     pub prefix: Option<String>,
+    /// Pad each of the `count` values to this many bytes.
+    pub value_bytes: Option<u64>,
     pub timeout: Option<Dur>,
 }
 
@@ -427,6 +429,9 @@ pub struct WorkloadStart {
     /// the node that acknowledged the last one: a stale leader, if any, receives writes too.
     #[serde(default)]
     pub spread: bool,
+    /// Pad every value to this many bytes (default: short values like `v17`), to exercise
+    /// large entries, appends and snapshots.
+    pub value_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]

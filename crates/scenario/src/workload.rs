@@ -205,6 +205,18 @@ pub struct WorkloadSpec {
     /// acknowledged; `offset` staggers the writers.
     pub spread: bool,
     pub offset: usize,
+    /// Pad values to this many bytes (0: short values).
+    pub value_bytes: usize,
+}
+
+/// `base` padded with `x` to `bytes` bytes (unchanged when already as long).
+pub fn sized_value(base: &str, bytes: usize) -> String {
+    let mut v = base.to_owned();
+    if bytes > v.len() {
+        v.push('-');
+        v.extend(std::iter::repeat_n('x', bytes.saturating_sub(v.len())));
+    }
+    v
 }
 
 /// Writes unique keys at a steady rate through whichever node leads, until `stop` fires.
@@ -217,7 +229,8 @@ pub async fn write_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(1000))
+        // Large values take longer to write (three fsyncs of the entry): 1 s + 1 s per 256 KiB.
+        .timeout(Duration::from_millis(1000 + (spec.value_bytes as u64 / 262_144) * 1000))
         .connect_timeout(Duration::from_millis(300))
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -233,7 +246,7 @@ pub async fn write_loop(
             leader = next_in_turn(&endpoints, &mut turn);
         }
         let key = format!("{}-{seq:06}", spec.prefix);
-        let value = format!("v{seq}");
+        let value = sized_value(&format!("v{seq}"), spec.value_bytes);
         let start_ms = ms(epoch);
         let begun = Instant::now();
         let mut attempts = 0;
@@ -530,6 +543,16 @@ fn write_outage(acks: &[u64], at_ms: u64, end_ms: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sized_value_table() {
+        for (base, bytes, want_len) in [("v1", 0, 2), ("v1", 2, 2), ("v1", 3, 3), ("v17", 100_000, 100_000)] {
+            let v = sized_value(base, bytes);
+            assert_eq!(v.len(), want_len, "{base} {bytes}");
+            assert!(v.starts_with(base));
+        }
+        assert_ne!(sized_value("v1", 50), sized_value("v2", 50), "values stay distinct");
+    }
 
     fn s(t: u64, node: &str, role: &str) -> Sample {
         Sample { t_ms: t, node: node.into(), role: role.into(), term: 1, leader: String::new() }

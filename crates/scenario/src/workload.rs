@@ -546,7 +546,9 @@ mod tests {
 
     #[test]
     fn sized_value_table() {
-        for (base, bytes, want_len) in [("v1", 0, 2), ("v1", 2, 2), ("v1", 3, 3), ("v17", 100_000, 100_000)] {
+        for (base, bytes, want_len) in
+            [("v1", 0, 2), ("v1", 2, 2), ("v1", 3, 3), ("v17", 100_000, 100_000)]
+        {
             let v = sized_value(base, bytes);
             assert_eq!(v.len(), want_len, "{base} {bytes}");
             assert!(v.starts_with(base));

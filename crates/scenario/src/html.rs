@@ -17,6 +17,8 @@ fn role_color(role: &str) -> &'static str {
         "candidate" => "#fb8c00",
         "learner" => "#8e24aa",
         "down" => "#e0e0e0",
+        // A node that may no longer take part (wiped disk, or evicted by a recovered cluster).
+        "fenced" => "#37474f",
         _ => "#9e9e9e",
     }
 }
@@ -198,7 +200,7 @@ pub fn timeline_svg(r: &Report) -> String {
     }
     // Legend.
     let mut lx = left;
-    for role in ["leader", "follower", "candidate", "learner", "down"] {
+    for role in ["leader", "follower", "candidate", "learner", "fenced", "down"] {
         let _ = write!(
             s,
             r#"<rect x="{lx}" y="{}" width="10" height="10" fill="{}"/><text x="{}" y="{}">{role}</text>"#,

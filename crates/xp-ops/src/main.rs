@@ -168,7 +168,7 @@ fn inspect(a: InspectArgs) -> Result<(), Failure> {
     println!("kv keys:            {}", i.kv_keys);
     if i.torn_tail_bytes > 0 {
         println!(
-            "torn log tail:      {} bytes (an interrupted write; cut when the node starts)",
+            "torn log tail:      {} bytes (an interrupted append, nothing committed in it; cut when the node starts)",
             i.torn_tail_bytes
         );
     }

@@ -38,7 +38,8 @@ pub struct Inspection {
     pub membership_source: MembershipSource,
     pub state_machine_membership: StoredMembership,
     pub snapshot: Option<SnapshotMeta>,
-    /// Bytes of an interrupted write at the end of `log.bin` (cut off when the node starts).
+    /// Bytes of an interrupted append at the end of `log.bin`, none of them committed (cut off
+    /// when the node starts). Damage that is not such a tail makes [`inspect`] fail instead.
     pub torn_tail_bytes: u64,
     /// An interrupted recovery left its journal.
     pub recovery_in_progress: bool,
@@ -144,4 +145,84 @@ pub fn inspect(config: &Config) -> Result<Inspection, RecoveryError> {
     };
     inspection.term = inspection.max_term();
     Ok(inspection)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+    use xp_store::{Entry, EntryPayload, Request};
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request::Set {
+                key: format!("k{index}"),
+                value: "v".into(),
+            }),
+        }
+    }
+
+    /// A stopped node's dir with entries 1..=4, 2 of them committed; returns its config.
+    fn node_dir(tmp: &std::path::Path) -> Config {
+        let env = tmp.join("xp.env");
+        let text = format!(
+            "XP_DATA_DIR={}\nXP_NODE_NAME=node1\nXP_API_BASE_URL=http://127.0.0.1:7001\n",
+            tmp.join("data").display()
+        );
+        std::fs::write(&env, &text).unwrap();
+        let config = Config::parse(&env, &text).unwrap();
+        let dir = RaftDir::new(config.raft_dir());
+        dir.create().unwrap();
+        dir.write_identity(&Identity::new(1, "node1")).unwrap();
+        dir.write_state_machine(&SmFile::default()).unwrap();
+        dir.open_log(OpenMode::Repair).unwrap().append((1..=4).map(entry)).unwrap();
+        dir.write_committed(Some(entry(2).log_id)).unwrap();
+        config
+    }
+
+    /// A flipped high bit in the length of the first record made it run past the end of the
+    /// file. Before the fix inspect took that for a torn tail and reported "torn log tail:
+    /// <whole file> bytes" with exit code 0 (and the node cut every committed entry on start).
+    #[test]
+    fn damage_in_the_middle_of_the_log_refuses_naming_offset_and_way_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = node_dir(tmp.path());
+        let log = config.raft_dir().join("log.bin");
+        let mut bytes = std::fs::read(&log).unwrap();
+        bytes[3] ^= 0x80;
+        std::fs::write(&log, &bytes).unwrap();
+        let err = inspect(&config).unwrap_err();
+        assert_eq!(err.exit_code(), 3);
+        let msg = err.to_string();
+        let expected =
+            format!("{}: corrupt Raft state: bad record at byte 0: its length ", log.display());
+        assert!(msg.starts_with(&expected), "{msg}");
+        assert!(
+            msg.contains("the log is damaged in its middle, not cut short by a crash"),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with(
+                "recover another survivor (xp-ops xp inspect on each), or restore a backup \
+                 (xp-ops xp restore)"
+            ),
+            "{msg}"
+        );
+        assert_eq!(std::fs::read(&log).unwrap(), bytes, "inspect changed the log");
+    }
+
+    /// A torn append above the committed index is only reported.
+    #[test]
+    fn a_torn_tail_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = node_dir(tmp.path());
+        let log = config.raft_dir().join("log.bin");
+        let bytes = std::fs::read(&log).unwrap();
+        std::fs::write(&log, &bytes[..bytes.len() - 3]).unwrap();
+        let i = inspect(&config).unwrap();
+        assert_eq!(i.last_log_id, Some(entry(3).log_id));
+        assert!(i.torn_tail_bytes > 0);
+        assert_eq!(std::fs::read(&log).unwrap().len(), bytes.len() - 3);
+    }
 }

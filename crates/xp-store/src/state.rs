@@ -158,9 +158,10 @@ impl RaftDir {
         write_json(&self.file("purged.json"), &LogIdFile { log_id })
     }
 
-    /// Opens the log, skipping entries at or below the purge point.
+    /// Opens the log, skipping entries at or below the purge point; a damaged tail that would
+    /// take a committed entry with it is refused, not cut (see [`LogFile::open`]).
     pub fn open_log(&self, mode: OpenMode) -> Result<LogFile, StoreError> {
-        LogFile::open(&self.dir, self.read_purged()?, mode)
+        LogFile::open(&self.dir, self.read_purged()?, self.read_committed()?, mode)
     }
 
     pub fn read_state_machine(&self) -> Result<Option<SmFile>, StoreError> {

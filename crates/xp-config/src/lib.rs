@@ -28,6 +28,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("XP_RAFT_ELECTION_MIN_MS", "minimum election timeout in ms (default 150)"),
     ("XP_RAFT_ELECTION_MAX_MS", "maximum election timeout in ms (default 300)"),
     ("XP_RAFT_SNAPSHOT_LOGS", "build a snapshot every this many applied entries (default 1000)"),
+    (
+        "XP_MAX_VALUE_BYTES",
+        "largest KV value accepted, in bytes (default 1048576, at most 8388608)",
+    ),
     ("RUST_LOG", "log filter, e.g. info or xp=debug"),
 ];
 
@@ -86,6 +90,13 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Default of `XP_MAX_VALUE_BYTES`: 1 MiB.
+pub const DEFAULT_MAX_VALUE_BYTES: u64 = 1 << 20;
+/// The largest `XP_MAX_VALUE_BYTES` accepted: 8 MiB. The node sizes its Raft RPC body limit for
+/// one entry holding a value this large, whatever any member's cap is, so members may differ
+/// (or lower their cap later) without a follower ever refusing an entry the leader accepted.
+pub const MAX_VALUE_BYTES_CEILING: u64 = 8 << 20;
+
 /// Raft timing, in milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RaftTiming {
@@ -120,6 +131,8 @@ pub struct Config {
     pub node_id: Option<u64>,
     pub bootstrap_members: Vec<Member>,
     pub raft: RaftTiming,
+    /// Largest KV value (its UTF-8 bytes) a PUT may carry (`XP_MAX_VALUE_BYTES`).
+    pub max_value_bytes: u64,
     pub rust_log: Option<String>,
 }
 
@@ -231,6 +244,9 @@ impl Config {
             });
         }
 
+        let max_value_bytes = number("XP_MAX_VALUE_BYTES", 1, MAX_VALUE_BYTES_CEILING)?
+            .unwrap_or(DEFAULT_MAX_VALUE_BYTES);
+
         let bootstrap_members = match get("XP_BOOTSTRAP_MEMBERS") {
             None => Vec::new(),
             Some((line, v)) => {
@@ -269,6 +285,7 @@ impl Config {
             node_id,
             bootstrap_members,
             raft,
+            max_value_bytes,
             rust_log: get("RUST_LOG").map(|(_, v)| v.to_owned()),
         })
     }

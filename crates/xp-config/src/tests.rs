@@ -24,6 +24,7 @@ fn minimal_file_gets_defaults() {
     assert_eq!(c.raft_dir(), PathBuf::from("/var/lib/xp/raft"));
     assert_eq!(c.bind, "0.0.0.0:8080".parse().unwrap());
     assert_eq!(c.raft, RaftTiming::default());
+    assert_eq!(c.max_value_bytes, 1 << 20);
     assert!(c.admin_token.is_none());
 }
 
@@ -64,7 +65,7 @@ fn rejections() {
     let cases: &[(&str, &str)] = &[
         ("", "xp.env: XP_DATA_DIR is required (directory holding this node's state; Raft state lives in ${XP_DATA_DIR}/raft)"),
         ("XP_DATA_DIR\n", "xp.env:1: expected KEY=VALUE"),
-        ("XP_DATADIR=/x\n", "xp.env:1: unknown key XP_DATADIR; known keys: XP_DATA_DIR, XP_NODE_NAME, XP_API_BASE_URL, XP_BIND, XP_ADMIN_TOKEN, XP_CLUSTER_SECRET, XP_NODE_ID, XP_BOOTSTRAP_MEMBERS, XP_RAFT_HEARTBEAT_MS, XP_RAFT_ELECTION_MIN_MS, XP_RAFT_ELECTION_MAX_MS, XP_RAFT_SNAPSHOT_LOGS, RUST_LOG"),
+        ("XP_DATADIR=/x\n", "xp.env:1: unknown key XP_DATADIR; known keys: XP_DATA_DIR, XP_NODE_NAME, XP_API_BASE_URL, XP_BIND, XP_ADMIN_TOKEN, XP_CLUSTER_SECRET, XP_NODE_ID, XP_BOOTSTRAP_MEMBERS, XP_RAFT_HEARTBEAT_MS, XP_RAFT_ELECTION_MIN_MS, XP_RAFT_ELECTION_MAX_MS, XP_RAFT_SNAPSHOT_LOGS, XP_MAX_VALUE_BYTES, RUST_LOG"),
         ("XP_DATA_DIR=/a\nXP_DATA_DIR=/b\n", "xp.env:2: XP_DATA_DIR is set twice (first on line 1)"),
         ("XP_DATA_DIR=\"/a\n", "xp.env:1: unbalanced quotes in the value of XP_DATA_DIR"),
         ("XP_DATA_DIR=relative\n", "xp.env:1: invalid XP_DATA_DIR: \"relative\" is not an absolute path"),
@@ -89,11 +90,18 @@ fn rejections_after_base() {
         ("XP_BOOTSTRAP_MEMBERS=1=node1@http://node1:8080\n", "xp.env: XP_BOOTSTRAP_MEMBERS needs XP_NODE_ID (this node's id among them)"),
         ("XP_NODE_ID=2\nXP_BOOTSTRAP_MEMBERS=1=node1@http://node1:8080\n", "xp.env: XP_BOOTSTRAP_MEMBERS must list this node as 2=node1@http://node1:8080"),
         ("XP_NODE_ID=1\nXP_BOOTSTRAP_MEMBERS=1=node1\n", "xp.env:5: invalid XP_BOOTSTRAP_MEMBERS: \"1=node1\" is not id=name@http://host:port"),
+        ("XP_MAX_VALUE_BYTES=0\n", "xp.env:4: invalid XP_MAX_VALUE_BYTES: \"0\" is not a whole number in 1..=8388608"),
+        ("XP_MAX_VALUE_BYTES=16MiB\n", "xp.env:4: invalid XP_MAX_VALUE_BYTES: \"16MiB\" is not a whole number in 1..=8388608"),
         ("XP_NODE_ID=0\n", "xp.env:4: invalid XP_NODE_ID: \"0\" is not a whole number in 1..=9007199254740991"),
     ];
     for (text, expected) in cases {
         check_err(&format!("{BASE}{text}"), expected);
     }
+}
+
+#[test]
+fn max_value_bytes_is_read() {
+    assert_eq!(parse(&format!("{BASE}XP_MAX_VALUE_BYTES=65536\n")).unwrap().max_value_bytes, 65536);
 }
 
 #[test]

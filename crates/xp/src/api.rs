@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request as HttpRequest, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -16,8 +18,8 @@ use xp_store::{Eviction, NodeId, Request, Response as SmResponse, TypeConfig};
 use crate::fence::{should_evict, GENERATION_HEADER};
 use crate::join::{JoinRequest, JoinResponse};
 use crate::network::{
-    AUTH_HEADER, CLUSTER_HEADER, FROM_HEADER, FROM_INCARNATION_HEADER, INCARNATION_HEADER,
-    TO_HEADER, TO_INCARNATION_HEADER,
+    SnapshotChunk, AUTH_HEADER, CLUSTER_HEADER, FROM_HEADER, FROM_INCARNATION_HEADER,
+    INCARNATION_HEADER, RAFT_BODY_LIMIT, TO_HEADER, TO_INCARNATION_HEADER,
 };
 use crate::token::{self, JoinClaims};
 use crate::App;
@@ -25,16 +27,30 @@ use crate::App;
 /// Longest join token lifetime the API hands out.
 pub const MAX_TOKEN_TTL_SECS: u64 = 24 * 3600;
 
+/// Body limit of every route but the KV and the bulk Raft ones: their requests are a few
+/// fields (admin, join, votes, probes).
+pub const SMALL_BODY_LIMIT: usize = 64 * 1024;
+
+/// Body limit of `PUT /api/kv/{key}`: a value at the cap, JSON-escaped at worst (`\u0041` is 6
+/// bytes for one), plus the envelope. The cap itself is checked on the decoded value.
+pub fn kv_body_limit(max_value_bytes: u64) -> usize {
+    6 * max_value_bytes as usize + 4096
+}
+
 pub fn router(app: Arc<App>) -> Router {
+    let cap = app.config.max_value_bytes;
+    let kv_limit = kv_body_limit(cap);
+    let kv_why = format!("a KV value may hold at most {cap} bytes (XP_MAX_VALUE_BYTES)");
     Router::new()
         .route("/api/cluster/info", get(cluster_info))
         .route("/api/cluster/status", get(crate::status::cluster_status))
-        .route("/api/kv/{key}", get(kv_get).put(kv_put))
+        .route("/api/kv/{key}", limited(get(kv_get).put(kv_put), kv_limit, kv_why))
         .route("/api/admin/cluster/join-tokens", post(create_join_token))
         .route("/api/cluster/join", post(join))
-        .route("/raft/append", post(raft_append))
+        // The bulk Raft routes read their body themselves, after the cluster key was checked.
+        .route("/raft/append", limited(post(raft_append), RAFT_BODY_LIMIT, String::new()))
         .route("/raft/vote", post(raft_vote))
-        .route("/raft/snapshot", post(raft_snapshot))
+        .route("/raft/snapshot", limited(post(raft_snapshot), RAFT_BODY_LIMIT, String::new()))
         .route("/raft/hold-elections", post(raft_hold))
         .route("/raft/campaign", post(raft_campaign))
         .route("/raft/probe", post(raft_probe))
@@ -42,7 +58,38 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/admin/cluster/remove-node", post(crate::admin::remove_node))
         .route("/api/admin/cluster/add-node", post(crate::admin::add_node))
         .route("/api/admin/cluster/backup", get(crate::backup::backup))
+        // Every other route: small bodies only (a route's own limit, set above, wins).
+        .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT))
+        .layer(axum::middleware::map_response(|res: Response| async move {
+            explain_too_large(res, SMALL_BODY_LIMIT, "")
+        }))
         .with_state(app)
+}
+
+/// `route` with its own body limit, its `413` explained by `why`.
+fn limited(route: MethodRouter<Arc<App>>, limit: usize, why: String) -> MethodRouter<Arc<App>> {
+    let why: Arc<str> = why.into();
+    route.layer(DefaultBodyLimit::max(limit)).layer(axum::middleware::map_response(
+        move |res: Response| {
+            let why = why.clone();
+            async move { explain_too_large(res, limit, &why) }
+        },
+    ))
+}
+
+/// Turns axum's plain-text `413` (a body over the route's limit) into an [`ApiError`] naming
+/// the limit; answers that already are JSON (ours) pass unchanged.
+fn explain_too_large(res: Response, limit: usize, why: &str) -> Response {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if res.status() != StatusCode::PAYLOAD_TOO_LARGE || is_json {
+        return res;
+    }
+    let why = if why.is_empty() { String::new() } else { format!(": {why}") };
+    let message = format!("request body too large: this route accepts at most {limit} bytes{why}");
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
 }
 
 /// An error answer: `{"error": "...", "leader_api_base_url": "..."}`.
@@ -297,9 +344,31 @@ fn check_key(key: &str) -> Result<(), ApiError> {
 async fn kv_put(
     State(app): State<Arc<App>>,
     Path(key): Path<String>,
-    Json(body): Json<KvPut>,
+    body: Result<Json<KvPut>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_key(&key)?;
+    let cap = app.config.max_value_bytes;
+    let Json(body) = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            e.status(),
+            format!(
+                "request body too large: this route accepts at most {} bytes: a KV value may \
+                 hold at most {cap} bytes (XP_MAX_VALUE_BYTES)",
+                kv_body_limit(cap)
+            ),
+        ),
+        _ => ApiError::new(e.status(), e.body_text()),
+    })?;
+    if body.value.len() as u64 > cap {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the value is {} bytes; a KV value may hold at most {cap} bytes \
+                 (XP_MAX_VALUE_BYTES)",
+                body.value.len()
+            ),
+        ));
+    }
     require_not_fenced(&app)?;
     if app.transferring.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(ApiError::new(
@@ -525,12 +594,33 @@ fn check_incarnations(app: &App, from: NodeId, headers: &HeaderMap) -> Result<()
     Ok(())
 }
 
+/// Reads a bulk Raft RPC's JSON body, once [`check_rpc`] passed: nobody without the cluster
+/// key makes a node buffer up to [`RAFT_BODY_LIMIT`] bytes.
+async fn read_rpc<T: serde::de::DeserializeOwned>(
+    app: &App,
+    req: HttpRequest,
+) -> Result<T, ApiError> {
+    check_rpc(app, req.headers())?;
+    let bytes = Bytes::from_request(req, &()).await.map_err(|e| {
+        let message = match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => format!(
+                "Raft RPC body over this node's limit of {RAFT_BODY_LIMIT} bytes: {}",
+                e.body_text()
+            ),
+            _ => e.body_text(),
+        };
+        ApiError::new(e.status(), message)
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("malformed Raft RPC: {e}"))
+    })
+}
+
 async fn raft_append(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+    req: HttpRequest,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_rpc(&app, &headers)?;
+    let req: AppendEntriesRequest<TypeConfig> = read_rpc(&app, req).await?;
     Ok(([(INCARNATION_HEADER, app.incarnation.clone())], Json(app.raft.append_entries(req).await)))
 }
 
@@ -545,10 +635,10 @@ async fn raft_vote(
 
 async fn raft_snapshot(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+    req: HttpRequest,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_rpc(&app, &headers)?;
+    let chunk: SnapshotChunk = read_rpc(&app, req).await?;
+    let req = InstallSnapshotRequest::<TypeConfig>::from(chunk);
     Ok((
         [(INCARNATION_HEADER, app.incarnation.clone())],
         Json(app.raft.install_snapshot(req).await),

@@ -90,6 +90,15 @@ impl App {
     }
 }
 
+/// Most entries in one append. The real bound is bytes (`network::APPEND_BUDGET_BYTES`: a
+/// longer batch is cut before it is sent); this only caps what openraft reads from the log to
+/// build one (64 values at the default 1 MiB cap).
+pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
+
+/// How long one snapshot chunk may take to be sent (and, for the last, installed), in ms.
+/// openraft cancels the RPC after it; chunks are `network::SNAPSHOT_CHUNK_BYTES`.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
+
 /// Builds the openraft config from the env file's timing.
 pub fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, NodeError> {
     let t = config.raft;
@@ -100,7 +109,9 @@ pub fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, NodeError> 
         election_timeout_max: t.election_max_ms,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_logs),
         max_in_snapshot_log_to_keep: t.snapshot_logs,
-        install_snapshot_timeout: 2_000,
+        install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
+        snapshot_max_chunk_size: crate::network::SNAPSHOT_CHUNK_BYTES,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     };
     Ok(Arc::new(c.validate().map_err(|e| NodeError::Raft(e.to_string()))?))

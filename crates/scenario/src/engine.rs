@@ -83,6 +83,9 @@ pub struct Engine<B: Backend> {
     writes: Arc<Mutex<Vec<WriteRecord>>>,
     sampler: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
     writer: Option<(watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)>,
+    /// Workloads started so far: a later one writes under another key prefix, so it never
+    /// overwrites an earlier one's keys (which `verify` would then count as lost).
+    workload_runs: u32,
     /// The nodes the current step acted on (for the report and recovery times).
     step_nodes: Vec<String>,
     verification: Option<Verification>,
@@ -128,6 +131,7 @@ impl<B: Backend> Engine<B> {
             writes: Arc::default(),
             sampler: None,
             writer: None,
+            workload_runs: 0,
             step_nodes: Vec::new(),
             verification: None,
             artifacts: BTreeMap::new(),
@@ -714,7 +718,11 @@ impl<B: Backend> Engine<B> {
             Step::WorkloadStart(w) => {
                 self.stop_writer().await;
                 let (rate, writers) = (w.rate.unwrap_or(100), w.concurrency.unwrap_or(4));
-                let prefix = w.prefix.clone().unwrap_or_else(|| "w".into());
+                let mut prefix = w.prefix.clone().unwrap_or_else(|| "w".into());
+                self.workload_runs += 1;
+                if self.workload_runs > 1 {
+                    prefix = format!("{prefix}r{}.", self.workload_runs);
+                }
                 let (tx, rx) = watch::channel(false);
                 let tasks = (0..writers)
                     .map(|i| {

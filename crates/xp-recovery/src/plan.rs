@@ -466,3 +466,176 @@ pub fn verify(config: &Config, plan: &Plan) -> Result<Inspection, RecoveryError>
     }
     Ok(insp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::MembershipSource;
+    use std::time::Duration;
+    use xp_store::{Eviction, FenceRecord, Identity};
+
+    fn config() -> Config {
+        let text = "XP_DATA_DIR=/data\nXP_NODE_NAME=node1\nXP_API_BASE_URL=http://n1:8080\n\
+                    XP_BIND=127.0.0.1:8080\nXP_CLUSTER_SECRET=test-cluster-secret-0123456789\n";
+        Config::parse(std::path::Path::new("xp.env"), text).unwrap()
+    }
+
+    fn id(term: u64, index: u64) -> Option<LogId> {
+        Some(LogId::new(CommittedLeaderId::new(term, 1), index))
+    }
+
+    fn membership(voters: &[NodeId], learners: &[NodeId]) -> StoredMembership {
+        let nodes = voters
+            .iter()
+            .chain(learners)
+            .map(|n| {
+                let meta = NodeMeta {
+                    name: format!("node{n}"),
+                    api_base_url: format!("http://n{n}:8080"),
+                };
+                (*n, meta)
+            })
+            .collect::<BTreeMap<_, _>>();
+        let configs = vec![voters.iter().copied().collect::<BTreeSet<_>>()];
+        StoredMembership::new(id(1, 1), Membership::new(configs, nodes))
+    }
+
+    /// Node 1 of a 3-voter cluster: log 1..=20 in term 2, applied and committed up to 15.
+    fn inspection() -> Inspection {
+        Inspection {
+            identity: Identity { node_id: 1, node_name: "node1".into(), incarnation: "aa".into() },
+            vote: Some(Vote::new_committed(2, 2)),
+            term: 2,
+            committed: id(2, 15),
+            purged: None,
+            first_log_index: Some(1),
+            last_log_id: id(2, 20),
+            log_entries: 20,
+            last_applied: id(2, 15),
+            entries_after_applied: 5,
+            effective_membership: membership(&[1, 2, 3], &[]),
+            membership_source: MembershipSource::StateMachine,
+            state_machine_membership: membership(&[1, 2, 3], &[]),
+            snapshot: None,
+            torn_tail_bytes: 0,
+            recovery_in_progress: false,
+            kv_keys: 3,
+            cluster_id: Some("c1".into()),
+            recovery_generation: 0,
+            latest_recovery: None,
+            fence: None,
+        }
+    }
+
+    /// What a plan says, in one line, for the table.
+    fn summary(p: &Plan) -> String {
+        format!(
+            "vote {} entry {} generation {} uncommitted {:?} purge {:?} replaced {:?}+{:?}",
+            p.new_vote,
+            p.new_entry.log_id,
+            p.recovery.as_ref().map(|r| r.generation).unwrap_or(0),
+            p.uncommitted,
+            p.purge_to.map(|l| l.index),
+            p.recovery.as_ref().map(|r| r.replaced_voters.clone()).unwrap_or_default(),
+            p.recovery.as_ref().map(|r| r.replaced_learners.clone()).unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn plan_table() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let cases: Vec<(&str, Box<dyn Fn(&mut Inspection)>, &str)> = vec![
+            (
+                "a survivor with 5 entries not known to be committed",
+                Box::new(|_| {}),
+                "vote T3-N1:uncommitted entry T3-N1-21 generation 1 uncommitted Some((16, 20)) \
+                 purge None replaced [1, 2, 3]+[]",
+            ),
+            (
+                "committed.json ahead of last_applied: the later one counts",
+                Box::new(|i| i.committed = id(2, 18)),
+                "vote T3-N1:uncommitted entry T3-N1-21 generation 1 uncommitted Some((19, 20)) \
+                 purge None replaced [1, 2, 3]+[]",
+            ),
+            (
+                "a vote in a higher term than any entry",
+                Box::new(|i| i.vote = Some(Vote::new(7, 3))),
+                "vote T8-N1:uncommitted entry T8-N1-21 generation 1 uncommitted Some((16, 20)) \
+                 purge None replaced [1, 2, 3]+[]",
+            ),
+            (
+                "a second recovery, with a learner in the old configuration",
+                Box::new(|i| {
+                    i.recovery_generation = 1;
+                    i.effective_membership = membership(&[1, 4], &[5]);
+                }),
+                "vote T3-N1:uncommitted entry T3-N1-21 generation 2 uncommitted Some((16, 20)) \
+                 purge None replaced [1, 4]+[5]",
+            ),
+            (
+                "last_applied past the end of the live log: purge up to it first",
+                Box::new(|i| {
+                    i.last_log_id = id(2, 12);
+                    i.committed = id(2, 15);
+                    i.last_applied = id(2, 15);
+                }),
+                "vote T3-N1:uncommitted entry T3-N1-16 generation 1 uncommitted None purge \
+                 Some(15) replaced [1, 2, 3]+[]",
+            ),
+            (
+                "everything applied",
+                Box::new(|i| i.last_applied = id(2, 20)),
+                "vote T3-N1:uncommitted entry T3-N1-21 generation 1 uncommitted None purge None \
+                 replaced [1, 2, 3]+[]",
+            ),
+        ];
+        for (what, change, want) in cases {
+            let mut insp = inspection();
+            change(&mut insp);
+            let p = plan(&config(), &insp, false, now).unwrap().expect(what);
+            let want: String = want.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert_eq!(summary(&p), want, "{what}");
+            assert_eq!(p.new_membership().voter_ids().collect::<Vec<_>>(), [1], "{what}");
+            assert_eq!(p.lineage_entry().unwrap().log_id.index, p.new_entry.log_id.index + 1);
+        }
+    }
+
+    #[test]
+    fn plan_refusals_and_nothing_to_do() {
+        let now = std::time::UNIX_EPOCH;
+        // Already the only voter with the configured meta: nothing to do.
+        let mut alone = inspection();
+        alone.effective_membership = membership(&[1], &[]);
+        assert!(plan(&config(), &alone, false, now).unwrap().is_none());
+        // Not a member of its own membership.
+        let mut outsider = inspection();
+        outsider.effective_membership = membership(&[2, 3], &[]);
+        let e = plan(&config(), &outsider, false, now).unwrap_err().to_string();
+        assert!(e.starts_with("refusing: node 1 (node1) is not in its own effective membership"));
+        // A data dir a recovered cluster evicted.
+        let mut fenced = inspection();
+        fenced.fence = Some(FenceRecord {
+            fenced_at: "2026-11-23T16:00:00Z".into(),
+            reason: "evicted".into(),
+            eviction: Eviction {
+                cluster_id: "c1".into(),
+                recovery: xp_store::RecoveryGeneration {
+                    generation: 1,
+                    kind: xp_store::RecoveryKind::RecoverSingleNode,
+                    at: "2026-11-23T15:59:00Z".into(),
+                    node_id: 3,
+                    node_name: "node3".into(),
+                    replaced_voters: vec![1, 2, 3],
+                    replaced_learners: vec![],
+                    voters: vec![3],
+                },
+                members: vec![3],
+                retired: vec![1, 2],
+                issued_by: 3,
+                mac: String::new(),
+            },
+        });
+        let e = plan(&config(), &fenced, false, now).unwrap_err().to_string();
+        assert!(e.contains("was evicted") && e.contains("would start a second cluster"), "{e}");
+    }
+}

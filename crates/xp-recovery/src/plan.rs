@@ -541,10 +541,13 @@ mod tests {
         )
     }
 
+    /// A case: what it is, how it changes the base inspection, the plan's summary.
+    type Case = (&'static str, Box<dyn Fn(&mut Inspection)>, &'static str);
+
     #[test]
     fn plan_table() {
         let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let cases: Vec<(&str, Box<dyn Fn(&mut Inspection)>, &str)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "a survivor with 5 entries not known to be committed",
                 Box::new(|_| {}),

@@ -107,6 +107,7 @@ pub fn inspect(config: &Config) -> Result<Inspection, RecoveryError> {
     let committed = dir.read_committed()?;
     let purged = dir.read_purged()?;
     let log = dir.open_log(OpenMode::ReadOnly)?;
+    dir.check_committed_present(&log, &sm)?;
     let snapshot = dir.read_snapshot()?.map(|s| s.meta);
 
     let applied_index = sm.last_applied.map(|l| l.index);

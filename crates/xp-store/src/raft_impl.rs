@@ -60,6 +60,18 @@ struct Flushed {
     pending: u64,
 }
 
+/// Runs file work of the size of the whole state (serialising and fsyncing
+/// `state_machine.json` or `snapshot.json`, tens of MB with large values) without stalling the
+/// other tasks of the runtime worker it is called on: with a 50 ms heartbeat, a worker blocked
+/// for a few hundred ms let followers call elections. Plain call outside a multi-thread runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Opens the store for a running node: refuses if a recovery is unfinished, cuts a torn log
 /// tail, and loads everything into memory.
 pub fn open_raft_store(dir: &RaftDir) -> Result<(LogStore, StateMachineStore), StoreError> {
@@ -75,6 +87,7 @@ pub fn open_raft_store(dir: &RaftDir) -> Result<(LogStore, StateMachineStore), S
         purged,
     };
     let sm = dir.read_state_machine()?.unwrap_or_default();
+    dir.check_committed_present(&inner.log, &sm)?;
     let flushed = Flushed { on_disk: sm.last_applied, pending: 0 };
     let snapshot_on_disk = dir.read_snapshot()?.and_then(|s| s.meta.last_log_id);
     Ok((
@@ -231,8 +244,10 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let state = self.state.read().unwrap().clone();
-        self.snapshot_from(state)
+        blocking(|| {
+            let state = self.state.read().unwrap().clone();
+            self.snapshot_from(state)
+        })
     }
 }
 
@@ -277,7 +292,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             flushed.pending >= FLUSH_EVERY
         };
         if membership_changed || due {
-            self.flush().map_err(|e| StorageIOError::write_state_machine(&e))?;
+            blocking(|| self.flush()).map_err(|e| StorageIOError::write_state_machine(&e))?;
         }
         Ok(out)
     }
@@ -295,34 +310,39 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
-        let mut state: SmFile = serde_json::from_slice(snapshot.get_ref())
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        state.last_applied = meta.last_log_id;
-        state.last_membership = meta.last_membership.clone();
-        let file = SnapshotFile { meta: meta.clone(), state: state.clone() };
-        let mut flushed = self.flushed.lock().unwrap();
-        let mut on_disk = self.snapshot_on_disk.lock().unwrap();
-        // The state machine file first, so it is never behind the snapshot (a crash between the
-        // two leaves a state machine ahead of an older snapshot, which is allowed).
-        self.dir
-            .write_state_machine(&state)
-            .map_err(|e| StorageIOError::write_state_machine(&e))?;
-        *flushed = Flushed { on_disk: state.last_applied, pending: 0 };
-        self.dir
-            .write_snapshot(&file)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        *on_disk = meta.last_log_id;
-        drop(on_disk);
-        *self.state.write().unwrap() = state;
-        Ok(())
+        blocking(|| {
+            let mut state: SmFile = serde_json::from_slice(snapshot.get_ref())
+                .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+            state.last_applied = meta.last_log_id;
+            state.last_membership = meta.last_membership.clone();
+            let file = SnapshotFile { meta: meta.clone(), state: state.clone() };
+            let mut flushed = self.flushed.lock().unwrap();
+            let mut on_disk = self.snapshot_on_disk.lock().unwrap();
+            // The state machine file first, so it is never behind the snapshot (a crash between the
+            // two leaves a state machine ahead of an older snapshot, which is allowed).
+            self.dir
+                .write_state_machine(&state)
+                .map_err(|e| StorageIOError::write_state_machine(&e))?;
+            *flushed = Flushed { on_disk: state.last_applied, pending: 0 };
+            self.dir
+                .write_snapshot(&file)
+                .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+            *on_disk = meta.last_log_id;
+            drop(on_disk);
+            *self.state.write().unwrap() = state;
+            Ok(())
+        })
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let file = self.dir.read_snapshot().map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        Ok(file.map(|f| {
-            let bytes = serde_json::to_vec(&f.state).expect("state serializes");
-            Snapshot { meta: f.meta, snapshot: Box::new(Cursor::new(bytes)) }
-        }))
+        blocking(|| {
+            let file =
+                self.dir.read_snapshot().map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+            Ok(file.map(|f| {
+                let bytes = serde_json::to_vec(&f.state).expect("state serializes");
+                Snapshot { meta: f.meta, snapshot: Box::new(Cursor::new(bytes)) }
+            }))
+        })
     }
 }
 
@@ -342,7 +362,7 @@ mod tests {
 
     /// A snapshot built in the background from an older state finishes after a newer one was
     /// installed: the installed one stays, and the state machine file is never behind it.
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_older_built_snapshot_never_replaces_a_newer_installed_one() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = RaftDir::new(tmp.path().join("raft"));

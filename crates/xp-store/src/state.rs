@@ -186,6 +186,33 @@ impl RaftDir {
         write_json(&self.fence_path(), fence)
     }
 
+    /// Fails when `committed.json` names an entry that nothing holds any more: not the log, not
+    /// the purge point, not the state machine (which is never behind the snapshot). Acknowledged
+    /// entries are missing (a log cut short at a record boundary, an emptied file): starting,
+    /// or recovering, on such a dir would hand out their indexes again.
+    pub fn check_committed_present(&self, log: &LogFile, sm: &SmFile) -> Result<(), StoreError> {
+        let Some(committed) = self.read_committed()? else { return Ok(()) };
+        let held = [log.last_log_id(), self.read_purged()?, sm.last_applied]
+            .into_iter()
+            .flatten()
+            .map(|l| l.index)
+            .max();
+        if held.is_some_and(|h| h >= committed.index) {
+            return Ok(());
+        }
+        Err(StoreError::corrupt(
+            self.file("log.bin"),
+            format!(
+                "committed.json says entry {} is committed, but the log ends at {} and neither the \
+                 purge point nor the state machine covers it: acknowledged entries are missing. \
+                 Recover another survivor (xp-ops xp inspect on each), or restore a backup \
+                 (xp-ops xp restore)",
+                committed.index,
+                held.map(|h| format!("entry {h}")).unwrap_or_else(|| "nothing".into())
+            ),
+        ))
+    }
+
     /// Fails when an interrupted recovery left its journal behind.
     pub fn check_no_recovery_in_progress(&self) -> Result<(), StoreError> {
         let path = self.recovery_path();
@@ -222,4 +249,50 @@ pub fn latest_recovery(log: &LogFile, sm: &SmFile) -> Option<RecoveryGeneration>
         _ => None,
     });
     sm.data.latest_recovery().into_iter().chain(in_log).max_by_key(|r| r.generation).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::OpenMode;
+    use crate::types::{Entry, EntryPayload};
+    use openraft::CommittedLeaderId;
+
+    fn id(index: u64) -> Option<LogId> {
+        Some(LogId::new(CommittedLeaderId::new(1, 1), index))
+    }
+
+    /// A log cut short at a record boundary below `committed.json` used to open, inspect and
+    /// even be recovered (the recovery then reused committed indexes).
+    #[test]
+    fn committed_entries_missing_from_everything_refuse() {
+        // (log up to, purged, last applied, committed) -> refused?
+        let cases = [
+            (5, None, None, Some(5), false),
+            (5, None, None, None, false),
+            (5, None, None, Some(9), true),
+            (0, None, None, Some(3), true),     // an emptied log.bin
+            (5, Some(9), None, Some(9), false), // purged past the end after a snapshot install
+            (5, None, Some(9), Some(9), false), // applied (state machine) past the end
+            (5, Some(7), Some(8), Some(9), true),
+        ];
+        for (last, purged, applied, committed, refused) in cases {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = RaftDir::new(tmp.path());
+            let mut log = dir.open_log(OpenMode::Repair).unwrap();
+            let entries =
+                (1..=last).map(|i| Entry { log_id: id(i).unwrap(), payload: EntryPayload::Blank });
+            log.append(entries).unwrap();
+            drop(log);
+            dir.write_purged(purged.and_then(id)).unwrap();
+            dir.write_committed(committed.and_then(id)).unwrap();
+            let sm = SmFile { last_applied: applied.and_then(id), ..Default::default() };
+            let log = dir.open_log(OpenMode::ReadOnly).unwrap();
+            let got = dir.check_committed_present(&log, &sm);
+            assert_eq!(got.is_err(), refused, "{last} {purged:?} {applied:?} {committed:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("acknowledged entries are missing"), "{e}");
+            }
+        }
+    }
 }

@@ -341,6 +341,17 @@ fn check_key(key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The length of `s` as a JSON string, without the quotes.
+fn json_string_len(s: &str) -> usize {
+    s.chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        })
+        .sum()
+}
+
 async fn kv_put(
     State(app): State<Arc<App>>,
     Path(key): Path<String>,
@@ -359,12 +370,16 @@ async fn kv_put(
         ),
         _ => ApiError::new(e.status(), e.body_text()),
     })?;
-    if body.value.len() as u64 > cap {
+    // The cap bounds what the value costs in every Raft message and file, i.e. as JSON: a
+    // control character is 1 byte here but 6 there (1 MiB of them used to make 6 MiB entries
+    // that slowed replication enough to cost elections).
+    let encoded = json_string_len(&body.value);
+    if encoded as u64 > cap {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "the value is {} bytes; a KV value may hold at most {cap} bytes \
-                 (XP_MAX_VALUE_BYTES)",
+                "the value is {} bytes, {encoded} as JSON; a KV value may take at most {cap} \
+                 bytes as JSON (XP_MAX_VALUE_BYTES)",
                 body.value.len()
             ),
         ));
@@ -678,4 +693,17 @@ async fn raft_probe(
         "cluster_id": sm.data.cluster_id.clone().unwrap_or_default(),
         "generation": sm.data.generation(),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_string_len_matches_serde_json() {
+        for s in ["", "abc", "a\"b\\c", "\n\r\t\u{8}\u{c}", "\u{1}\u{1f}", "é€𝄞", "\u{7f}"] {
+            let want = serde_json::to_string(s).unwrap().len() - 2;
+            assert_eq!(json_string_len(s), want, "{s:?}");
+        }
+    }
 }

@@ -153,6 +153,18 @@ impl<B: Backend> Engine<B> {
     async fn run_steps(&mut self, report: &mut Report) {
         let steps = self.scenario.steps.clone();
         let total = steps.len();
+        if let Some(backends) = self.profile.backends.as_ref() {
+            if !backends.iter().any(|b| b == self.backend.name()) {
+                let reason = format!(
+                    "the {} cluster can only be built on {}",
+                    self.profile.name,
+                    backends.join(", ")
+                );
+                report.skip(reason.clone());
+                self.say(&format!("SKIPPED: {reason}"));
+                return;
+            }
+        }
         for action in steps.iter().map(|s| s.step.action()) {
             if let Err(reason) = self.backend.supports(action) {
                 report.skip(format!("step `{action}`: {reason}"));

@@ -95,6 +95,10 @@ pub struct Profile {
     /// detection). Absent: no split brain can be detected.
     #[serde(default)]
     pub applied_field: Option<String>,
+    /// The backends this cluster can be built on (absent: every backend). A scenario on this
+    /// cluster is SKIPPED on any other, with this list as the reason.
+    #[serde(default)]
+    pub backends: Option<Vec<String>>,
     /// `{key}` is replaced; PUT sends `{"value": v}`, GET answers `{"value": v}`.
     pub kv_path: String,
     pub run: Vec<String>,

@@ -233,6 +233,16 @@ impl Node {
             .expect("run xp")
     }
 
+    /// Runs `xp-ops <args> --env-file <this node's env file>`.
+    pub fn xp_ops(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("xp-ops"))
+            .args(args)
+            .arg("--env-file")
+            .arg(&self.env_file)
+            .output()
+            .expect("run xp-ops")
+    }
+
     pub fn info(&self) -> Result<Value, String> {
         match get_json(&format!("{}/api/cluster/info", self.url()))? {
             (200, v) => Ok(v),

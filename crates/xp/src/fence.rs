@@ -18,6 +18,8 @@ use sha2::Sha256;
 use tokio::sync::watch;
 use xp_store::{Eviction, FenceRecord, NodeId, RaftDir, RecoveryGeneration, StoreError};
 
+use crate::token::{hex, unhex};
+
 /// Request header: the sender's recovery generation (absent or empty means 0).
 pub const GENERATION_HEADER: &str = "x-xp-generation";
 
@@ -284,17 +286,6 @@ pub enum ObeyError {
 /// The key evictions are authenticated with.
 pub fn eviction_key(secret: &xp_config::Secret) -> Vec<u8> {
     crate::token::derive_key(secret, "xp-eviction-v1")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.is_ascii() {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
 }
 
 #[cfg(test)]

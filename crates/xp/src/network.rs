@@ -64,7 +64,7 @@ const FENCED_RETRY: Duration = Duration::from_secs(5);
 
 /// Hex of the key peers present on every Raft RPC.
 pub fn rpc_key(secret: &xp_config::Secret) -> String {
-    crate::token::derive_key(secret, "xp-raft-rpc-v1").iter().map(|b| format!("{b:02x}")).collect()
+    crate::token::hex(&crate::token::derive_key(secret, "xp-raft-rpc-v1"))
 }
 
 /// Builds one [`Connection`] per peer.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use xp_testkit::{bin, kv_get, kv_put, wait_for, Cluster};
+use xp_testkit::{kv_get, kv_put, wait_for, Cluster};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -54,18 +54,9 @@ fn a_follower_that_installed_a_snapshot_restarts_and_can_be_recovered() {
     for i in 1..=3 {
         c.node(i).terminate();
     }
-    let ops = |args: &[&str]| {
-        std::process::Command::new(bin("xp-ops"))
-            .args(["xp"])
-            .args(args)
-            .arg("--env-file")
-            .arg(&c.nodes[f - 1].env_file)
-            .output()
-            .unwrap()
-    };
-    let o = ops(&["inspect", "--json"]);
+    let o = c.nodes[f - 1].xp_ops(&["xp", "inspect", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = ops(&["recover-single-node", "-y"]);
+    let o = c.nodes[f - 1].xp_ops(&["xp", "recover-single-node", "-y"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     c.node(f).start();
     c.wait_leader(&[f], T);

@@ -4,16 +4,12 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use xp_testkit::{bin, join_token, kv_get, kv_put, wait_for, Cluster};
+use xp_testkit::{join_token, kv_get, kv_put, wait_for, Cluster};
 
 const T: Duration = Duration::from_secs(20);
 
 fn recover(node: &xp_testkit::Node) {
-    let o = std::process::Command::new(bin("xp-ops"))
-        .args(["xp", "recover-single-node", "-y", "--env-file"])
-        .arg(&node.env_file)
-        .output()
-        .unwrap();
+    let o = node.xp_ops(&["xp", "recover-single-node", "-y"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("recovery generation 1"));
 }
@@ -100,11 +96,7 @@ fn a_returning_zone_is_fenced_before_it_takes_part() {
 
     // A restart does not undo the fence; the tool refuses to recover such a disk.
     c.node(1).terminate();
-    let o = std::process::Command::new(bin("xp-ops"))
-        .args(["xp", "recover-single-node", "--dry-run", "--env-file"])
-        .arg(&c.nodes[0].env_file)
-        .output()
-        .unwrap();
+    let o = c.nodes[0].xp_ops(&["xp", "recover-single-node", "--dry-run"]);
     assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stdout));
     assert!(String::from_utf8_lossy(&o.stderr).contains("evicted"));
     c.node(3).terminate(); // it cannot be asked again: the fence is on disk
@@ -180,13 +172,7 @@ fn a_restored_cluster_is_not_fenced_by_the_old_one() {
         kv_put(&c.nodes[leader - 1].url(), &format!("k{k}"), "v").unwrap();
     }
     let file = c.dir.path().join("backup.json");
-    let o = std::process::Command::new(bin("xp-ops"))
-        .args(["cluster", "backup", "--out"])
-        .arg(&file)
-        .arg("--env-file")
-        .arg(&c.nodes[leader - 1].env_file)
-        .output()
-        .unwrap();
+    let o = c.nodes[leader - 1].xp_ops(&["cluster", "backup", "--out", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // A follower's host is reused for the restore (same id, same URL) while the old cluster,
@@ -194,13 +180,7 @@ fn a_restored_cluster_is_not_fenced_by_the_old_one() {
     let f = (1..=3).find(|i| *i != leader).unwrap();
     c.node(f).terminate();
     assert!(c.nodes[f - 1].xp(&["wipe", "--yes"]).status.success());
-    let o = std::process::Command::new(bin("xp-ops"))
-        .args(["xp", "restore", "-y", "--file"])
-        .arg(&file)
-        .arg("--env-file")
-        .arg(&c.nodes[f - 1].env_file)
-        .output()
-        .unwrap();
+    let o = c.nodes[f - 1].xp_ops(&["xp", "restore", "-y", "--file", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     c.node(f).start();
     c.wait_leader(&[f], T);

@@ -11,6 +11,9 @@ use serde::Deserialize;
 
 pub const DEFAULT_PROFILE: &str = "xp-3";
 
+/// The backends a profile's `backends` list may name.
+pub const BACKENDS: &[&str] = &["docker", "local"];
+
 /// A profile file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
@@ -126,6 +129,17 @@ impl Profile {
                 path: path.to_owned(),
                 message: "no [[node]]".into(),
             });
+        }
+        for b in p.backends.iter().flatten() {
+            if !BACKENDS.contains(&b.as_str()) {
+                return Err(ProfileError::Invalid {
+                    path: path.to_owned(),
+                    message: format!(
+                        "backends: unknown backend {b:?}; expected one of {}",
+                        BACKENDS.join(", ")
+                    ),
+                });
+            }
         }
         Ok(p)
     }

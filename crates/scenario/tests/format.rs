@@ -227,3 +227,20 @@ fn checked_in_schema_is_current() {
     let schema: serde_json::Value = serde_json::from_str(&on_disk).unwrap();
     assert!(schema["$defs"]["Step"].to_string().contains("choose-survivor"));
 }
+
+/// A profile naming a backend that does not exist is refused, naming the file and the key
+/// (otherwise every backend would silently skip its scenarios).
+#[test]
+fn a_profile_with_an_unknown_backend_is_refused() {
+    let text = std::fs::read_to_string(root().join("compose/xp-3.profile.toml")).unwrap();
+    let text = text.replace("kv_path =", "backends = [\"dockr\"]\nkv_path =");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.profile.toml");
+    std::fs::write(&path, text).unwrap();
+    let err = Profile::load(&path).unwrap_err().to_string();
+    assert!(err.contains("bad.profile.toml"), "{err}");
+    assert!(
+        err.contains("backends: unknown backend \"dockr\"; expected one of docker, local"),
+        "{err}"
+    );
+}

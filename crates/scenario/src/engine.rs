@@ -807,6 +807,17 @@ impl<B: Backend> Engine<B> {
             .env_value(&via, &self.profile.admin_token_key)
             .ok_or_else(|| format!("{via}'s env file has no {}", self.profile.admin_token_key))?;
         let ttl = j.ttl_seconds.unwrap_or(self.profile.join.token_ttl_seconds);
+        // The runner is the admin here: it knows the joining node takes the place of the
+        // member that has its URL (a replaced disk) and says so in the token. The cluster
+        // never replaces a member by URL on its own.
+        let replaces = match &self.profile.join.replaces_field {
+            Some(_) => self.member_with_url_of(&via, &node).await?,
+            None => None,
+        };
+        let mut request = serde_json::json!({ "ttl_seconds": ttl });
+        if let (Some(field), Some(id)) = (&self.profile.join.replaces_field, replaces) {
+            request[field] = serde_json::json!(id);
+        }
         let start = Instant::now();
         let token = loop {
             let base = self.backend.endpoint(&via).await.map_err(|e| e.to_string())?;
@@ -814,7 +825,7 @@ impl<B: Backend> Engine<B> {
                 .http
                 .post(format!("{base}{}", self.profile.join.token_path))
                 .bearer_auth(&admin)
-                .json(&serde_json::json!({ "ttl_seconds": ttl }))
+                .json(&request)
                 .send()
                 .await;
             let last = match res {
@@ -834,8 +845,18 @@ impl<B: Backend> Engine<B> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         self.secrets.push(token.clone());
-        let cmd: Vec<String> =
-            self.profile.join.command.iter().map(|w| w.replace("{token}", &token)).collect();
+        let token_file = self
+            .backend
+            .put_file(&node, "join-token", token.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let cmd: Vec<String> = self
+            .profile
+            .join
+            .command
+            .iter()
+            .map(|w| w.replace("{token_file}", &token_file))
+            .collect();
         let out = self
             .backend
             .oneoff(&node, &cmd, Duration::from_secs(60))
@@ -850,7 +871,31 @@ impl<B: Backend> Engine<B> {
         }
         self.backend.start(&node).await.map_err(|e| e.to_string())?;
         self.set_state(std::slice::from_ref(&node), NodeState::Running);
-        Ok(format!("{node} joins via {via} (token from {via}, node started)"))
+        let replacing = replaces.map(|r| format!(", replacing node {r}")).unwrap_or_default();
+        Ok(format!("{node} joins via {via} (token from {via}{replacing}, node started)"))
+    }
+
+    /// The id of the member of `via`'s cluster whose URL is `node`'s (the member a wiped
+    /// `node` comes back to replace), if any.
+    async fn member_with_url_of(&self, via: &str, node: &str) -> Result<Option<u64>, String> {
+        let url = &self.profile.node(node).ok_or_else(|| format!("no node {node:?}"))?.api_base_url;
+        let base = self.backend.endpoint(via).await.map_err(|e| e.to_string())?;
+        let info: Value = self
+            .http
+            .get(format!("{base}{}", self.profile.info_path))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("reading {via}'s members: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("reading {via}'s members: {e}"))?;
+        Ok(info["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["api_base_url"].as_str() == Some(url))
+            .and_then(|m| m["node_id"].as_u64()))
     }
 
     /// The value of a `${reference}` for node `this`.

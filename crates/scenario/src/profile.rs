@@ -43,7 +43,12 @@ pub struct JoinSpec {
     pub token_path: String,
     pub token_ttl_seconds: u64,
     pub token_field: String,
-    /// Command run for the joining node; `{token}` is replaced by the token.
+    /// Field of the token request naming the member the joiner replaces; the runner sets it
+    /// to the id of the member that has the joining node's URL (if any).
+    #[serde(default)]
+    pub replaces_field: Option<String>,
+    /// Command run for the joining node; `{token_file}` is replaced by the path of a file
+    /// (owner-only, in the node's data dir) holding the token: a token never goes in argv.
     pub command: Vec<String>,
 }
 
@@ -128,6 +133,22 @@ impl Profile {
             return Err(ProfileError::Invalid {
                 path: path.to_owned(),
                 message: "no [[node]]".into(),
+            });
+        }
+        if p.join.command.iter().any(|w| w.contains("{token}")) {
+            return Err(ProfileError::Invalid {
+                path: path.to_owned(),
+                message: "join.command: `{token}` would put the join token in argv (every \
+                          process list shows it); use `{token_file}`, the path of a file \
+                          holding it"
+                    .into(),
+            });
+        }
+        if !p.join.command.iter().any(|w| w.contains("{token_file}")) {
+            return Err(ProfileError::Invalid {
+                path: path.to_owned(),
+                message: "join.command must pass `{token_file}` (the file holding the token)"
+                    .into(),
             });
         }
         for b in p.backends.iter().flatten() {

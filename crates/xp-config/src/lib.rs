@@ -197,10 +197,10 @@ impl Config {
 
         let secret = |key: &'static str| -> Result<Option<Secret>, ConfigError> {
             match get(key) {
-                Some((line, v)) if v.len() < 16 => {
-                    Err(invalid(line, key, "must be at least 16 characters long".into()))
+                Some((line, v)) => {
+                    check_secret(v).map_err(|why| invalid(line, key, why))?;
+                    Ok(Some(Secret::new(v)))
                 }
-                Some((_, v)) => Ok(Some(Secret::new(v))),
                 None => Ok(None),
             }
         };
@@ -325,6 +325,9 @@ fn meaning(key: &str) -> &'static str {
 /// Splits the file into `KEY -> (line, value)`, rejecting unknown and duplicate keys.
 fn parse_lines(path: &Path, text: &str) -> Result<BTreeMap<String, (usize, String)>, ConfigError> {
     let mut out: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    // A byte-order mark (editors on Windows write one) is not part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // `lines` also ends a line at `\r\n`; `trim` drops a stray `\r`.
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let s = raw.trim();
@@ -348,7 +351,7 @@ fn parse_lines(path: &Path, text: &str) -> Result<BTreeMap<String, (usize, Strin
                 known: KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "),
             });
         }
-        let value = unquote(value.trim()).ok_or_else(|| ConfigError::Syntax {
+        let value = unquote(strip_comment(value.trim())).ok_or_else(|| ConfigError::Syntax {
             path: path.to_owned(),
             line,
             message: format!("unbalanced quotes in the value of {key}"),
@@ -366,6 +369,19 @@ fn parse_lines(path: &Path, text: &str) -> Result<BTreeMap<String, (usize, Strin
     Ok(out)
 }
 
+/// Cuts a ` # comment` after an unquoted value (as shells and dotenv read it); a `#` with no
+/// whitespace before it, or inside quotes, is part of the value.
+fn strip_comment(v: &str) -> &str {
+    if v.starts_with(['"', '\'']) {
+        return v;
+    }
+    let cut = v.char_indices().find(|&(i, c)| c == '#' && v[..i].ends_with(char::is_whitespace));
+    match cut {
+        Some((i, _)) => v[..i].trim_end(),
+        None => v,
+    }
+}
+
 fn unquote(v: &str) -> Option<String> {
     for q in ['"', '\''] {
         if let Some(rest) = v.strip_prefix(q) {
@@ -376,6 +392,28 @@ fn unquote(v: &str) -> Option<String> {
         }
     }
     Some(v.to_owned())
+}
+
+/// Refuses a secret that is blank, short, or one character repeated: each is a placeholder or
+/// a slip (a comment or quotes eaten into the value), never a key worth trusting.
+fn check_secret(v: &str) -> Result<(), String> {
+    if v.trim().is_empty() {
+        return Err("is blank; set a random value of at least 16 characters \
+                    (e.g. `openssl rand -hex 24`)"
+            .into());
+    }
+    let meaningful = v.chars().filter(|c| !c.is_whitespace()).count();
+    if meaningful < 16 {
+        return Err(format!(
+            "must be at least 16 characters long, not counting spaces (has {meaningful})"
+        ));
+    }
+    let mut chars = v.chars();
+    let first = chars.next();
+    if chars.all(|c| Some(c) == first) {
+        return Err("repeats one character; set a random value".into());
+    }
+    Ok(())
 }
 
 /// Checks an `http://host:port` URL and returns its port.

@@ -84,7 +84,7 @@ fn rejections() {
 fn rejections_after_base() {
     let cases: &[(&str, &str)] = &[
         ("XP_BIND=localhost\n", "xp.env:4: invalid XP_BIND: \"localhost\" is not an address like 0.0.0.0:8080"),
-        ("XP_ADMIN_TOKEN=short\n", "xp.env:4: invalid XP_ADMIN_TOKEN: must be at least 16 characters long"),
+        ("XP_ADMIN_TOKEN=short\n", "xp.env:4: invalid XP_ADMIN_TOKEN: must be at least 16 characters long, not counting spaces (has 5)"),
         ("XP_RAFT_HEARTBEAT_MS=fast\n", "xp.env:4: invalid XP_RAFT_HEARTBEAT_MS: \"fast\" is not a whole number in 10..=60000"),
         ("XP_RAFT_ELECTION_MIN_MS=40\n", "xp.env: Raft timing must satisfy XP_RAFT_HEARTBEAT_MS < XP_RAFT_ELECTION_MIN_MS < XP_RAFT_ELECTION_MAX_MS, got 50 < 40 < 300"),
         ("XP_BOOTSTRAP_MEMBERS=1=node1@http://node1:8080\n", "xp.env: XP_BOOTSTRAP_MEMBERS needs XP_NODE_ID (this node's id among them)"),
@@ -109,4 +109,44 @@ fn missing_file_names_the_path_and_the_flag() {
     let e = Config::load(Path::new("/nonexistent/xp.env")).unwrap_err().to_string();
     assert!(e.starts_with("cannot read env file /nonexistent/xp.env: "), "{e}");
     assert!(e.ends_with("(pass --env-file PATH to use another file)"), "{e}");
+}
+
+/// What a hand-edited (or Windows-edited) env file holds must read the way its author meant.
+#[test]
+fn comments_bom_and_crlf_read_as_meant() {
+    // (text after BASE, the admin token it must give)
+    let cases = [
+        ("XP_ADMIN_TOKEN=0123456789abcdef # rotated 2026-11\n", "0123456789abcdef"),
+        ("XP_ADMIN_TOKEN=0123456789abcdef\t# tab before the comment\n", "0123456789abcdef"),
+        (
+            "XP_ADMIN_TOKEN=\"0123456789abcdef # inside quotes\"\n",
+            "0123456789abcdef # inside quotes",
+        ),
+        (
+            "XP_ADMIN_TOKEN=0123456789abcdef#no-space-is-part-of-it\n",
+            "0123456789abcdef#no-space-is-part-of-it",
+        ),
+        ("XP_ADMIN_TOKEN=0123456789abcdef\r\n", "0123456789abcdef"),
+    ];
+    for (tail, want) in cases {
+        let c = parse(&format!("{BASE}{tail}")).unwrap_or_else(|e| panic!("{tail:?}: {e}"));
+        assert_eq!(c.admin_token.unwrap().expose(), want, "{tail:?}");
+    }
+    let c = parse(&format!("\u{feff}{}", BASE.replace('\n', "\r\n"))).unwrap();
+    assert_eq!(c.node_name, "node1");
+}
+
+#[test]
+fn weak_secrets_are_refused_naming_file_line_and_key() {
+    let cases = [
+        ("XP_ADMIN_TOKEN=\"                \"\n", "XP_ADMIN_TOKEN", "is blank"),
+        ("XP_CLUSTER_SECRET=\"  short  secret  \"\n", "XP_CLUSTER_SECRET", "at least 16"),
+        ("XP_CLUSTER_SECRET=aaaaaaaaaaaaaaaaaaaa\n", "XP_CLUSTER_SECRET", "repeats one character"),
+        ("XP_ADMIN_TOKEN=0123456789 # abcdef\n", "XP_ADMIN_TOKEN", "at least 16"),
+    ];
+    for (tail, key, why) in cases {
+        let e = parse(&format!("{BASE}{tail}")).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("xp.env:4: invalid {key}: ")), "{tail:?}: {e}");
+        assert!(e.contains(why), "{tail:?}: {e}");
+    }
 }

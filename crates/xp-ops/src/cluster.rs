@@ -2,6 +2,8 @@
 //! leadership transfer, node removal). The admin token comes from the env file and is never
 //! printed.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -79,6 +81,10 @@ struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// URLs the operator named (`--url`, the env file's own URL and bootstrap members): the
+    /// only ones a 421 is followed to with the admin token. A URL from an answer is not the
+    /// operator's word; the token is not sent there.
+    trusted: Vec<String>,
 }
 
 impl Client {
@@ -88,12 +94,17 @@ impl Client {
             true => Some(config.require_admin_token()?.expose().to_owned()),
             false => None,
         };
+        let mut trusted: Vec<String> =
+            config.bootstrap_members.iter().map(|m| m.api_base_url.clone()).collect();
+        trusted.push(config.api_base_url.clone());
         let base = t.url.clone().unwrap_or(config.api_base_url).trim_end_matches('/').to_owned();
+        trusted.push(base.clone());
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client");
-        Ok(Client { http, base, token })
+        Ok(Client { http, base, token, trusted })
     }
 
     /// Sends a request; a 421 (not the leader) is retried once at the leader it names.
@@ -123,6 +134,16 @@ impl Client {
                 && !leader.is_empty()
                 && leader != base
             {
+                if self.token.is_some() && !self.trusted.contains(&leader) {
+                    return Err(Failure(
+                        3,
+                        format!(
+                            "{base} is not the leader; it names {leader} as the leader, a URL \
+                             this command was not given, so the admin token was not sent there. \
+                             If that is your cluster's leader, run again with --url {leader}"
+                        ),
+                    ));
+                }
                 eprintln!("{base} is not the leader; asking {leader}");
                 base = leader;
                 continue;
@@ -199,8 +220,15 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Failure> {
                 let b = c.call(reqwest::Method::GET, "/api/admin/cluster/backup", None).await?;
                 let tmp = out.with_file_name(format!(".{}.tmp", out.file_name().and_then(|n| n.to_str()).unwrap_or("backup")));
                 let bytes = serde_json::to_vec_pretty(&b).expect("backup serializes");
-                std::fs::write(&tmp, &bytes)
-                    .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+                // A backup holds every key and the cluster's membership: owner-only, like the
+                // data dir it came from.
+                let _ = std::fs::remove_file(&tmp); // a crashed run's leftover
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .and_then(|mut f| f.write_all(&bytes).and_then(|_| f.sync_all()))
                     .and_then(|_| std::fs::rename(&tmp, &out))
                     .map_err(|e| Failure(4, format!("writing {}: {e}", out.display())))?;
                 println!(

@@ -26,8 +26,12 @@ fn status_transfer_and_remove_from_the_command_line() {
     }
     let leader = c.wait_leader(&[1, 2, 3], T);
     let follower = (1..=3).find(|i| *i != leader).unwrap();
-    // Commands may be run on any node: a follower forwards nothing but names the leader.
-    let env = c.nodes[follower - 1].env_file.clone();
+    // Commands may be run against any node: a follower names the leader, and xp-ops follows
+    // it there with the admin token because the env file lists that URL (node 1's env file
+    // holds XP_BOOTSTRAP_MEMBERS; a URL the operator never named gets no token, see
+    // crates/xp/tests/trust.rs).
+    let env = c.nodes[0].env_file.clone();
+    let furl = c.nodes[follower - 1].url();
     for n in &c.nodes {
         xp_testkit::wait_for("a healthy node with a cluster id", T, || {
             let v = n.info()?;
@@ -50,7 +54,7 @@ fn status_transfer_and_remove_from_the_command_line() {
     assert_eq!(v["partial"], false);
 
     let target = c.nodes[follower - 1].info().unwrap()["node_id"].as_u64().unwrap();
-    let o = ops(&env, &["transfer-leader", "--to", &target.to_string()]);
+    let o = ops(&env, &["transfer-leader", "--to", &target.to_string(), "--url", &furl]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not the leader; asking"));
     assert_eq!(c.wait_leader(&[1, 2, 3], T), follower);

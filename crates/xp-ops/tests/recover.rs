@@ -178,7 +178,7 @@ fn full_drill_recover_then_rejoin_a_wiped_node() {
     // node2's disk is replaced: wiped, joined with a token from the new leader.
     assert!(c.nodes[1].xp(&["wipe", "--yes"]).status.success());
     let (token, new_id) = join_token(&c.nodes[0].url(), 300).unwrap();
-    let o = c.nodes[1].xp(&["join", "--token", &token]);
+    let o = c.nodes[1].xp_join(&token);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     c.node(2).start();
     let leader_url = c.nodes[0].url();

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -52,7 +53,11 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result<(
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<u64, BackupError> {
-    fs::create_dir_all(to).map_err(io(to))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(xp_store::fsutil::DIR_MODE)
+        .create(to)
+        .map_err(io(to))?;
     let mut bytes = 0;
     for entry in fs::read_dir(from).map_err(io(from))? {
         let entry = entry.map_err(io(from))?;

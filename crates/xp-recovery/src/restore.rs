@@ -100,6 +100,7 @@ pub fn restore(config: &Config, file: &Path) -> Result<Restored, RecoveryError> 
     let cluster_id = random_hex(8);
     state.data.cluster_id = Some(cluster_id.clone());
     state.data.used_join_tokens.clear();
+    state.data.join_uses.clear();
     // A new cluster of new disks: no node of the old one may claim an id here by its disk.
     state.data.incarnations.clear();
     state.data.next_node_id = state.data.next_node_id.max(id + 1);

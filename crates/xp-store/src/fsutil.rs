@@ -1,7 +1,10 @@
 //! Atomic, durable file writes: write a temp file, fsync it, rename it over, fsync the directory.
+//! Everything the store creates is the node user's alone: files `0600`, directories `0700`
+//! (they hold cluster data, join tokens and the fence).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -16,7 +19,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let name = path.file_name().expect("store files have a name").to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp"));
     {
-        let mut f = OpenOptions::new()
+        let mut f = private_file()
             .write(true)
             .create(true)
             .truncate(true)
@@ -56,4 +59,33 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreErr
 /// Makes a rename or a new file in `dir` durable.
 pub fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io(dir))
+}
+
+/// Mode of every file the store creates.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of every directory the store creates.
+pub const DIR_MODE: u32 = 0o700;
+
+/// `OpenOptions` that create a file with [`FILE_MODE`] (an existing file keeps its mode).
+pub fn private_file() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.mode(FILE_MODE);
+    o
+}
+
+/// Creates `dir` and any missing parents with [`DIR_MODE`].
+pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(StoreError::io(dir))
+}
+
+/// Takes group and other access away from an existing `dir` (a data dir made by an earlier
+/// version, or by a container runtime as `0755`). Returns the mode it had when it changed it.
+pub fn make_private(dir: &Path) -> Result<Option<u32>, StoreError> {
+    let mode = fs::metadata(dir).map_err(StoreError::io(dir))?.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode & !0o077))
+        .map_err(StoreError::io(dir))?;
+    Ok(Some(mode))
 }

@@ -1,6 +1,6 @@
 //! The data-dir lock: held by a running node, taken by `xp-ops` before it touches anything.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use crate::StoreError;
@@ -20,9 +20,15 @@ pub struct DataDirLock {
 impl DataDirLock {
     /// Takes the lock without waiting; creates the data dir if needed.
     pub fn acquire(data_dir: &Path) -> Result<DataDirLock, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(StoreError::io(data_dir))?;
+        crate::fsutil::create_private_dir(data_dir)?;
+        if let Some(was) = crate::fsutil::make_private(data_dir)? {
+            tracing::warn!(
+                dir = %data_dir.display(),
+                "the data dir was open to other users (mode {was:o}); it is now owner-only"
+            );
+        }
         let path = data_dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
+        let file = crate::fsutil::private_file()
             .read(true)
             .write(true)
             .create(true)

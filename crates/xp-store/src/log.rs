@@ -161,7 +161,7 @@ impl LogFile {
         let file = match mode {
             OpenMode::ReadOnly => None,
             OpenMode::Repair => {
-                let f = OpenOptions::new()
+                let f = crate::fsutil::private_file()
                     .read(true)
                     .write(true)
                     .create(true)

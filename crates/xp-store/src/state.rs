@@ -99,7 +99,7 @@ impl RaftDir {
 
     /// Creates the directory if needed.
     pub fn create(&self) -> Result<(), StoreError> {
-        std::fs::create_dir_all(&self.dir).map_err(StoreError::io(&self.dir))
+        crate::fsutil::create_private_dir(&self.dir)
     }
 
     /// True when the dir holds no Raft state at all (a new or wiped node).

@@ -50,8 +50,22 @@ pub enum Request {
     Set { key: String, value: String },
     /// Reserves a node id that no node has had or will have.
     AllocateNodeId,
-    /// Marks a join token as used by `node_id`.
-    ConsumeJoinToken { nonce: String, node_id: NodeId },
+    /// Uses a join token for `node_id`: the first use records who used it (`joiner`, a random
+    /// id the joining node keeps in its `join.json`, and the name and URL it asked to join
+    /// with); a later use is the same join continuing only if all three match and the token is
+    /// not spent yet. (Entries written before `joiner` existed read as `""`, which matches no
+    /// one.)
+    ConsumeJoinToken {
+        nonce: String,
+        node_id: NodeId,
+        #[serde(default)]
+        joiner: String,
+        #[serde(default)]
+        node: NodeMeta,
+    },
+    /// Marks a used join token spent, right before its node is made a voter: from then on
+    /// every use is refused, the joiner's own included.
+    SpendJoinToken { nonce: String },
     /// Claims an operator-chosen id for a node added by hand; refused if ever handed out.
     ReserveNodeId { node_id: NodeId },
     /// Records the data-dir incarnation a node answered with; the first record stands.
@@ -136,15 +150,32 @@ pub enum Response {
     ClusterId { cluster_id: String },
     /// A freshly allocated node id.
     NodeId { node_id: NodeId },
-    /// The outcome of consuming a join token: `first_use` is false when it was already used
-    /// (by `node_id`).
-    JoinToken { first_use: bool, node_id: NodeId },
+    /// The outcome of using a join token: `first_use`, or the same join continuing
+    /// (`same_joiner`, not `spent`); anything else is a replay to refuse. `node_id` is the
+    /// id the token was first used for.
+    JoinToken {
+        first_use: bool,
+        node_id: NodeId,
+        #[serde(default)]
+        same_joiner: bool,
+        #[serde(default)]
+        spent: bool,
+    },
     /// The outcome of a reservation: refused when ids up to `next_free - 1` were handed out
     /// (or the id is above [`MAX_NODE_ID`]).
     Reserved { ok: bool, next_free: NodeId },
     /// A committed request that cannot take effect. Applying never fails or panics: the entry
     /// is committed on every node, so a panic would crash-loop the whole cluster.
     Refused { why: String },
+}
+
+/// Who used a join token, and whether its join is over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinUse {
+    pub node_id: NodeId,
+    pub joiner: String,
+    pub node: NodeMeta,
+    pub spent: bool,
 }
 
 /// The replicated data.
@@ -156,8 +187,12 @@ pub struct SmData {
     pub kv: BTreeMap<String, String>,
     /// The next node id [`Request::AllocateNodeId`] hands out (never decreases).
     pub next_node_id: NodeId,
-    /// Join-token nonces already used, with the node id each was used for.
+    /// Join-token nonces used by earlier versions, with the node id each was used for: all
+    /// of them count as spent.
     pub used_join_tokens: BTreeMap<String, NodeId>,
+    /// Join-token nonces used since, with who used them and whether they are spent.
+    #[serde(default)]
+    pub join_uses: BTreeMap<String, JoinUse>,
     /// The data-dir incarnation each node id first answered with. A node id that later answers
     /// with another one lost its disk: it is fenced until it rejoins under a new id.
     #[serde(default)]
@@ -206,14 +241,47 @@ impl SmData {
                 self.record_recovery(recovery);
                 Response::Ok
             }
-            Request::ConsumeJoinToken { nonce, node_id } => {
-                match self.used_join_tokens.get(nonce) {
-                    Some(used_by) => Response::JoinToken { first_use: false, node_id: *used_by },
+            Request::ConsumeJoinToken { nonce, node_id, joiner, node } => {
+                if let Some(used_by) = self.used_join_tokens.get(nonce) {
+                    return Response::JoinToken {
+                        first_use: false,
+                        node_id: *used_by,
+                        same_joiner: false,
+                        spent: true,
+                    };
+                }
+                match self.join_uses.get(nonce) {
+                    Some(u) => Response::JoinToken {
+                        first_use: false,
+                        node_id: u.node_id,
+                        same_joiner: !joiner.is_empty()
+                            && u.joiner == *joiner
+                            && u.node == *node
+                            && u.node_id == *node_id,
+                        spent: u.spent,
+                    },
                     None => {
-                        self.used_join_tokens.insert(nonce.clone(), *node_id);
-                        Response::JoinToken { first_use: true, node_id: *node_id }
+                        let used = JoinUse {
+                            node_id: *node_id,
+                            joiner: joiner.clone(),
+                            node: node.clone(),
+                            spent: false,
+                        };
+                        self.join_uses.insert(nonce.clone(), used);
+                        Response::JoinToken {
+                            first_use: true,
+                            node_id: *node_id,
+                            same_joiner: true,
+                            spent: false,
+                        }
                     }
                 }
+            }
+            Request::SpendJoinToken { nonce } => {
+                if let Some(u) = self.join_uses.get_mut(nonce) {
+                    u.spent = true;
+                }
+                Response::Ok
             }
         }
     }
@@ -254,6 +322,11 @@ mod tests {
         Membership::new(vec![ids.iter().copied().collect::<BTreeSet<_>>()], nodes)
     }
 
+    fn consume(nonce: &str, node_id: NodeId, joiner: &str, url: &str) -> Request {
+        let node = NodeMeta { name: "n".into(), api_base_url: url.into() };
+        Request::ConsumeJoinToken { nonce: nonce.into(), node_id, joiner: joiner.into(), node }
+    }
+
     /// `apply` on a fresh state with membership {1, 2, 3}: each request and the answer.
     #[test]
     fn apply_table() {
@@ -288,11 +361,55 @@ mod tests {
                 Response::NodeId { node_id: MAX_NODE_ID + 1 },
             ),
             (
+                vec![consume("n", 4, "j1", "a"), consume("n", 4, "j2", "a")],
+                Response::JoinToken {
+                    first_use: false,
+                    node_id: 4,
+                    same_joiner: false,
+                    spent: false,
+                },
+            ),
+            (
+                vec![consume("n", 4, "j1", "a"), consume("n", 4, "j1", "a")],
+                Response::JoinToken {
+                    first_use: false,
+                    node_id: 4,
+                    same_joiner: true,
+                    spent: false,
+                },
+            ),
+            (
+                // The same joiner asking with another URL is not the same join.
+                vec![consume("n", 4, "j1", "a"), consume("n", 4, "j1", "b")],
+                Response::JoinToken {
+                    first_use: false,
+                    node_id: 4,
+                    same_joiner: false,
+                    spent: false,
+                },
+            ),
+            (
                 vec![
-                    Request::ConsumeJoinToken { nonce: "n".into(), node_id: 4 },
-                    Request::ConsumeJoinToken { nonce: "n".into(), node_id: 5 },
+                    consume("n", 4, "j1", "a"),
+                    Request::SpendJoinToken { nonce: "n".into() },
+                    consume("n", 4, "j1", "a"),
                 ],
-                Response::JoinToken { first_use: false, node_id: 4 },
+                Response::JoinToken {
+                    first_use: false,
+                    node_id: 4,
+                    same_joiner: true,
+                    spent: true,
+                },
+            ),
+            (
+                // An entry from before joiners were recorded matches nobody.
+                vec![consume("n", 4, "", "a"), consume("n", 4, "", "a")],
+                Response::JoinToken {
+                    first_use: false,
+                    node_id: 4,
+                    same_joiner: false,
+                    spent: false,
+                },
             ),
             (
                 vec![

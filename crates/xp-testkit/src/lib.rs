@@ -233,6 +233,28 @@ impl Node {
             .expect("run xp")
     }
 
+    /// `xp join --token-file -`: records `token` on this (stopped, empty) node, handing it
+    /// over on standard input so that it never shows in a process list.
+    pub fn xp_join(&self, token: &str) -> std::process::Output {
+        let mut child = Command::new(bin("xp"))
+            .arg("--env-file")
+            .arg(&self.env_file)
+            .args(["join", "--token-file", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run xp join");
+        child.stdin.take().unwrap().write_all(token.as_bytes()).unwrap();
+        child.wait_with_output().expect("xp join")
+    }
+
+    /// [`Node::xp_join`], which must succeed.
+    pub fn join(&self, token: &str) {
+        let out = self.xp_join(token);
+        assert!(out.status.success(), "xp join failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Runs `xp-ops <args> --env-file <this node's env file>`.
     pub fn xp_ops(&self, args: &[&str]) -> std::process::Output {
         Command::new(bin("xp-ops"))
@@ -397,10 +419,19 @@ pub fn kv_get(url: &str, key: &str) -> Result<Option<String>, String> {
 
 /// Creates a join token on `url` with the test admin token.
 pub fn join_token(url: &str, ttl: u64) -> Result<(String, u64), String> {
+    join_token_replacing(url, ttl, None)
+}
+
+/// Creates a join token on `url` whose joiner takes the place of member `replaces`.
+pub fn join_token_replacing(
+    url: &str,
+    ttl: u64,
+    replaces: Option<u64>,
+) -> Result<(String, u64), String> {
     let (status, v) = send_json(
         "POST",
         &format!("{url}/api/admin/cluster/join-tokens"),
-        &serde_json::json!({ "ttl_seconds": ttl }),
+        &serde_json::json!({ "ttl_seconds": ttl, "replaces": replaces }),
         &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))],
     )?;
     if status != 200 {

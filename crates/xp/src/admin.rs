@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use xp_store::NodeId;
 
 use crate::api::{check_admin, require_leader, ApiError};
-use crate::network::{AUTH_HEADER, FROM_HEADER, TO_HEADER};
+use crate::network::{signed_post, FROM_HEADER, TO_HEADER};
 use crate::App;
 
 /// How long the other voters hold their elections during a transfer (released earlier when done).
@@ -48,14 +48,9 @@ async fn peer_call(
     path: &str,
     body: serde_json::Value,
 ) -> Result<(), String> {
-    let r = app
-        .client
-        .post(format!("{url}/raft/{path}"))
-        .header(AUTH_HEADER, &app.rpc_key)
-        .header(FROM_HEADER, app.id.to_string())
-        .header(TO_HEADER, to.to_string())
+    let headers = [(FROM_HEADER, app.id.to_string()), (TO_HEADER, to.to_string())];
+    let r = signed_post(&app.client, &app.rpc, url, path, &headers, &body)
         .timeout(Duration::from_secs(2))
-        .json(&body)
         .send()
         .await
         .map_err(|e| e.to_string())?;
@@ -217,7 +212,7 @@ pub async fn hold_elections(app: &App, ms: u64) {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveRequest {
     pub node_id: NodeId,
@@ -242,6 +237,67 @@ pub async fn remove_node(
 ) -> Result<Json<RemoveResponse>, ApiError> {
     check_admin(&app, &headers)?;
     require_leader(&app, "node removals")?;
+    let after = check_removal(&app, &req)?;
+    if req.node_id != app.id {
+        return remove(&app, req.node_id).await.map(Json);
+    }
+    // The leader cannot remove itself cleanly: hand over first, then ask the new leader with
+    // a signed node-to-node call (the admin's token is not passed on: the new leader's URL
+    // comes from the membership, not from the operator).
+    let id = req.node_id;
+    let t = transfer(&app, None).await?;
+    let body = RemoveRequest { node_id: id, confirm_voters_after: after };
+    let headers = [(FROM_HEADER, app.id.to_string()), (TO_HEADER, t.to.to_string())];
+    let r = signed_post(
+        &app.client,
+        &app.rpc,
+        &t.leader_api_base_url,
+        "remove-member",
+        &headers,
+        &body,
+    )
+    .timeout(Duration::from_secs(30))
+    .send()
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "handed leadership to node {}, but asking it to remove node {id} failed: {e}",
+                t.to
+            ),
+        )
+    })?;
+    let status = r.status();
+    if !status.is_success() {
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        return Err(ApiError::new(
+            status,
+            format!("node {} refused the removal: {}", t.to, body["error"]),
+        ));
+    }
+    let mut res: RemoveResponse = r.json().await.map_err(ApiError::internal)?;
+    res.new_leader = Some(t.to);
+    Ok(Json(res))
+}
+
+/// `POST /raft/remove-member`: a leader that was asked to remove itself handed leadership to
+/// this node and asks it to finish.
+pub async fn remove_member(app: &App, req: RemoveRequest) -> Result<RemoveResponse, ApiError> {
+    require_leader(app, "node removals")?;
+    check_removal(app, &req)?;
+    if req.node_id == app.id {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("node {} is the leader again; ask the admin API to remove it", app.id),
+        ));
+    }
+    remove(app, req.node_id).await
+}
+
+/// Checks that `req.node_id` is a member whose removal leaves `confirm_voters_after` voters
+/// (at least one); returns that number.
+fn check_removal(app: &App, req: &RemoveRequest) -> Result<usize, ApiError> {
     let membership = app.raft.metrics().borrow().membership_config.membership().clone();
     let id = req.node_id;
     if membership.get_node(&id).is_none() {
@@ -251,8 +307,7 @@ pub async fn remove_node(
         ));
     }
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-    let is_voter = voters.contains(&id);
-    let after = voters.len() - usize::from(is_voter);
+    let after = voters.len() - usize::from(voters.contains(&id));
     if after == 0 {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -268,34 +323,13 @@ pub async fn remove_node(
             ),
         ));
     }
-    if id == app.id {
-        // The leader cannot remove itself cleanly: hand over first, then ask the new leader.
-        let t = transfer(&app, None).await?;
-        let auth = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let r = app
-            .client
-            .post(format!("{}/api/admin/cluster/remove-node", t.leader_api_base_url))
-            .header(axum::http::header::AUTHORIZATION, auth)
-            .json(&serde_json::json!({ "node_id": id, "confirm_voters_after": after }))
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("handed leadership to node {}, but asking it to remove node {id} failed: {e}", t.to)))?;
-        let status = r.status();
-        let mut body: serde_json::Value = r.json().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(ApiError::new(
-                status,
-                format!("node {} refused the removal: {}", t.to, body["error"]),
-            ));
-        }
-        body["new_leader"] = serde_json::json!(t.to);
-        return serde_json::from_value(body).map(Json).map_err(ApiError::internal);
-    }
-    let change = if is_voter {
+    Ok(after)
+}
+
+/// Removes member `id` (not this leader) from the membership.
+async fn remove(app: &App, id: NodeId) -> Result<RemoveResponse, ApiError> {
+    let membership = app.raft.metrics().borrow().membership_config.membership().clone();
+    let change = if membership.voter_ids().any(|v| v == id) {
         ChangeMembers::RemoveVoters(BTreeSet::from([id]))
     } else {
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
@@ -303,12 +337,12 @@ pub async fn remove_node(
     app.raft.change_membership(change, false).await.map_err(ApiError::from_raft)?;
     let m = app.raft.metrics().borrow().membership_config.membership().clone();
     tracing::info!(removed = id, "node removed from the cluster");
-    Ok(Json(RemoveResponse {
+    Ok(RemoveResponse {
         removed: id,
         voters: m.voter_ids().collect(),
         learners: m.learner_ids().collect(),
         new_leader: None,
-    }))
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -344,17 +378,7 @@ fn check_new_node(req: &AddRequest) -> Result<(), ApiError> {
     if req.catch_up_timeout_secs.is_some_and(|t| !(1..=3600).contains(&t)) {
         return bad("catch_up_timeout_secs must be between 1 and 3600".into());
     }
-    if req.name.trim().is_empty() || req.name.len() > 128 {
-        return bad("name must be 1 to 128 bytes and not blank".into());
-    }
-    let url = &req.api_base_url;
-    let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
-    if url.len() > 512 || host.is_none_or(|h| h.is_empty() || h.contains(['/', ' ', '?', '#'])) {
-        return bad(format!(
-            "api_base_url must be http(s)://HOST[:PORT] with no path, got {url:?}"
-        ));
-    }
-    Ok(())
+    crate::join::check_member(&req.name, &req.api_base_url)
 }
 
 /// `POST /api/admin/cluster/add-node`: a running, empty node joins as learner, catches up, and
@@ -375,12 +399,6 @@ pub async fn add_node(
             format!("node {} is already a voter; nothing changed", req.node_id),
         ));
     }
-    if !req.api_base_url.starts_with("http://") || req.name.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "name must not be empty and api_base_url must be http://host:port",
-        ));
-    }
     if membership.get_node(&req.node_id).is_none() {
         let r = app
             .raft
@@ -399,7 +417,7 @@ pub async fn add_node(
     let timeout = std::time::Duration::from_secs(
         req.catch_up_timeout_secs.unwrap_or(crate::join::CATCH_UP_TIMEOUT.as_secs()),
     );
-    let (voters, _) = crate::join::add_voter(&app, req.node_id, meta, timeout).await?;
+    let (voters, _) = crate::join::add_voter(&app, req.node_id, meta, timeout, None, None).await?;
     Ok(Json(AddResponse {
         added: req.node_id,
         voters: voters.into_iter().collect(),

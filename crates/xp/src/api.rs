@@ -18,9 +18,10 @@ use xp_store::{Eviction, NodeId, Request, Response as SmResponse, TypeConfig};
 use crate::fence::{should_evict, GENERATION_HEADER};
 use crate::join::{JoinRequest, JoinResponse};
 use crate::network::{
-    SnapshotChunk, AUTH_HEADER, CLUSTER_HEADER, FROM_HEADER, FROM_INCARNATION_HEADER,
-    INCARNATION_HEADER, RAFT_BODY_LIMIT, TO_HEADER, TO_INCARNATION_HEADER,
+    SnapshotChunk, CLUSTER_HEADER, FROM_HEADER, FROM_INCARNATION_HEADER, INCARNATION_HEADER,
+    RAFT_BODY_LIMIT, TO_HEADER, TO_INCARNATION_HEADER,
 };
+use crate::rpc_auth::RpcAuth;
 use crate::token::{self, JoinClaims};
 use crate::App;
 
@@ -47,13 +48,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/kv/{key}", limited(get(kv_get).put(kv_put), kv_limit, kv_why))
         .route("/api/admin/cluster/join-tokens", post(create_join_token))
         .route("/api/cluster/join", post(join))
-        // The bulk Raft routes read their body themselves, after the cluster key was checked.
+        // Raft routes read their body themselves, after the signature was checked.
         .route("/raft/append", limited(post(raft_append), RAFT_BODY_LIMIT, String::new()))
         .route("/raft/vote", post(raft_vote))
         .route("/raft/snapshot", limited(post(raft_snapshot), RAFT_BODY_LIMIT, String::new()))
         .route("/raft/hold-elections", post(raft_hold))
         .route("/raft/campaign", post(raft_campaign))
         .route("/raft/probe", post(raft_probe))
+        .route("/raft/remove-member", post(raft_remove_member))
         .route("/api/admin/cluster/leader-transfer", post(crate::admin::transfer_leader))
         .route("/api/admin/cluster/remove-node", post(crate::admin::remove_node))
         .route("/api/admin/cluster/add-node", post(crate::admin::add_node))
@@ -334,6 +336,21 @@ fn redirect(e: ApiError, path: &str) -> ApiError {
     }
 }
 
+/// The path of `key`'s KV route, the key percent-encoded as one path segment: a redirect must
+/// name the same key (`foo%3Fbar` decoded is `foo?bar`, which the leader would read as `foo`).
+pub fn kv_path(key: &str) -> String {
+    let mut out = String::from("/api/kv/");
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 fn check_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() || key.len() > 256 {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "key must be 1 to 256 bytes long"));
@@ -395,7 +412,7 @@ async fn kv_put(
         .raft
         .client_write(Request::Set { key: key.clone(), value: body.value })
         .await
-        .map_err(|e| redirect(ApiError::from_raft(e), &format!("/api/kv/{key}")))?;
+        .map_err(|e| redirect(ApiError::from_raft(e), &kv_path(&key)))?;
     Ok(Json(serde_json::json!({ "key": key, "log_index": res.log_id.index })))
 }
 
@@ -408,7 +425,7 @@ async fn kv_get(
     app.raft
         .ensure_linearizable()
         .await
-        .map_err(|e| redirect(ApiError::from_raft(e), &format!("/api/kv/{key}")))?;
+        .map_err(|e| redirect(ApiError::from_raft(e), &kv_path(&key)))?;
     let value = app.sm.read().unwrap().data.kv.get(&key).cloned();
     match value {
         Some(value) => Ok(Json(KvValue { key, value })),
@@ -442,6 +459,9 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[serde(deny_unknown_fields)]
 struct TokenRequest {
     ttl_seconds: Option<u64>,
+    /// The member the joiner replaces (a node whose disk is lost): removed from the voters
+    /// when the joiner becomes one.
+    replaces: Option<NodeId>,
 }
 
 /// `POST /api/admin/cluster/join-tokens` answer.
@@ -450,6 +470,9 @@ pub struct TokenResponse {
     pub join_token: String,
     pub node_id: NodeId,
     pub expires_at: u64,
+    /// The member the joiner will replace, when the token names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<NodeId>,
 }
 
 async fn create_join_token(
@@ -458,7 +481,8 @@ async fn create_join_token(
     body: Option<Json<TokenRequest>>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     check_admin(&app, &headers)?;
-    let ttl = body.and_then(|b| b.0.ttl_seconds).unwrap_or(900);
+    let (ttl, replaces) = body.map(|b| (b.0.ttl_seconds, b.0.replaces)).unwrap_or_default();
+    let ttl = ttl.unwrap_or(900);
     if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -466,6 +490,25 @@ async fn create_join_token(
         ));
     }
     require_leader(&app, "join-token requests")?;
+    if let Some(r) = replaces {
+        let m = app.raft.metrics().borrow().membership_config.clone();
+        let members: Vec<NodeId> = m.membership().nodes().map(|(id, _)| *id).collect();
+        if !members.contains(&r) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("replaces: node {r} is not a member; members: {members:?}"),
+            ));
+        }
+        if r == app.id {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "replaces: node {r} is the leader answering this request; move leadership \
+                     first (xp-ops cluster transfer-leader)"
+                ),
+            ));
+        }
+    }
     let Some(cluster_id) = app.sm.read().unwrap().data.cluster_id.clone() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -481,15 +524,17 @@ async fn create_join_token(
         cluster_id,
         leader_api_base_url: app.config.api_base_url.clone(),
         node_id,
+        replaces,
         nonce: token::random_hex(16),
         expires_at: token::unix_now() + ttl,
     };
     let secret = app.config.require_cluster_secret().map_err(ApiError::internal)?;
-    tracing::info!(node_id, ttl, "issued a join token");
+    tracing::info!(node_id, ttl, ?replaces, "issued a join token");
     Ok(Json(TokenResponse {
         join_token: token::sign(&claims, secret),
         node_id,
         expires_at: claims.expires_at,
+        replaces,
     }))
 }
 
@@ -501,15 +546,12 @@ async fn join(
     crate::join::admit(&app, req).await.map(Json)
 }
 
-/// Authenticates a Raft RPC and refuses senders that may not take part, in this order: the
-/// cluster key; the target id; the cluster id (only a node's own cluster may fence it, so a
-/// restored cluster is never fenced by the old one); the membership (a node of an earlier
-/// generation is evicted, any other outsider refused); then the disk incarnations.
+/// Refuses senders of an authenticated Raft RPC that may not take part, in this order: the
+/// sender id; (an evicted node relays its eviction); the target id; the cluster id (only a
+/// node's own cluster may fence it, so a restored cluster is never fenced by the old one); the
+/// membership (a node of an earlier generation is evicted, any other outsider refused); then
+/// the disk incarnations. The signature was checked before (see [`read_rpc`]).
 fn check_rpc(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let key = headers.get(AUTH_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
-    if !constant_time_eq(key, app.rpc_key.as_bytes()) {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad or missing cluster credentials"));
-    }
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let from: NodeId = header(FROM_HEADER)
         .parse()
@@ -609,12 +651,18 @@ fn check_incarnations(app: &App, from: NodeId, headers: &HeaderMap) -> Result<()
     Ok(())
 }
 
-/// Reads a bulk Raft RPC's JSON body, once [`check_rpc`] passed: nobody without the cluster
-/// key makes a node buffer up to [`RAFT_BODY_LIMIT`] bytes.
+/// Reads a Raft RPC: checks its signature, freshness and nonce before reading the body (nobody
+/// without the cluster key makes a node buffer up to [`RAFT_BODY_LIMIT`] bytes), then who sent
+/// it ([`check_rpc`]), then the body against its signed digest, and parses it.
 async fn read_rpc<T: serde::de::DeserializeOwned>(
     app: &App,
     req: HttpRequest,
 ) -> Result<T, ApiError> {
+    let path = req.uri().path().to_owned();
+    let digest = app
+        .rpc
+        .check(req.method().as_str(), &path, req.headers(), crate::rpc_auth::now_ms())
+        .map_err(rpc_refusal)?;
     check_rpc(app, req.headers())?;
     let bytes = Bytes::from_request(req, &()).await.map_err(|e| {
         let message = match e.status() {
@@ -626,9 +674,16 @@ async fn read_rpc<T: serde::de::DeserializeOwned>(
         };
         ApiError::new(e.status(), message)
     })?;
+    RpcAuth::check_body(&digest, &bytes).map_err(rpc_refusal)?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("malformed Raft RPC: {e}"))
     })
+}
+
+fn rpc_refusal(e: crate::rpc_auth::AuthError) -> ApiError {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    tracing::debug!("refused a Raft RPC: {e}");
+    ApiError::new(status, e.to_string())
 }
 
 async fn raft_append(
@@ -641,10 +696,9 @@ async fn raft_append(
 
 async fn raft_vote(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Json(req): Json<VoteRequest<NodeId>>,
+    req: HttpRequest,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_rpc(&app, &headers)?;
+    let req: VoteRequest<NodeId> = read_rpc(&app, req).await?;
     Ok(([(INCARNATION_HEADER, app.incarnation.clone())], Json(app.raft.vote(req).await)))
 }
 
@@ -662,22 +716,29 @@ async fn raft_snapshot(
 
 async fn raft_hold(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Json(req): Json<crate::admin::HoldRequest>,
+    req: HttpRequest,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_rpc(&app, &headers)?;
+    let req: crate::admin::HoldRequest = read_rpc(&app, req).await?;
     crate::admin::hold_elections(&app, req.ms).await;
     Ok(Json(serde_json::json!({})))
 }
 
 async fn raft_campaign(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    req: HttpRequest,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_rpc(&app, &headers)?;
+    let _: serde::de::IgnoredAny = read_rpc(&app, req).await?;
     app.raft.runtime_config().elect(true);
     app.raft.trigger().elect().await.map_err(ApiError::internal)?;
     Ok(Json(serde_json::json!({})))
+}
+
+async fn raft_remove_member(
+    State(app): State<Arc<App>>,
+    req: HttpRequest,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: crate::admin::RemoveRequest = read_rpc(&app, req).await?;
+    crate::admin::remove_member(&app, req).await.map(Json)
 }
 
 /// `POST /raft/probe`: a node starting on existing state asks whether it still belongs. The
@@ -685,9 +746,9 @@ async fn raft_campaign(
 /// (`410` with an eviction for a node of an earlier generation).
 async fn raft_probe(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    req: HttpRequest,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_rpc(&app, &headers)?;
+    let _: serde::de::IgnoredAny = read_rpc(&app, req).await?;
     let sm = app.sm.read().unwrap();
     Ok(Json(serde_json::json!({
         "cluster_id": sm.data.cluster_id.clone().unwrap_or_default(),

@@ -32,7 +32,7 @@ pub async fn init(config: &Config) -> Result<u64, NodeError> {
         Network::new(
             node_id,
             String::new(),
-            String::new(),
+            std::sync::Arc::new(crate::rpc_auth::RpcAuth::unshared()),
             Default::default(),
             None,
             std::sync::Arc::new(crate::fence::Fence::inert()),
@@ -52,7 +52,8 @@ pub async fn init(config: &Config) -> Result<u64, NodeError> {
     Ok(node_id)
 }
 
-/// `xp join --token T`: checks the token and records it; the next `xp run` completes the join.
+/// `xp join --token-file F`: checks the token and records it; the next `xp run` completes the
+/// join.
 pub fn join(config: &Config, token_text: &str) -> Result<PendingJoin, NodeError> {
     let secret = config.require_cluster_secret()?;
     let _lock = DataDirLock::acquire(&config.data_dir)?;
@@ -83,6 +84,8 @@ pub fn join(config: &Config, token_text: &str) -> Result<PendingJoin, NodeError>
         token: token_text.trim().to_owned(),
         node_id: claims.node_id,
         leader_api_base_url: claims.leader_api_base_url,
+        joiner: token::random_hex(16),
+        replaces: claims.replaces,
     };
     pending.write(&config.data_dir)?;
     Ok(pending)

@@ -1,8 +1,11 @@
-//! The join flow. A wiped or new node runs `xp join --token T`, which records the token in
-//! `${XP_DATA_DIR}/join.json`; on its next start the node serves its API and asks the leader to
-//! admit it. The leader checks the token, marks it used through Raft, adds the node as a
-//! learner, waits for it to catch up, then makes it a voter (replacing any old member that had
-//! the same API URL, i.e. the disk it replaces).
+//! The join flow. A wiped or new node runs `xp join --token-file F`, which records the token
+//! and a random joiner id in `${XP_DATA_DIR}/join.json` (owner-only); on its next start the
+//! node serves its API and asks the leader to admit it. The leader checks the token and records
+//! its use through Raft, bound to the joiner id, name and URL; adds the node as a learner;
+//! waits for it to catch up; marks the token spent; then makes it a voter, removing the member
+//! the token `replaces` (if the admin named one). A token is single-use: a second request with
+//! it is refused, unless it is the same joiner asking again before its join is over (its first
+//! answer was lost).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -31,6 +34,13 @@ pub struct PendingJoin {
     pub token: String,
     pub node_id: NodeId,
     pub leader_api_base_url: String,
+    /// A random id this node presents with the token, so that its own retries are told from
+    /// a replay (files from earlier versions have none: such a join cannot be retried).
+    #[serde(default)]
+    pub joiner: String,
+    /// The member the token replaces, as the token says.
+    #[serde(default)]
+    pub replaces: Option<NodeId>,
 }
 
 impl PendingJoin {
@@ -56,6 +66,9 @@ pub struct JoinRequest {
     pub token: String,
     pub node_name: String,
     pub api_base_url: String,
+    /// The joiner id from `join.json`.
+    #[serde(default)]
+    pub joiner: String,
 }
 
 /// Answer of `POST /api/cluster/join`.
@@ -66,8 +79,29 @@ pub struct JoinResponse {
     pub leader_id: NodeId,
     pub leader_api_base_url: String,
     pub voters: Vec<NodeId>,
-    /// Old members with the joiner's URL that the join replaced.
+    /// The member the join replaced (the token's `replaces`), if it still was one.
     pub replaced: Vec<NodeId>,
+}
+
+/// Refuses (400) a node name or URL that a node could not have been started with.
+pub fn check_member(name: &str, url: &str) -> Result<(), ApiError> {
+    let bad = |m: String| Err(ApiError::new(StatusCode::BAD_REQUEST, m));
+    let name_ok = name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if name.is_empty() || name.len() > 128 || !name_ok {
+        return bad(format!(
+            "node name must be 1 to 128 letters, digits, '-', '_' or '.', got {name:?}"
+        ));
+    }
+    let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+    let host_ok = host.is_some_and(|h| {
+        !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c))
+    });
+    if url.len() > 512 || !host_ok {
+        return bad(format!(
+            "api_base_url must be http(s)://HOST[:PORT] with no path, got {url:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// Leader side of the join.
@@ -75,6 +109,7 @@ pub async fn admit(app: &App, req: JoinRequest) -> Result<JoinResponse, ApiError
     let secret = app.config.require_cluster_secret().map_err(ApiError::internal)?;
     let claims: JoinClaims = token::verify(&req.token, secret, token::unix_now())
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    check_member(&req.node_name, &req.api_base_url)?;
     crate::api::require_leader(app, "join requests")?;
     let cluster_id = app.sm.read().unwrap().data.cluster_id.clone().unwrap_or_default();
     if claims.cluster_id != cluster_id {
@@ -87,27 +122,43 @@ pub async fn admit(app: &App, req: JoinRequest) -> Result<JoinResponse, ApiError
         ));
     }
     let id = claims.node_id;
+    let spent = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "join token already used (it was issued for node {id}); a join token admits \
+                 one node once: create a new token on the leader"
+            ),
+        )
+    };
     let membership = app.raft.metrics().borrow().membership_config.membership().clone();
     if membership.voter_ids().any(|v| v == id) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("join token already used: node {id} is already a voter"),
-        ));
+        return Err(spent());
     }
+    let meta = NodeMeta { name: req.node_name.clone(), api_base_url: req.api_base_url.clone() };
     let used = app
         .raft
-        .client_write(Request::ConsumeJoinToken { nonce: claims.nonce.clone(), node_id: id })
+        .client_write(Request::ConsumeJoinToken {
+            nonce: claims.nonce.clone(),
+            node_id: id,
+            joiner: req.joiner.clone(),
+            node: meta.clone(),
+        })
         .await
         .map_err(ApiError::from_raft)?;
-    if let Response::JoinToken { first_use: false, .. } = used.data {
-        tracing::info!(
-            node_id = id,
-            "join token presented again for a join still in progress; continuing"
-        );
+    match used.data {
+        Response::JoinToken { first_use: true, .. } => {}
+        Response::JoinToken { same_joiner: true, spent: false, .. } => {
+            tracing::info!(node_id = id, "the joiner asked again; its join continues");
+        }
+        _ => {
+            tracing::warn!(node_id = id, url = %req.api_base_url, "refused a used join token");
+            return Err(spent());
+        }
     }
-
-    let meta = NodeMeta { name: req.node_name.clone(), api_base_url: req.api_base_url.clone() };
-    let (voters, replaced) = add_voter(app, id, meta, CATCH_UP_TIMEOUT).await?;
+    let spend = Request::SpendJoinToken { nonce: claims.nonce.clone() };
+    let (voters, replaced) =
+        add_voter(app, id, meta, CATCH_UP_TIMEOUT, claims.replaces, Some(spend)).await?;
     Ok(JoinResponse {
         node_id: id,
         cluster_id,
@@ -130,9 +181,10 @@ pub fn caught_up(matched: Option<u64>, target: u64, last: u64) -> bool {
 }
 
 /// The safe way to add a node (join and `add-node` alike): add it as a learner, wait until it
-/// has really caught up (bounded by `timeout`, progress logged), then make it a voter,
-/// replacing any old member with the same URL. On timeout the learner is removed again and the
-/// caller is told how far it got. Returns the new voters and the replaced ids.
+/// has really caught up (bounded by `timeout`, progress logged), write `before_promote` (a
+/// join spends its token), then make it a voter in place of `replaces` (if that still is a
+/// member). On timeout the learner is removed again and the caller is told how far it got.
+/// Returns the new voters and the replaced ids.
 ///
 /// openraft's own blocking `add_learner` is not used: it counts a learner within
 /// `replication_lag_threshold` (5 000 entries) as caught up, so a node that answered nothing
@@ -142,6 +194,8 @@ pub async fn add_voter(
     id: NodeId,
     meta: NodeMeta,
     timeout: Duration,
+    replaces: Option<NodeId>,
+    before_promote: Option<Request>,
 ) -> Result<(BTreeSet<NodeId>, Vec<NodeId>), ApiError> {
     let url = meta.api_base_url.clone();
     tracing::info!(node_id = id, node = %meta, "adding node as a learner");
@@ -186,12 +240,12 @@ pub async fn add_voter(
         caught_up_ms = start.elapsed().as_millis() as u64,
         "learner caught up"
     );
+    if let Some(req) = before_promote {
+        app.raft.client_write(req).await.map_err(ApiError::from_raft)?;
+    }
     let membership = app.raft.metrics().borrow().membership_config.membership().clone();
-    let replaced: Vec<NodeId> = membership
-        .nodes()
-        .filter(|(nid, n)| **nid != id && n.api_base_url == url)
-        .map(|(nid, _)| *nid)
-        .collect();
+    let replaced: Vec<NodeId> =
+        replaces.filter(|r| *r != id && membership.get_node(r).is_some()).into_iter().collect();
     let voters: BTreeSet<NodeId> =
         membership.voter_ids().filter(|v| !replaced.contains(v)).chain([id]).collect();
     app.raft.change_membership(voters.clone(), false).await.map_err(ApiError::from_raft)?;
@@ -209,6 +263,7 @@ pub async fn complete_join(
         token: pending.token.clone(),
         node_name: app.config.node_name.clone(),
         api_base_url: app.config.api_base_url.clone(),
+        joiner: pending.joiner.clone(),
     };
     let mut url = pending.leader_api_base_url.clone();
     let deadline = Instant::now() + JOIN_DEADLINE;
@@ -246,12 +301,24 @@ pub async fn complete_join(
                         url = l.to_owned();
                     }
                     last = msg;
-                } else if status == StatusCode::CONFLICT && is_voter(&app) {
+                } else if status == StatusCode::CONFLICT && standing(&app) != Standing::Outside {
                     // An earlier attempt got through but this node restarted before it heard
-                    // back: it already is a voter, so the join is done.
-                    tracing::info!(
-                        "the cluster already counts this node as a voter; join complete"
-                    );
+                    // back. As a voter the join is done; as a learner the leader stopped
+                    // between spending the token and promoting it, and only an admin can
+                    // finish (the token is spent).
+                    match standing(&app) {
+                        Standing::Voter => tracing::info!(
+                            "the cluster already counts this node as a voter; join complete"
+                        ),
+                        _ => tracing::error!(
+                            "the join token is spent but this node is still a learner (the \
+                             leader stopped before promoting it); finish with `xp-ops cluster \
+                             add-node --id {} --name {} --url-of-node {}`",
+                            app.id,
+                            app.config.node_name,
+                            app.config.api_base_url
+                        ),
+                    }
                     if let Err(e) = PendingJoin::remove(&app.config.data_dir) {
                         tracing::error!("could not remove {JOIN_FILE}: {e}");
                     }
@@ -274,8 +341,23 @@ pub async fn complete_join(
     let _ = fatal.send(Some(why));
 }
 
-fn is_voter(app: &App) -> bool {
-    app.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == app.id)
+#[derive(PartialEq, Eq)]
+enum Standing {
+    Voter,
+    Learner,
+    Outside,
+}
+
+fn standing(app: &App) -> Standing {
+    let m = app.raft.metrics().borrow().membership_config.clone();
+    let m = m.membership();
+    if m.voter_ids().any(|v| v == app.id) {
+        Standing::Voter
+    } else if m.get_node(&app.id).is_some() {
+        Standing::Learner
+    } else {
+        Standing::Outside
+    }
 }
 
 /// After a refusal nothing was replicated: remove what this attempt created so that

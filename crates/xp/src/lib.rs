@@ -11,6 +11,7 @@ pub mod fence;
 pub mod join;
 pub mod network;
 pub mod node;
+pub mod rpc_auth;
 pub mod status;
 pub mod token;
 

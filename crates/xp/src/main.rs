@@ -27,9 +27,14 @@ enum Command {
     Init,
     /// Record a join token on a wiped or new node; the next `xp run` joins the cluster.
     Join {
-        /// The token from `POST /api/admin/cluster/join-tokens` on the leader.
-        #[arg(long)]
-        token: String,
+        /// A file holding the token from `POST /api/admin/cluster/join-tokens` on the leader
+        /// (`-`: read it from standard input). Not taken on the command line, where every
+        /// user of the machine could read it in the process list.
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
+        /// Refused: a token in argv leaks to `ps`. Use --token-file.
+        #[arg(long, hide = true)]
+        token: Option<String>,
     },
     /// Erase this node's data dir, as after a disk replacement (refuses while the node runs).
     Wipe {
@@ -73,10 +78,31 @@ fn main() -> ExitCode {
                 println!("initialized a new single-node cluster: this node is node {id}; start it with `xp run`");
                 Ok(())
             }
-            Command::Join { token } => {
+            Command::Join { token_file, token } => {
+                if token.is_some() {
+                    eprintln!(
+                        "error: --token is not accepted: a token on the command line shows in \
+                         every user's process list. Put it in a file (mode 0600) and pass \
+                         --token-file FILE, or pipe it in with --token-file -"
+                    );
+                    std::process::exit(2);
+                }
+                let Some(file) = token_file else {
+                    eprintln!("error: xp join needs --token-file FILE (or - for standard input)");
+                    std::process::exit(2);
+                };
+                let token = match read_token(&file) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        std::process::exit(2);
+                    }
+                };
                 let p = xp::commands::join(&config, &token)?;
+                let replaces =
+                    p.replaces.map(|r| format!(", replacing node {r}")).unwrap_or_default();
                 println!(
-                    "join recorded: this node will join as node {} via {}; start it (`xp run`) to complete the join",
+                    "join recorded: this node will join as node {} via {}{replaces}; start it (`xp run`) to complete the join",
                     p.node_id, p.leader_api_base_url
                 );
                 Ok(())
@@ -132,4 +158,29 @@ async fn run(config: Config) -> Result<(), NodeError> {
     };
     node.shutdown().await;
     outcome
+}
+
+/// The join token from `file` (`-`: standard input), at most 8 KiB, trimmed.
+fn read_token(file: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    let what = if file.as_os_str() == "-" {
+        std::io::stdin()
+            .take(8192)
+            .read_to_string(&mut text)
+            .map(|_| ())
+            .map_err(|e| e.to_string())?;
+        "standard input".to_owned()
+    } else {
+        std::fs::File::open(file)
+            .and_then(|f| f.take(8192).read_to_string(&mut text))
+            .map(|_| ())
+            .map_err(|e| format!("cannot read the join token from {}: {e}", file.display()))?;
+        file.display().to_string()
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("no join token in {what}"));
+    }
+    Ok(token.to_owned())
 }

@@ -21,9 +21,8 @@ use tokio::sync::mpsc;
 use xp_store::{Eviction, NodeId, NodeMeta, TypeConfig};
 
 use crate::fence::{Fence, Standing, GENERATION_HEADER};
+use crate::rpc_auth::RpcAuth;
 
-/// Header carrying the RPC key derived from the cluster secret (never the secret itself).
-pub const AUTH_HEADER: &str = "x-xp-cluster-auth";
 /// Header naming the sending node, checked against the receiver's membership.
 pub const FROM_HEADER: &str = "x-xp-from-node";
 /// Header naming the node the sender means to reach. A wiped disk that rejoined under a new id
@@ -62,16 +61,12 @@ pub const RAFT_BODY_LIMIT: usize = 6 * xp_config::MAX_VALUE_BYTES_CEILING as usi
 /// How often a peer that refused us as a wiped disk is tried again.
 const FENCED_RETRY: Duration = Duration::from_secs(5);
 
-/// Hex of the key peers present on every Raft RPC.
-pub fn rpc_key(secret: &xp_config::Secret) -> String {
-    crate::token::hex(&crate::token::derive_key(secret, "xp-raft-rpc-v1"))
-}
-
 /// Builds one [`Connection`] per peer.
 #[derive(Clone)]
 pub struct Network {
     pub client: reqwest::Client,
-    pub rpc_key: String,
+    /// Signs every request (see [`crate::rpc_auth`]).
+    pub auth: Arc<RpcAuth>,
     pub my_id: NodeId,
     /// This data dir's incarnation.
     pub my_incarnation: String,
@@ -87,7 +82,7 @@ impl Network {
     pub fn new(
         my_id: NodeId,
         my_incarnation: String,
-        rpc_key: String,
+        auth: Arc<RpcAuth>,
         sm: std::sync::Arc<std::sync::RwLock<xp_store::SmFile>>,
         seen: Option<mpsc::UnboundedSender<(NodeId, String)>>,
         fence: Arc<Fence>,
@@ -97,7 +92,7 @@ impl Network {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("reqwest client builds");
-        Network { client, rpc_key, my_id, my_incarnation, sm, seen, fence }
+        Network { client, auth, my_id, my_incarnation, sm, seen, fence }
     }
 
     /// This node's cluster id and generation, to judge an eviction with.
@@ -110,8 +105,14 @@ impl Network {
         }
     }
 
-    /// A Raft RPC request to `target` at `url`, with every authentication header.
-    fn request(&self, target: NodeId, url: &str, path: &str) -> reqwest::RequestBuilder {
+    /// A signed Raft RPC (`POST {url}/raft/{path}` with `body` as JSON) to `target`.
+    fn request<B: Serialize>(
+        &self,
+        target: NodeId,
+        url: &str,
+        path: &str,
+        body: &B,
+    ) -> reqwest::RequestBuilder {
         let (cluster_id, recorded, generation) = {
             let sm = self.sm.read().unwrap();
             (
@@ -120,15 +121,15 @@ impl Network {
                 sm.data.generation(),
             )
         };
-        self.client
-            .post(format!("{url}/raft/{path}"))
-            .header(AUTH_HEADER, &self.rpc_key)
-            .header(FROM_HEADER, self.my_id.to_string())
-            .header(TO_HEADER, target.to_string())
-            .header(CLUSTER_HEADER, cluster_id)
-            .header(FROM_INCARNATION_HEADER, &self.my_incarnation)
-            .header(TO_INCARNATION_HEADER, recorded.unwrap_or_default())
-            .header(GENERATION_HEADER, generation.to_string())
+        let headers = [
+            (FROM_HEADER, self.my_id.to_string()),
+            (TO_HEADER, target.to_string()),
+            (CLUSTER_HEADER, cluster_id),
+            (FROM_INCARNATION_HEADER, self.my_incarnation.clone()),
+            (TO_INCARNATION_HEADER, recorded.unwrap_or_default()),
+            (GENERATION_HEADER, generation.to_string()),
+        ];
+        signed_post(&self.client, &self.auth, url, path, &headers, body)
     }
 
     /// Reads an eviction out of a `410` answer and obeys it if it holds. True when this node
@@ -159,7 +160,7 @@ impl Network {
         budget: Duration,
     ) -> (Vec<NodeId>, Vec<NodeId>) {
         let asks = members.into_iter().map(|(id, url)| async move {
-            let res = self.request(id, &url, "probe").timeout(budget).json(&()).send().await;
+            let res = self.request(id, &url, "probe", &()).timeout(budget).send().await;
             match res {
                 Ok(r) if r.status() == reqwest::StatusCode::GONE => {
                     self.obey_answer(&url, r).await;
@@ -182,6 +183,26 @@ impl Network {
         let silent = all.iter().filter(|(_, ok)| !*ok).map(|(id, _)| *id).collect();
         (answered, silent)
     }
+}
+
+/// `POST {url}/raft/{path}` with `body` as JSON, signed with `auth` over `headers` (see
+/// [`crate::rpc_auth`]): what every node-to-node call goes through.
+pub fn signed_post<B: Serialize>(
+    client: &reqwest::Client,
+    auth: &RpcAuth,
+    url: &str,
+    path: &str,
+    headers: &[(&'static str, String)],
+    body: &B,
+) -> reqwest::RequestBuilder {
+    let path = format!("/raft/{path}");
+    let bytes = serde_json::to_vec(body).expect("Raft RPC bodies serialize");
+    let signed = auth.sign("POST", &path, headers, &bytes, crate::rpc_auth::now_ms());
+    client
+        .post(format!("{url}{path}"))
+        .headers(signed)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(bytes)
 }
 
 /// The body of a `410 Gone` answer to a Raft RPC.
@@ -296,22 +317,18 @@ impl Peer {
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         }
         let recorded = self.net.sm.read().unwrap().data.incarnations.get(&self.target).cloned();
-        let res = self
-            .net
-            .request(self.target, &self.url, path)
-            .timeout(ttl)
-            .json(req)
-            .send()
-            .await
-            .map_err(|e| {
-                // A peer that answers slowly is not unreachable: openraft backs off 200 ms
-                // after `Unreachable`, during which the peer hears no heartbeat at all.
-                if e.is_timeout() && !e.is_connect() {
-                    RPCError::Network(NetworkError::new(&e))
-                } else {
-                    RPCError::Unreachable(Unreachable::new(&e))
-                }
-            })?;
+        let res =
+            self.net.request(self.target, &self.url, path, req).timeout(ttl).send().await.map_err(
+                |e| {
+                    // A peer that answers slowly is not unreachable: openraft backs off 200 ms
+                    // after `Unreachable`, during which the peer hears no heartbeat at all.
+                    if e.is_timeout() && !e.is_connect() {
+                        RPCError::Network(NetworkError::new(&e))
+                    } else {
+                        RPCError::Unreachable(Unreachable::new(&e))
+                    }
+                },
+            )?;
         let status = res.status();
         self.fenced.store(status == reqwest::StatusCode::CONFLICT, Ordering::Relaxed);
         if status == reqwest::StatusCode::GONE {

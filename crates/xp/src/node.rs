@@ -17,7 +17,8 @@ use xp_store::{
 
 use crate::fence::{eviction_key, Fence};
 use crate::join::{PendingJoin, JOIN_FILE};
-use crate::network::{rpc_key, Network};
+use crate::network::Network;
+use crate::rpc_auth::RpcAuth;
 
 /// How long, in all, a node starting on existing state asks its members whether it still
 /// belongs (see [`Network::probe`]).
@@ -59,7 +60,8 @@ pub struct App {
     pub config: Config,
     pub raft: Raft,
     pub sm: Arc<RwLock<SmFile>>,
-    pub rpc_key: String,
+    /// Signs this node's Raft RPCs and checks those it receives.
+    pub rpc: Arc<RpcAuth>,
     pub client: reqwest::Client,
     /// Reachability of the other members, refreshed by [`probe_peers`].
     pub peers: RwLock<BTreeMap<NodeId, PeerSeen>>,
@@ -192,13 +194,13 @@ impl RunningNode {
         let (log, sm) = open_raft_store(&dir)?;
         let sm_state = sm.state.clone();
         let sm_store = sm.clone();
-        let key = rpc_key(&secret);
+        let rpc = Arc::new(RpcAuth::new(&secret));
         let fence = Arc::new(Fence::open(dir.clone(), eviction_key(&secret))?);
         let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel();
         let network = Network::new(
             id,
             identity.incarnation.clone(),
-            key.clone(),
+            rpc.clone(),
             sm_state.clone(),
             Some(seen_tx),
             fence.clone(),
@@ -286,7 +288,7 @@ impl RunningNode {
             config,
             raft,
             sm: sm_state,
-            rpc_key: key,
+            rpc,
             client,
             peers: RwLock::default(),
             transferring: Default::default(),

@@ -21,6 +21,11 @@ pub struct JoinClaims {
     pub leader_api_base_url: String,
     /// The fresh node id reserved for the joiner.
     pub node_id: u64,
+    /// The member the joiner takes the place of, chosen by the admin who minted the token
+    /// (a replaced disk): it leaves the voters when the joiner becomes one. Without it the
+    /// joiner is added and nobody is removed, whatever URL it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<u64>,
     /// Single-use marker.
     pub nonce: String,
     /// Unix seconds after which the token is refused.
@@ -125,6 +130,7 @@ mod tests {
             cluster_id: "c1".into(),
             leader_api_base_url: "http://node1:8080".into(),
             node_id: 4,
+            replaces: None,
             nonce: "n".into(),
             expires_at: 1000,
         }

@@ -27,18 +27,26 @@ fn backup_destroy_restore_rejoin() {
     }
     let old_id = c.nodes[leader - 1].info().unwrap()["cluster_id"].clone();
 
-    // The operator's backup, through xp-ops, from a follower's host (it finds the leader).
+    // The operator's backup, through xp-ops, from a follower's host. The follower names the
+    // leader, but xp-ops sends the admin token only where the operator points it: it says
+    // where to point it, and the operator does.
     let follower = (1..=3).find(|i| *i != leader).unwrap();
     let file = c.dir.path().join("cluster.backup.json");
-    let backup = || {
-        std::process::Command::new(bin("xp-ops"))
-            .args(["cluster", "backup", "--out"])
-            .arg(&file)
-            .arg("--env-file")
-            .arg(&c.nodes[follower - 1].env_file)
-            .output()
-            .unwrap()
+    let backup_via = |url: Option<&str>| {
+        let mut cmd = std::process::Command::new(bin("xp-ops"));
+        cmd.args(["cluster", "backup", "--out"]).arg(&file);
+        cmd.arg("--env-file").arg(&c.nodes[follower - 1].env_file);
+        if let Some(url) = url {
+            cmd.args(["--url", url]);
+        }
+        cmd.output().unwrap()
     };
+    let o = backup_via(None);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&format!("run again with --url {lurl}")), "{stderr}");
+    assert!(!file.exists());
+    let backup = || backup_via(Some(&lurl));
     let o = backup();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let again = backup();
@@ -103,7 +111,7 @@ fn backup_destroy_restore_rejoin() {
 
     // A new node joins the restored cluster with a token.
     let (token, _) = join_token(&url4, 60).unwrap();
-    assert!(c.nodes[4].xp(&["join", "--token", &token]).status.success());
+    assert!(c.nodes[4].xp_join(&token).status.success());
     c.node(5).start();
     wait_for("node5 to follow the restored leader", T, || {
         let v = c.nodes[4].info()?;

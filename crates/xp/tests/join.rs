@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use serde_json::json;
-use xp_testkit::{join_token, kv_get, kv_put, send_json, wait_for, Cluster, ADMIN_TOKEN};
+use xp_testkit::{
+    join_token, join_token_replacing, kv_get, kv_put, send_json, wait_for, Cluster, ADMIN_TOKEN,
+};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -64,7 +66,7 @@ fn token_refusals_change_nothing_and_a_new_node_joins() {
     // Same claims, signed by someone who does not hold the cluster secret.
     let claims = xp::token::decode_unverified(&good).unwrap();
     let forged = xp::token::sign(&claims, &xp_config::Secret::new("not-the-cluster-secret"));
-    let out = c.nodes[3].xp(&["join", "--token", &forged]);
+    let out = c.nodes[3].xp_join(&forged);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("join token signature is invalid"));
     assert!(!c.nodes[3].data_dir.join("join.json").exists());
@@ -82,15 +84,15 @@ fn token_refusals_change_nothing_and_a_new_node_joins() {
     let (s, v) = send_json("POST", &format!("{lurl}/api/cluster/join"), &req(&short), &[]).unwrap();
     assert_eq!(s, 401);
     assert!(v["error"].as_str().unwrap().starts_with("join token expired"), "{v}");
-    let out = c.nodes[3].xp(&["join", "--token", &short]);
+    let out = c.nodes[3].xp_join(&short);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(voters(&c, leader), json!([1, 2, 3]));
 
     // A valid token: node4 joins and becomes a voter following the leader.
-    let out = c.nodes[3].xp(&["join", "--token", &good]);
+    let out = c.nodes[3].xp_join(&good);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // Twice: refused, nothing changes.
-    let out = c.nodes[3].xp(&["join", "--token", &good]);
+    let out = c.nodes[3].xp_join(&good);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("a join is already pending"));
     c.node(4).start();
@@ -121,19 +123,20 @@ fn token_refusals_change_nothing_and_a_new_node_joins() {
     assert_eq!(s, 409, "{v}");
     // `xp join` on a node that belongs to a cluster is refused.
     c.node(4).terminate();
-    let out = c.nodes[3].xp(&["join", "--token", &good]);
+    let out = c.nodes[3].xp_join(&good);
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("this node already belongs to a cluster as node"));
     c.node(4).start();
 
-    // A follower's disk is replaced: wipe it, join with a token; the old id is replaced.
+    // A follower's disk is replaced: wipe it, join with a token naming the old id; the new id
+    // takes its place.
     let victim = (1..=3).find(|i| *i != leader).unwrap();
     let victim_id = c.nodes[victim - 1].info().unwrap()["node_id"].as_u64().unwrap();
     c.node(victim).terminate();
     let out = c.nodes[victim - 1].xp(&["wipe", "--yes"]);
     assert!(out.status.success());
-    let (tok, _) = join_token(&lurl, 60).unwrap();
-    assert!(c.nodes[victim - 1].xp(&["join", "--token", &tok]).status.success());
+    let (tok, _) = join_token_replacing(&lurl, 60, Some(victim_id)).unwrap();
+    assert!(c.nodes[victim - 1].xp_join(&tok).status.success());
     c.node(victim).start();
     wait_for("the replacement to take the old member's place", T, || {
         let v = c.nodes[leader - 1].info()?;
@@ -180,11 +183,11 @@ fn a_wiped_member_restarted_under_its_old_id_is_fenced() {
     assert_eq!(voters(&c, leader).as_array().unwrap().len(), 3);
     assert!(c.nodes[victim - 1].log().contains("fenced: the cluster knows node"));
 
-    // The right way back: wipe, join with a token; a new id takes the old one's place.
+    // The right way back: wipe, join with a token naming the old id; a new id takes its place.
     c.node(victim).terminate();
     assert!(c.nodes[victim - 1].xp(&["wipe", "--yes"]).status.success());
-    let (tok, _) = join_token(&lurl, 60).unwrap();
-    assert!(c.nodes[victim - 1].xp(&["join", "--token", &tok]).status.success());
+    let (tok, _) = join_token_replacing(&lurl, 60, Some(victim as u64)).unwrap();
+    assert!(c.nodes[victim - 1].xp_join(&tok).status.success());
     c.node(victim).start();
     let v = wait_for("the replacement to follow as a voter", T, || {
         let v = c.nodes[victim - 1].info()?;

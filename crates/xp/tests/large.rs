@@ -151,7 +151,7 @@ fn a_node_joining_after_megabytes_of_state_catches_up_from_a_snapshot() {
     let term_before = c.nodes[leader - 1].info().unwrap()["term"].as_u64().unwrap();
 
     let (token, _) = join_token(&lurl, 60).unwrap();
-    let out = c.nodes[3].xp(&["join", "--token", &token]);
+    let out = c.nodes[3].xp_join(&token);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     c.node(4).start();
     let last = c.nodes[leader - 1].info().unwrap()["last_log_index"].as_u64().unwrap();

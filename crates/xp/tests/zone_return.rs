@@ -111,7 +111,7 @@ fn a_returning_zone_is_fenced_before_it_takes_part() {
         let o = c.nodes[i - 1].xp(&["wipe", "--yes"]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let (token, _) = join_token(&n3, 300).unwrap();
-        let o = c.nodes[i - 1].xp(&["join", "--token", &token]);
+        let o = c.nodes[i - 1].xp_join(&token);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         c.node(i).start();
     }

@@ -756,7 +756,7 @@ impl Backend for DockerBackend {
         let mut tar = tar::Builder::new(Vec::new());
         let mut header = tar::Header::new_gnu();
         header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
+        header.set_mode(0o600);
         header.set_cksum();
         tar.append_data(&mut header, name, bytes)
             .map_err(|source| BackendError::Io { path: name.into(), source })?;

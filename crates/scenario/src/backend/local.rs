@@ -3,6 +3,7 @@
 //! `partition` are unsupported.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -355,7 +356,14 @@ impl Backend for LocalBackend {
     ) -> Result<String, BackendError> {
         self.node(node)?;
         let path = self.dir.join(node).join("data").join(name);
-        std::fs::write(&path, bytes)
+        // Inputs may be secrets (a join token): owner-only.
+        let _ = std::fs::remove_file(&path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, bytes))
             .map_err(|source| BackendError::Io { path: path.clone(), source })?;
         Ok(path.to_string_lossy().into_owned())
     }

@@ -32,8 +32,22 @@ pub const KEYS: &[(&str, &str)] = &[
         "XP_MAX_VALUE_BYTES",
         "largest KV value accepted, in bytes (default 1048576, at most 8388608)",
     ),
+    ("XP_TLS_CERT", "PEM certificate of this node, signed by XP_TLS_CA (turns on HTTPS and mTLS)"),
+    ("XP_TLS_KEY", "PEM private key of XP_TLS_CERT (owner-only file)"),
+    (
+        "XP_TLS_CA",
+        "PEM certificate of the cluster CA: peers, operators and clients are checked against it",
+    ),
     ("RUST_LOG", "log filter, e.g. info or xp=debug"),
 ];
+
+/// The TLS files (`XP_TLS_CERT`, `XP_TLS_KEY`, `XP_TLS_CA`): all three or none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
 
 /// An error in the env file. Each variant names the file and, where there is one, the line
 /// and the key; none of them ever carries a secret's value.
@@ -133,6 +147,9 @@ pub struct Config {
     pub raft: RaftTiming,
     /// Largest KV value (its UTF-8 bytes) a PUT may carry (`XP_MAX_VALUE_BYTES`).
     pub max_value_bytes: u64,
+    /// Set: the node serves HTTPS and requires client certificates on Raft and admin routes;
+    /// every URL is `https://`.
+    pub tls: Option<TlsFiles>,
     pub rust_log: Option<String>,
 }
 
@@ -187,6 +204,40 @@ impl Config {
         let (line, url) = required("XP_API_BASE_URL")?;
         let port = check_url(url).map_err(|why| invalid(line, "XP_API_BASE_URL", why))?;
         let api_base_url = url.trim_end_matches('/').to_owned();
+
+        let tls = match (get("XP_TLS_CERT"), get("XP_TLS_KEY"), get("XP_TLS_CA")) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(ca)) => {
+                let file = |(line, v): (usize, &str), key: &'static str| {
+                    if v.starts_with('/') {
+                        Ok(PathBuf::from(v))
+                    } else {
+                        Err(invalid(line, key, format!("{v:?} is not an absolute path")))
+                    }
+                };
+                Some(TlsFiles {
+                    cert: file(cert, "XP_TLS_CERT")?,
+                    key: file(key, "XP_TLS_KEY")?,
+                    ca: file(ca, "XP_TLS_CA")?,
+                })
+            }
+            _ => {
+                return Err(ConfigError::Inconsistent {
+                    path: p(),
+                    message: "XP_TLS_CERT, XP_TLS_KEY and XP_TLS_CA go together: set all three \
+                              (TLS on) or none (plain HTTP)"
+                        .into(),
+                })
+            }
+        };
+        let scheme = if tls.is_some() { "https://" } else { "http://" };
+        if !url.starts_with(scheme) {
+            let why = match tls {
+                Some(_) => "must start with https:// (XP_TLS_* are set)",
+                None => "must start with http:// (set XP_TLS_CERT, XP_TLS_KEY and XP_TLS_CA for https://)",
+            };
+            return Err(invalid(line, "XP_API_BASE_URL", format!("{url:?} {why}")));
+        }
 
         let bind = match get("XP_BIND") {
             Some((line, v)) => v.parse::<SocketAddr>().map_err(|_| {
@@ -250,7 +301,16 @@ impl Config {
         let bootstrap_members = match get("XP_BOOTSTRAP_MEMBERS") {
             None => Vec::new(),
             Some((line, v)) => {
-                parse_members(v).map_err(|why| invalid(line, "XP_BOOTSTRAP_MEMBERS", why))?
+                let members =
+                    parse_members(v).map_err(|why| invalid(line, "XP_BOOTSTRAP_MEMBERS", why))?;
+                if let Some(m) = members.iter().find(|m| !m.api_base_url.starts_with(scheme)) {
+                    return Err(invalid(
+                        line,
+                        "XP_BOOTSTRAP_MEMBERS",
+                        format!("{} must start with {scheme} like XP_API_BASE_URL", m.api_base_url),
+                    ));
+                }
+                members
             }
         };
         if !bootstrap_members.is_empty() {
@@ -286,6 +346,7 @@ impl Config {
             bootstrap_members,
             raft,
             max_value_bytes,
+            tls,
             rust_log: get("RUST_LOG").map(|(_, v)| v.to_owned()),
         })
     }
@@ -416,10 +477,16 @@ fn check_secret(v: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks an `http://host:port` URL and returns its port.
+/// Checks an `http(s)://host:port` URL and returns its port.
 fn check_url(url: &str) -> Result<u16, String> {
-    let rest =
-        url.strip_prefix("http://").ok_or_else(|| format!("{url:?} must start with http://"))?;
+    let (rest, default_port) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, 443),
+        None => (
+            url.strip_prefix("http://")
+                .ok_or_else(|| format!("{url:?} must start with http:// or https://"))?,
+            80,
+        ),
+    };
     let authority = rest.trim_end_matches('/');
     if authority.contains('/') {
         return Err(format!("{url:?} must not have a path"));
@@ -428,7 +495,7 @@ fn check_url(url: &str) -> Result<u16, String> {
         Some((h, p)) => {
             (h, p.parse::<u16>().map_err(|_| format!("{url:?} has an invalid port {p:?}"))?)
         }
-        None => (authority, 80),
+        None => (authority, default_port),
     };
     if host.is_empty() {
         return Err(format!("{url:?} has no host"));

@@ -65,13 +65,13 @@ fn rejections() {
     let cases: &[(&str, &str)] = &[
         ("", "xp.env: XP_DATA_DIR is required (directory holding this node's state; Raft state lives in ${XP_DATA_DIR}/raft)"),
         ("XP_DATA_DIR\n", "xp.env:1: expected KEY=VALUE"),
-        ("XP_DATADIR=/x\n", "xp.env:1: unknown key XP_DATADIR; known keys: XP_DATA_DIR, XP_NODE_NAME, XP_API_BASE_URL, XP_BIND, XP_ADMIN_TOKEN, XP_CLUSTER_SECRET, XP_NODE_ID, XP_BOOTSTRAP_MEMBERS, XP_RAFT_HEARTBEAT_MS, XP_RAFT_ELECTION_MIN_MS, XP_RAFT_ELECTION_MAX_MS, XP_RAFT_SNAPSHOT_LOGS, XP_MAX_VALUE_BYTES, RUST_LOG"),
+        ("XP_DATADIR=/x\n", "xp.env:1: unknown key XP_DATADIR; known keys: XP_DATA_DIR, XP_NODE_NAME, XP_API_BASE_URL, XP_BIND, XP_ADMIN_TOKEN, XP_CLUSTER_SECRET, XP_NODE_ID, XP_BOOTSTRAP_MEMBERS, XP_RAFT_HEARTBEAT_MS, XP_RAFT_ELECTION_MIN_MS, XP_RAFT_ELECTION_MAX_MS, XP_RAFT_SNAPSHOT_LOGS, XP_MAX_VALUE_BYTES, XP_TLS_CERT, XP_TLS_KEY, XP_TLS_CA, RUST_LOG"),
         ("XP_DATA_DIR=/a\nXP_DATA_DIR=/b\n", "xp.env:2: XP_DATA_DIR is set twice (first on line 1)"),
         ("XP_DATA_DIR=\"/a\n", "xp.env:1: unbalanced quotes in the value of XP_DATA_DIR"),
         ("XP_DATA_DIR=relative\n", "xp.env:1: invalid XP_DATA_DIR: \"relative\" is not an absolute path"),
         ("XP_DATA_DIR=\n", "xp.env:1: invalid XP_DATA_DIR: must not be empty"),
         ("XP_DATA_DIR=/a\nXP_NODE_NAME=a b\n", "xp.env:2: invalid XP_NODE_NAME: \"a b\" may only hold letters, digits, '-', '_' and '.'"),
-        ("XP_DATA_DIR=/a\nXP_NODE_NAME=n\nXP_API_BASE_URL=https://x\n", "xp.env:3: invalid XP_API_BASE_URL: \"https://x\" must start with http://"),
+        ("XP_DATA_DIR=/a\nXP_NODE_NAME=n\nXP_API_BASE_URL=https://x\n", "xp.env:3: invalid XP_API_BASE_URL: \"https://x\" must start with http:// (set XP_TLS_CERT, XP_TLS_KEY and XP_TLS_CA for https://)"),
         ("XP_DATA_DIR=/a\nXP_NODE_NAME=n\nXP_API_BASE_URL=http://x:99999\n", "xp.env:3: invalid XP_API_BASE_URL: \"http://x:99999\" has an invalid port \"99999\""),
         ("XP_DATA_DIR=/a\nXP_NODE_NAME=n\nXP_API_BASE_URL=http://x:1/api\n", "xp.env:3: invalid XP_API_BASE_URL: \"http://x:1/api\" must not have a path"),
     ];
@@ -148,5 +148,24 @@ fn weak_secrets_are_refused_naming_file_line_and_key() {
         let e = parse(&format!("{BASE}{tail}")).unwrap_err().to_string();
         assert!(e.starts_with(&format!("xp.env:4: invalid {key}: ")), "{tail:?}: {e}");
         assert!(e.contains(why), "{tail:?}: {e}");
+    }
+}
+
+#[test]
+fn tls_keys_come_together_and_set_the_scheme() {
+    let tls = "XP_TLS_CERT=/tls/n.pem\nXP_TLS_KEY=/tls/n.key\nXP_TLS_CA=/tls/ca.pem\n";
+    let https = BASE.replace("http://node1", "https://node1");
+    let c = parse(&format!("{https}{tls}")).unwrap();
+    assert_eq!(c.tls.unwrap().ca, PathBuf::from("/tls/ca.pem"));
+    assert_eq!(c.bind.port(), 8080);
+    let cases = [
+        (format!("{BASE}{tls}"), "xp.env:3: invalid XP_API_BASE_URL: \"http://node1:8080\" must start with https:// (XP_TLS_* are set)"),
+        (https.clone(), "xp.env:3: invalid XP_API_BASE_URL: \"https://node1:8080\" must start with http:// (set XP_TLS_CERT, XP_TLS_KEY and XP_TLS_CA for https://)"),
+        (format!("{https}XP_TLS_CERT=/tls/n.pem\n"), "xp.env: XP_TLS_CERT, XP_TLS_KEY and XP_TLS_CA go together: set all three (TLS on) or none (plain HTTP)"),
+        (format!("{https}{}", tls.replace("/tls/n.key", "n.key")), "xp.env:5: invalid XP_TLS_KEY: \"n.key\" is not an absolute path"),
+        (format!("{https}{tls}XP_NODE_ID=1\nXP_BOOTSTRAP_MEMBERS=1=node1@https://node1:8080,2=node2@http://node2:8080\n"), "xp.env:8: invalid XP_BOOTSTRAP_MEMBERS: http://node2:8080 must start with https:// like XP_API_BASE_URL"),
+    ];
+    for (text, want) in cases {
+        check_err(&text, want);
     }
 }

@@ -85,6 +85,9 @@ struct Client {
     /// only ones a 421 is followed to with the admin token. A URL from an answer is not the
     /// operator's word; the token is not sent there.
     trusted: Vec<String>,
+    /// With TLS every server is checked against the cluster CA: a leader it names proves it is
+    /// a member before it sees the token, so a 421 is followed wherever it points.
+    tls: bool,
 }
 
 impl Client {
@@ -99,12 +102,31 @@ impl Client {
         trusted.push(config.api_base_url.clone());
         let base = t.url.clone().unwrap_or(config.api_base_url).trim_end_matches('/').to_owned();
         trusted.push(base.clone());
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("http client");
-        Ok(Client { http, base, token, trusted })
+            .redirect(reqwest::redirect::Policy::none());
+        let tls = config.tls.is_some();
+        if let Some(files) = &config.tls {
+            // Trust only the cluster CA, and present the node's certificate (mTLS): the admin
+            // routes require one.
+            let read = |key: &str, p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| Failure(2, format!("{key} = {}: {e}", p.display())))
+            };
+            let ca = reqwest::Certificate::from_pem(&read("XP_TLS_CA", &files.ca)?)
+                .map_err(|e| Failure(2, format!("XP_TLS_CA = {}: {e}", files.ca.display())))?;
+            let mut id = read("XP_TLS_CERT", &files.cert)?;
+            id.push(b'\n');
+            id.extend(read("XP_TLS_KEY", &files.key)?);
+            let id = reqwest::Identity::from_pem(&id)
+                .map_err(|e| Failure(2, format!("XP_TLS_CERT/XP_TLS_KEY: {e}")))?;
+            builder = builder
+                .use_rustls_tls()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(ca)
+                .identity(id);
+        }
+        let http = builder.build().map_err(|e| Failure(2, format!("HTTP client: {e}")))?;
+        Ok(Client { http, base, token, trusted, tls })
     }
 
     /// Sends a request; a 421 (not the leader) is retried once at the leader it names.
@@ -134,7 +156,7 @@ impl Client {
                 && !leader.is_empty()
                 && leader != base
             {
-                if self.token.is_some() && !self.trusted.contains(&leader) {
+                if self.token.is_some() && !self.tls && !self.trusted.contains(&leader) {
                     return Err(Failure(
                         3,
                         format!(

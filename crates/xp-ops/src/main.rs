@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 
+mod certs_cmd;
 mod cluster;
 use xp_config::{Config, DEFAULT_ENV_FILE};
 use xp_recovery::{RecoveryError, Step};
@@ -31,6 +32,9 @@ enum Top {
     /// Commands acting on the running cluster through its API.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// A cluster CA and node certificates for TLS (XP_TLS_CERT, XP_TLS_KEY, XP_TLS_CA).
+    #[command(subcommand)]
+    Certs(certs_cmd::CertsCommand),
 }
 
 #[derive(Subcommand)]
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
         Top::Xp(XpCommand::Inspect(a)) => inspect(a),
         Top::Xp(XpCommand::Restore(a)) => restore(a),
         Top::Cluster(c) => cluster::run(c),
+        Top::Certs(c) => certs_cmd::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -262,7 +267,7 @@ fn done(
     println!(
         "\nnext steps:\n  1. start the node (xp run) and check {url}/api/cluster/info: role=leader, voters=[{id}]\n  \
          2. create a join token on it: POST {url}/api/admin/cluster/join-tokens (admin token)\n  \
-         3. on each replacement node: wipe its data dir, `xp join --token TOKEN`, then start it\n  \
+         3. on each replacement node: wipe its data dir, `xp join --token-file FILE`, then start it\n  \
          4. never start the lost nodes with their old data: power them off or isolate them now. If one comes back\n     \
          anyway it is fenced on first contact with this node (health=fenced) and must be wiped and rejoined",
         url = config.api_base_url,

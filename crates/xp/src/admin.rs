@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use xp_store::NodeId;
 
 use crate::api::{check_admin, require_leader, ApiError};
-use crate::network::{signed_post, FROM_HEADER, TO_HEADER};
+use crate::network::{signed_post, CLUSTER_HEADER, FROM_HEADER, TO_HEADER};
 use crate::App;
 
 /// How long the other voters hold their elections during a transfer (released earlier when done).
@@ -40,6 +40,21 @@ pub struct TransferResponse {
     pub took_ms: u64,
 }
 
+/// The routing headers a leader's own signed call to member `to` carries (the signature
+/// binds them, so the call is good for this cluster and this target only).
+fn signed_headers(app: &App, to: NodeId) -> [(&'static str, String); 4] {
+    let (cluster_id, generation) = {
+        let sm = app.sm.read().unwrap();
+        (sm.data.cluster_id.clone().unwrap_or_default(), sm.data.generation())
+    };
+    [
+        (FROM_HEADER, app.id.to_string()),
+        (TO_HEADER, to.to_string()),
+        (CLUSTER_HEADER, cluster_id),
+        (crate::fence::GENERATION_HEADER, generation.to_string()),
+    ]
+}
+
 /// Tells `url` (node `to`) to hold or release elections, or to campaign.
 async fn peer_call(
     app: &App,
@@ -48,7 +63,7 @@ async fn peer_call(
     path: &str,
     body: serde_json::Value,
 ) -> Result<(), String> {
-    let headers = [(FROM_HEADER, app.id.to_string()), (TO_HEADER, to.to_string())];
+    let headers = signed_headers(app, to);
     let r = signed_post(&app.client, &app.rpc, url, path, &headers, &body)
         .timeout(Duration::from_secs(2))
         .send()
@@ -247,7 +262,7 @@ pub async fn remove_node(
     let id = req.node_id;
     let t = transfer(&app, None).await?;
     let body = RemoveRequest { node_id: id, confirm_voters_after: after };
-    let headers = [(FROM_HEADER, app.id.to_string()), (TO_HEADER, t.to.to_string())];
+    let headers = signed_headers(&app, t.to);
     let r = signed_post(
         &app.client,
         &app.rpc,

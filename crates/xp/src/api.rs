@@ -42,12 +42,15 @@ pub fn router(app: Arc<App>) -> Router {
     let cap = app.config.max_value_bytes;
     let kv_limit = kv_body_limit(cap);
     let kv_why = format!("a KV value may hold at most {cap} bytes (XP_MAX_VALUE_BYTES)");
-    Router::new()
-        .route("/api/cluster/info", get(cluster_info))
-        .route("/api/cluster/status", get(crate::status::cluster_status))
-        .route("/api/kv/{key}", limited(get(kv_get).put(kv_put), kv_limit, kv_why))
+    // With TLS, these need a client certificate signed by the cluster CA (mTLS) on top of
+    // their own credential: the admin token, or the request signature.
+    let mtls = axum::middleware::from_fn_with_state(app.clone(), require_client_cert);
+    let admin = Router::new()
         .route("/api/admin/cluster/join-tokens", post(create_join_token))
-        .route("/api/cluster/join", post(join))
+        .route("/api/admin/cluster/leader-transfer", post(crate::admin::transfer_leader))
+        .route("/api/admin/cluster/remove-node", post(crate::admin::remove_node))
+        .route("/api/admin/cluster/add-node", post(crate::admin::add_node))
+        .route("/api/admin/cluster/backup", get(crate::backup::backup))
         // Raft routes read their body themselves, after the signature was checked.
         .route("/raft/append", limited(post(raft_append), RAFT_BODY_LIMIT, String::new()))
         .route("/raft/vote", post(raft_vote))
@@ -56,16 +59,38 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/raft/campaign", post(raft_campaign))
         .route("/raft/probe", post(raft_probe))
         .route("/raft/remove-member", post(raft_remove_member))
-        .route("/api/admin/cluster/leader-transfer", post(crate::admin::transfer_leader))
-        .route("/api/admin/cluster/remove-node", post(crate::admin::remove_node))
-        .route("/api/admin/cluster/add-node", post(crate::admin::add_node))
-        .route("/api/admin/cluster/backup", get(crate::backup::backup))
+        .route_layer(mtls);
+    Router::new()
+        .route("/api/cluster/info", get(cluster_info))
+        .route("/api/cluster/status", get(crate::status::cluster_status))
+        .route("/api/kv/{key}", limited(get(kv_get).put(kv_put), kv_limit, kv_why))
+        .route("/api/cluster/join", post(join))
+        .merge(admin)
         // Every other route: small bodies only (a route's own limit, set above, wins).
         .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT))
         .layer(axum::middleware::map_response(|res: Response| async move {
             explain_too_large(res, SMALL_BODY_LIMIT, "")
         }))
         .with_state(app)
+}
+
+/// Refuses (401) a request to a Raft or admin route that came without a client certificate
+/// signed by the cluster CA, when this node serves TLS.
+async fn require_client_cert(
+    State(app): State<Arc<App>>,
+    req: HttpRequest,
+    next: axum::middleware::Next,
+) -> Response {
+    if app.tls.is_some() && req.extensions().get::<crate::tls::ClientCert>().is_none() {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this route needs a client certificate signed by the cluster CA (mTLS): xp-ops \
+             presents XP_TLS_CERT/XP_TLS_KEY from its env file; other clients need a \
+             certificate from the cluster's CA",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// `route` with its own body limit, its `413` explained by `why`.
@@ -627,7 +652,7 @@ fn check_incarnations(app: &App, from: NodeId, headers: &HeaderMap) -> Result<()
         let why = format!(
             "the cluster knows node {} by another data dir (incarnation {meant_for}; this one is {}): \
              this disk was wiped or replaced, and a member that lost its Raft state may not rejoin \
-             under its old id. Stop this node, `xp wipe --yes`, and rejoin with `xp join --token` \
+             under its old id. Stop this node, `xp wipe --yes`, and rejoin with `xp join --token-file` \
              (it gets a new id and takes the old one's place)",
             app.id, app.incarnation
         );

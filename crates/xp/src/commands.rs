@@ -36,6 +36,7 @@ pub async fn init(config: &Config) -> Result<u64, NodeError> {
             Default::default(),
             None,
             std::sync::Arc::new(crate::fence::Fence::inert()),
+            reqwest::Client::builder(),
         ),
         log,
         sm,
@@ -122,15 +123,25 @@ pub async fn healthcheck(config: &Config) -> Result<(), String> {
     if addr.ip().is_unspecified() {
         addr.set_ip([127, 0, 0, 1].into());
     }
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let res = client
-        .get(format!("http://{addr}/api/cluster/info"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    // With TLS, ask for the node's own URL (its certificate names that host) and send it to
+    // the local address.
+    let (builder, url) = match &config.tls {
+        Some(files) => {
+            let tls = crate::tls::Tls::load(files).map_err(|e| e.to_string())?;
+            let host = config
+                .api_base_url
+                .trim_start_matches("https://")
+                .rsplit_once(':')
+                .map(|(h, _)| h)
+                .unwrap_or(config.api_base_url.trim_start_matches("https://"))
+                .to_owned();
+            let b = tls.client_builder().map_err(|e| e.to_string())?.resolve(&host, addr);
+            (b, format!("https://{host}:{}/api/cluster/info", addr.port()))
+        }
+        None => (reqwest::Client::builder(), format!("http://{addr}/api/cluster/info")),
+    };
+    let client = builder.timeout(Duration::from_secs(2)).build().map_err(|e| e.to_string())?;
+    let res = client.get(url).send().await.map_err(|e| e.to_string())?;
     if !res.status().is_success() {
         return Err(format!("{addr} answered {}", res.status()));
     }

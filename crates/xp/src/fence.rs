@@ -109,7 +109,7 @@ pub fn reason(ev: &Eviction, me: NodeId) -> String {
     format!(
         "evicted: cluster {} was recovered at generation {} on {} ({} on node {} {}, voters then \
          {:?}); node {me} belongs to an earlier generation and may not take part again. Stop it, \
-         `xp wipe --yes`, and rejoin it with `xp join --token` from the recovered cluster's leader",
+         `xp wipe --yes`, and rejoin it with `xp join --token-file` from the recovered cluster's leader",
         ev.cluster_id,
         r.generation,
         r.at,

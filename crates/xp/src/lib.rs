@@ -13,6 +13,7 @@ pub mod network;
 pub mod node;
 pub mod rpc_auth;
 pub mod status;
+pub mod tls;
 pub mod token;
 
 pub use node::{App, NodeError, RunningNode};

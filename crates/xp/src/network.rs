@@ -86,8 +86,9 @@ impl Network {
         sm: std::sync::Arc<std::sync::RwLock<xp_store::SmFile>>,
         seen: Option<mpsc::UnboundedSender<(NodeId, String)>>,
         fence: Arc<Fence>,
+        client: reqwest::ClientBuilder,
     ) -> Network {
-        let client = reqwest::Client::builder()
+        let client = client
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()

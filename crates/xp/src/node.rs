@@ -36,6 +36,9 @@ pub enum NodeError {
     /// The data dir and the env file disagree, or the node has no identity.
     #[error("{0}")]
     Identity(String),
+    /// The TLS files could not be loaded or do not fit together.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// openraft refused to start or initialize.
     #[error("raft: {0}")]
     Raft(String),
@@ -63,6 +66,9 @@ pub struct App {
     /// Signs this node's Raft RPCs and checks those it receives.
     pub rpc: Arc<RpcAuth>,
     pub client: reqwest::Client,
+    /// Set when the node serves HTTPS: Raft and admin routes then also need a client
+    /// certificate signed by the cluster CA.
+    pub tls: Option<Arc<crate::tls::Tls>>,
     /// Reachability of the other members, refreshed by [`probe_peers`].
     pub peers: RwLock<BTreeMap<NodeId, PeerSeen>>,
     /// Set while this leader hands leadership over: writes are refused meanwhile.
@@ -155,7 +161,7 @@ fn resolve_identity(
         (None, None) => {
             return Err(NodeError::Identity(format!(
             "{} has no Raft state and {} sets no XP_NODE_ID: run `xp init` to start a new cluster \
-                 or `xp join --token TOKEN` to join one",
+                 or `xp join --token-file FILE` to join one",
             dir.path().display(),
             config.path.display()
         )))
@@ -194,6 +200,7 @@ impl RunningNode {
         let (log, sm) = open_raft_store(&dir)?;
         let sm_state = sm.state.clone();
         let sm_store = sm.clone();
+        let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose()?.map(Arc::new);
         let rpc = Arc::new(RpcAuth::new(&secret));
         let fence = Arc::new(Fence::open(dir.clone(), eviction_key(&secret))?);
         let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -204,6 +211,7 @@ impl RunningNode {
             sm_state.clone(),
             Some(seen_tx),
             fence.clone(),
+            crate::tls::client_builder(tls.as_deref())?,
         );
         let client = network.client.clone();
 
@@ -264,7 +272,7 @@ impl RunningNode {
                 %peer, %cluster_id,
                 "not bootstrapping although XP_BOOTSTRAP_MEMBERS is set: {peer} already belongs \
                  to cluster {cluster_id}, so this node's data dir was wiped or replaced. Starting \
-                 as an empty member; the cluster will fence this id. Rejoin with `xp join --token`"
+                 as an empty member; the cluster will fence this id. Rejoin with `xp join --token-file`"
             );
         }
         if !initialized
@@ -290,6 +298,7 @@ impl RunningNode {
             sm: sm_state,
             rpc,
             client,
+            tls: tls.clone(),
             peers: RwLock::default(),
             transferring: Default::default(),
             incarnation: identity.incarnation.clone(),
@@ -298,13 +307,20 @@ impl RunningNode {
         });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let router = crate::api::router(app.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
+        let server = match tls {
+            Some(tls) => {
+                tokio::spawn(crate::tls::serve(listener, router, tls.server.clone(), async {
                     let _ = stop_rx.await;
-                })
-                .await;
-        });
+                }))
+            }
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, router)
+                    .with_graceful_shutdown(async {
+                        let _ = stop_rx.await;
+                    })
+                    .await;
+            }),
+        };
         tokio::spawn(stop_raft_when_evicted(app.clone()));
         tokio::spawn(assign_cluster_id(app.clone()));
         tokio::spawn(probe_peers(app.clone()));

@@ -129,7 +129,9 @@ fn data_dir_is_locked_while_running_and_wrong_env_is_refused() {
     let out = c.nodes[1].xp(&["run"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("run `xp init` to start a new cluster or `xp join --token TOKEN` to join one"),
+        err.contains(
+            "run `xp init` to start a new cluster or `xp join --token-file FILE` to join one"
+        ),
         "{err}"
     );
 

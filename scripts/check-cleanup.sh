@@ -14,6 +14,8 @@ leftovers() {
     n=$(( n + $(docker volume ls -q --filter label=com.docker.compose.project | xargs -r docker volume inspect --format '{{index .Labels "com.docker.compose.project"}}' | grep -c '^xpchaos' || true) ))
   fi
   n=$(( n + $(pgrep -fc 'target/xp-chaos-local' || true) ))
+  # A docker run's env files and certificates (keys!) go with the run.
+  n=$(( n + $(find target/xp-chaos-docker -mindepth 1 -maxdepth 1 2>/dev/null | wc -l) ))
   echo "$n"
 }
 

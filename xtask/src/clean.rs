@@ -15,6 +15,11 @@ pub async fn run() -> Result<()> {
         }
         Err(e) => println!("docker: no engine answered ({e}); nothing to clean there"),
     }
+    let files = crate::scenario::docker_runs_dir();
+    if files.exists() {
+        std::fs::remove_dir_all(&files)?;
+        println!("docker: removed the runs' env files and certificates ({})", files.display());
+    }
     let runs = crate::scenario::local_runs_dir();
     let killed = local::kill_processes_under(&runs);
     if runs.exists() {

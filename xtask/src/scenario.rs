@@ -48,6 +48,26 @@ pub struct Args {
     /// run's report goes to <report-dir>/<name>/run-<k>/, the medians to <name>/summary.json).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     repeat: u32,
+    /// Run the cluster in plain HTTP. By default every profile with a `[tls]` section runs
+    /// with TLS on: a throwaway CA per run, HTTPS, client certificates (mTLS).
+    #[arg(long)]
+    no_tls: bool,
+}
+
+/// Where docker-backend runs keep their env files and certificates.
+pub fn docker_runs_dir() -> PathBuf {
+    crate::root().join("target").join("xp-chaos-docker")
+}
+
+/// The run's profile: with TLS on (certificates under `dir`) unless `--no-tls`.
+fn run_profile(profile: &Profile, no_tls: bool, dir: &Path) -> Result<Profile> {
+    if no_tls {
+        return Ok(profile.clone());
+    }
+    profile
+        .clone()
+        .with_tls(dir)
+        .map_err(|e| anyhow::anyhow!("making this run's certificates: {e}"))
 }
 
 /// Where local-backend runs keep their processes' files.
@@ -177,6 +197,14 @@ async fn choose_backend(wanted: &str) -> Result<Chosen> {
                 Ok(Chosen::Local)
             }
         },
+    }
+}
+
+fn tls_note(profile: &Profile) -> &'static str {
+    match (&profile.run_tls, &profile.tls) {
+        (Some(_), _) => "TLS on (a CA for this run, mTLS)",
+        (None, Some(_)) => "TLS off (--no-tls)",
+        (None, None) => "plain HTTP (the profile has no [tls])",
     }
 }
 
@@ -321,14 +349,24 @@ pub async fn run(args: Args) -> Result<u8> {
                     }
                 };
                 let project = format!("{}{}", docker::PROJECT_PREFIX, random_u64() % 1_000_000);
-                let backend =
-                    DockerBackend::new(d.clone(), profile.clone(), *cli, image, project.clone())
-                        .await?;
-                println!("    compose project {project}");
+                let run_dir = docker_runs_dir().join(&project);
+                let profile = run_profile(&profile, args.no_tls, &run_dir.join("tls"))?;
+                let backend = DockerBackend::new(
+                    d.clone(),
+                    profile.clone(),
+                    *cli,
+                    image,
+                    project.clone(),
+                    run_dir,
+                )
+                .await?;
+                println!("    compose project {project}, {}", tls_note(&profile));
                 run_one(scenario, profile, backend, seed, args.keep).await
             }
             Chosen::Local => {
                 let dir = local_runs_dir().join(format!("{}-{}", name, random_u64() % 1_000_000));
+                let profile = run_profile(&profile, args.no_tls, &dir.join("tls"))?;
+                println!("    {}", tls_note(&profile));
                 let backend = LocalBackend::new(profile.clone(), bins.clone(), dir)?;
                 run_one(scenario, profile, backend, seed, args.keep).await
             }

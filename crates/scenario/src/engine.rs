@@ -97,7 +97,8 @@ type StepResult = Result<String, String>;
 
 impl<B: Backend> Engine<B> {
     pub fn new(scenario: Scenario, profile: Profile, backend: B, opts: RunOptions) -> Engine<B> {
-        let http = reqwest::Client::builder()
+        let http = profile
+            .client_builder()
             .timeout(Duration::from_secs(3))
             .connect_timeout(Duration::from_secs(1))
             // Redirects name the leader by its in-cluster URL; `kv` maps them to our endpoint.
@@ -266,6 +267,7 @@ impl<B: Backend> Engine<B> {
             self.samples.clone(),
             self.detector.clone(),
             rx,
+            self.profile.run_tls.clone(),
         ));
         self.sampler = Some((tx, task));
     }
@@ -753,6 +755,7 @@ impl<B: Backend> Engine<B> {
                             self.epoch,
                             self.writes.clone(),
                             rx.clone(),
+                            self.profile.run_tls.clone(),
                         ))
                     })
                     .collect();

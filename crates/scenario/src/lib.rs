@@ -10,4 +10,5 @@ pub mod html;
 pub mod profile;
 pub mod report;
 pub mod split_brain;
+pub mod tls;
 pub mod workload;

@@ -115,6 +115,13 @@ pub struct Profile {
     pub join: JoinSpec,
     pub inspect: InspectSpec,
     pub local: LocalSpec,
+    /// How a node is pointed at TLS files; absent: the cluster always runs plain HTTP.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsSpec>,
+    /// This run's CA and certificates, once [`Profile::with_tls`] made them: nodes serve HTTPS
+    /// and every URL of the profile is `https://`.
+    #[serde(skip)]
+    pub run_tls: Option<std::sync::Arc<crate::tls::RunTls>>,
     #[serde(rename = "node")]
     pub nodes: Vec<NodeSpec>,
     /// The directory the profile was loaded from; relative paths are resolved against it.
@@ -163,6 +170,61 @@ impl Profile {
             }
         }
         Ok(p)
+    }
+
+    /// Turns TLS on for a run (when the profile has `[tls]`): a CA and certificates under
+    /// `dir`, and every node URL made `https://`. Without `[tls]` the profile is unchanged.
+    pub fn with_tls(mut self, dir: &Path) -> Result<Profile, String> {
+        if self.tls.is_none() {
+            return Ok(self);
+        }
+        let nodes: Vec<(String, String)> = self
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), crate::tls::host_of(&n.api_base_url).to_owned()))
+            .collect();
+        self.run_tls = Some(std::sync::Arc::new(crate::tls::RunTls::create(dir, &nodes)?));
+        for n in &mut self.nodes {
+            n.api_base_url = n.api_base_url.replacen("http://", "https://", 1);
+        }
+        Ok(self)
+    }
+
+    /// `https` when this run has TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.run_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// An HTTP client builder for this run (trusting the run's CA, with the runner's
+    /// certificate, when TLS is on).
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        crate::tls::client_builder(self.run_tls.as_deref())
+    }
+
+    /// `node`'s env file for this run: with TLS, its profile URLs made `https://` and the TLS
+    /// keys added, naming files in `tls_dir` (the node's TLS directory as the node sees it).
+    pub fn env_text(&self, node: &str, tls_dir: &str) -> Result<String, ProfileError> {
+        let spec = self.node(node).ok_or_else(|| ProfileError::Invalid {
+            path: self.dir.clone(),
+            message: format!("no node {node:?}"),
+        })?;
+        let path = self.resolve(&spec.env_file);
+        let mut text = std::fs::read_to_string(&path).map_err(|e| ProfileError::Invalid {
+            path: path.clone(),
+            message: format!("cannot read {node}'s env file: {e}"),
+        })?;
+        if let (Some(run), Some(tls)) = (&self.run_tls, &self.tls) {
+            for n in &self.nodes {
+                let plain = n.api_base_url.replacen("https://", "http://", 1);
+                text = text.replace(&plain, &n.api_base_url);
+            }
+            text.push_str(&run.env_lines(tls, node, tls_dir));
+        }
+        Ok(text)
     }
 
     /// `compose/<name>.profile.toml` under `root`.

@@ -119,7 +119,9 @@ fn ms(since: Instant) -> u64 {
 }
 
 /// Polls every node's info endpoint every `every` and records changes, until `stop` fires.
+/// (`tls`: the run's CA and the runner's certificate, when the cluster serves HTTPS.)
 /// Every poll round, changed or not, goes to `detector`.
+#[allow(clippy::too_many_arguments)] // one task's inputs, each used once; issue 13 restructures
 pub async fn sample(
     endpoints: Endpoints,
     fields: InfoFields,
@@ -128,8 +130,9 @@ pub async fn sample(
     out: Arc<Mutex<Vec<Sample>>>,
     detector: Arc<Mutex<Detector>>,
     mut stop: watch::Receiver<bool>,
+    tls: Option<Arc<crate::tls::RunTls>>,
 ) {
-    let http = reqwest::Client::builder()
+    let http = crate::tls::client_builder(tls.as_deref())
         .timeout(every.max(Duration::from_millis(300)))
         .connect_timeout(Duration::from_millis(300))
         .build()
@@ -227,8 +230,9 @@ pub async fn write_loop(
     epoch: Instant,
     out: Arc<Mutex<Vec<WriteRecord>>>,
     mut stop: watch::Receiver<bool>,
+    tls: Option<Arc<crate::tls::RunTls>>,
 ) {
-    let http = reqwest::Client::builder()
+    let http = crate::tls::client_builder(tls.as_deref())
         // Large values take longer to write (three fsyncs of the entry): 1 s + 1 s per 256 KiB.
         .timeout(Duration::from_millis(1000 + (spec.value_bytes as u64 / 262_144) * 1000))
         .connect_timeout(Duration::from_millis(300))

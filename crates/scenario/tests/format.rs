@@ -206,11 +206,25 @@ fn check_profile(p: &Profile) {
             p.env_value(&n.name, "XP_API_BASE_URL").as_deref(),
             Some(n.api_base_url.as_str())
         );
+        // The runner writes each run's env file (the profile's, plus TLS keys) into
+        // XP_ENV_DIR and the node's certificates into XP_TLS_DIR.
         assert!(
-            compose.contains(&format!("./{}:{}:ro", n.env_file.display(), p.env_file_in_container)),
+            compose.contains(&format!(
+                "${{XP_ENV_DIR}}/{}.env:{}:ro",
+                n.name, p.env_file_in_container
+            )),
             "{} mounts its env file",
             n.name
         );
+        if let Some(tls) = &p.tls {
+            assert!(
+                compose
+                    .contains(&format!("${{XP_TLS_DIR}}/{}:{}:ro", n.name, tls.dir_in_container)),
+                "{} mounts its TLS directory",
+                n.name
+            );
+        }
+        assert!(p.resolve(&n.env_file).exists(), "{}'s env file exists", n.name);
     }
 }
 

@@ -118,15 +118,16 @@ impl Tls {
 
     /// A client that trusts only the cluster CA and presents this node's certificate.
     pub fn client_builder(&self) -> Result<reqwest::ClientBuilder, TlsError> {
-        let ca = reqwest::Certificate::from_pem(&self.ca_pem)
+        // Every CA in the file (two during a CA rotation).
+        let cas = reqwest::Certificate::from_pem_bundle(&self.ca_pem)
             .map_err(|e| TlsError::Setup(format!("XP_TLS_CA: {e}")))?;
         let id = reqwest::Identity::from_pem(&self.identity_pem)
             .map_err(|e| TlsError::Setup(format!("XP_TLS_CERT/XP_TLS_KEY: {e}")))?;
-        Ok(reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
-            .identity(id))
+        let mut b = reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false);
+        for ca in cas {
+            b = b.add_root_certificate(ca);
+        }
+        Ok(b.identity(id))
     }
 }
 

@@ -4,7 +4,7 @@
 //! by their compose labels, never by name (v1 and v2 name them differently).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::container::{
@@ -162,6 +162,8 @@ pub async fn ensure_image(
 pub struct DockerTeardown {
     pub project: Option<String>,
     pub compose: Option<(ComposeCli, PathBuf, String)>,
+    /// The run's env and TLS files, removed last.
+    pub run_dir: Option<PathBuf>,
 }
 
 impl DockerTeardown {
@@ -176,13 +178,24 @@ impl DockerTeardown {
                 .args(["down", "-v", "--remove-orphans", "--timeout", "2"])
                 .env("XP_IMAGE", image)
                 .env("XP_SUBNET", "10.0.0.0/24")
+                .env("XP_ENV_DIR", "/nonexistent")
+                .env("XP_TLS_DIR", "/nonexistent")
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status()
                 .await;
         }
         let docker = connect().await?;
-        sweep(&docker, self.project.as_deref()).await.map(|_| ())
+        sweep(&docker, self.project.as_deref()).await?;
+        if let Some(dir) = &self.run_dir {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(BackendError::Io { path: dir.clone(), source: e })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -266,8 +279,43 @@ pub struct DockerBackend {
     image: String,
     subnet: String,
     compose_file: PathBuf,
+    /// This run's files: `env/<node>.env` (`XP_ENV_DIR`) and, without TLS, empty
+    /// `no-tls/<node>/` directories (`XP_TLS_DIR`; with TLS it is the run CA's directory).
+    run_dir: PathBuf,
     isolated: BTreeMap<String, Vec<Attachment>>,
     partitioned: Option<Partitioned>,
+}
+
+/// The run's env and TLS directories, as compose variables.
+fn run_env(profile: &Profile, run_dir: &Path) -> [(&'static str, PathBuf); 2] {
+    let tls = match &profile.run_tls {
+        Some(t) => t.dir.clone(),
+        None => run_dir.join("no-tls"),
+    };
+    [("XP_ENV_DIR", run_dir.join("env")), ("XP_TLS_DIR", tls)]
+}
+
+/// Writes the run's env files (owner-only) and, without TLS, the empty TLS directories.
+fn write_run_files(profile: &Profile, run_dir: &Path) -> Result<(), BackendError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| BackendError::Io { path, source }
+    };
+    let env_dir = run_dir.join("env");
+    certs::private_dir(&env_dir).map_err(|e| BackendError::Command(e.to_string()))?;
+    let tls_dir = profile.tls.as_ref().map(|t| t.dir_in_container.clone()).unwrap_or_default();
+    for n in &profile.nodes {
+        let text = profile
+            .env_text(&n.name, &tls_dir)
+            .map_err(|e| BackendError::Command(e.to_string()))?;
+        let path = env_dir.join(format!("{}.env", n.name));
+        super::local::write_private(&path, text.as_bytes()).map_err(io(&path))?;
+        if profile.run_tls.is_none() {
+            let empty = run_dir.join("no-tls").join(&n.name);
+            std::fs::create_dir_all(&empty).map_err(io(&empty))?;
+        }
+    }
+    Ok(())
 }
 
 impl DockerBackend {
@@ -278,10 +326,13 @@ impl DockerBackend {
         cli: ComposeCli,
         image: String,
         project: String,
+        run_dir: PathBuf,
     ) -> Result<DockerBackend, BackendError> {
         let subnet = free_subnet(&docker).await?;
         let compose_file = profile.resolve(&profile.compose_file);
+        write_run_files(&profile, &run_dir)?;
         Ok(DockerBackend {
+            run_dir,
             docker,
             profile,
             cli,
@@ -307,6 +358,7 @@ impl DockerBackend {
             .args(args)
             .env("XP_IMAGE", &self.image)
             .env("XP_SUBNET", &self.subnet)
+            .envs(run_env(&self.profile, &self.run_dir))
             .output()
             .await
             .map_err(|e| BackendError::Command(format!("{}: {e}", self.cli.describe())))?;
@@ -458,7 +510,9 @@ impl Backend for DockerBackend {
         self.compose(&["up", "-d"]).await?;
         for n in self.profile.nodes.clone() {
             let url = format!("{}{}", self.endpoint(&n.name).await?, self.profile.info_path);
-            let http = reqwest::Client::builder()
+            let http = self
+                .profile
+                .client_builder()
                 .timeout(Duration::from_secs(2))
                 .build()
                 .expect("http client");
@@ -801,7 +855,7 @@ impl Backend for DockerBackend {
                     "{node} has no published port (stopped or isolated?)"
                 ))
             })?;
-        Ok(format!("http://127.0.0.1:{port}"))
+        Ok(format!("{}://127.0.0.1:{port}", self.profile.scheme()))
     }
 
     async fn logs(&self, node: &str, lines: usize) -> String {
@@ -826,6 +880,7 @@ impl Backend for DockerBackend {
         Teardown::Docker(DockerTeardown {
             project: Some(self.project.clone()),
             compose: Some((self.cli, self.compose_file.clone(), self.image.clone())),
+            run_dir: Some(self.run_dir.clone()),
         })
     }
 

@@ -108,10 +108,8 @@ impl LocalBackend {
                 (n.name.clone(), node)
             })
             .collect();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("http client");
+        let http =
+            profile.client_builder().timeout(Duration::from_secs(2)).build().expect("http client");
         let backend = LocalBackend { profile, bins, dir, nodes, children: Arc::default(), http };
         backend.prepare()?;
         Ok(backend)
@@ -127,13 +125,20 @@ impl LocalBackend {
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         for n in &self.profile.nodes {
             let node = &self.nodes[&n.name];
-            let src = self.profile.resolve(&n.env_file);
-            let mut text = std::fs::read_to_string(&src).map_err(io(&src))?;
+            let tls_dir = match &self.profile.run_tls {
+                Some(t) => t.dir.join(&n.name).to_string_lossy().into_owned(),
+                None => String::new(),
+            };
+            let mut text = self
+                .profile
+                .env_text(&n.name, &tls_dir)
+                .map_err(|e| BackendError::Command(e.to_string()))?;
             // Peers' URLs inside the cluster network become loopback URLs.
+            let scheme = self.profile.scheme();
             for other in &self.profile.nodes {
                 text = text.replace(
                     &other.api_base_url,
-                    &format!("http://127.0.0.1:{}", self.nodes[&other.name].port),
+                    &format!("{scheme}://127.0.0.1:{}", self.nodes[&other.name].port),
                 );
             }
             let data_dir = self.dir.join(&n.name).join("data");
@@ -145,7 +150,7 @@ impl LocalBackend {
                     .replace("{node}", &n.name);
                 text = set_env_key(&text, key, &value);
             }
-            std::fs::write(&node.env_file, text).map_err(io(&node.env_file))?;
+            write_private(&node.env_file, text.as_bytes()).map_err(io(&node.env_file))?;
         }
         Ok(())
     }
@@ -369,7 +374,7 @@ impl Backend for LocalBackend {
     }
 
     async fn endpoint(&self, node: &str) -> Result<String, BackendError> {
-        Ok(format!("http://127.0.0.1:{}", self.node(node)?.port))
+        Ok(format!("{}://127.0.0.1:{}", self.profile.scheme(), self.node(node)?.port))
     }
 
     async fn logs(&self, node: &str, lines: usize) -> String {
@@ -384,12 +389,27 @@ impl Backend for LocalBackend {
     }
 
     fn keep_hint(&self) -> String {
-        let urls: Vec<String> =
-            self.nodes.iter().map(|(n, l)| format!("{n}=http://127.0.0.1:{}", l.port)).collect();
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|(n, l)| format!("{n}={}://127.0.0.1:{}", self.profile.scheme(), l.port))
+            .collect();
         format!(
             "local cluster kept in {}: {}; remove it with `cargo xtask clean`",
             self.dir.display(),
             urls.join(" ")
         )
     }
+}
+
+/// Writes `bytes` to `path`, owner-only (env files hold the cluster's secrets).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    std::io::Write::write_all(&mut f, bytes)?;
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
 }

@@ -882,6 +882,12 @@ impl<B: Backend> Engine<B> {
     /// `node` comes back to replace), if any.
     async fn member_with_url_of(&self, via: &str, node: &str) -> Result<Option<u64>, String> {
         let url = &self.profile.node(node).ok_or_else(|| format!("no node {node:?}"))?.api_base_url;
+        // The node's URL in the cluster: the profile's (docker), or the loopback URL the local
+        // backend gave it (a stopped container has no endpoint: then the profile's is the one).
+        let mut urls = vec![url.clone()];
+        if let Ok(e) = self.backend.endpoint(node).await {
+            urls.push(e);
+        }
         let base = self.backend.endpoint(via).await.map_err(|e| e.to_string())?;
         let info: Value = self
             .http
@@ -897,7 +903,7 @@ impl<B: Backend> Engine<B> {
             .as_array()
             .into_iter()
             .flatten()
-            .find(|m| m["api_base_url"].as_str() == Some(url))
+            .find(|m| m["api_base_url"].as_str().is_some_and(|u| urls.iter().any(|x| x == u)))
             .and_then(|m| m["node_id"].as_u64()))
     }
 

@@ -189,6 +189,13 @@ impl Config {
         if !dir.starts_with('/') {
             return Err(invalid(line, "XP_DATA_DIR", format!("{dir:?} is not an absolute path")));
         }
+        if Path::new(dir).parent().is_none() {
+            return Err(invalid(
+                line,
+                "XP_DATA_DIR",
+                "\"/\" is the root directory; give the node a directory of its own".into(),
+            ));
+        }
         let data_dir = PathBuf::from(dir);
 
         let (line, node_name) = required("XP_NODE_NAME")?;
@@ -433,8 +440,18 @@ fn parse_lines(path: &Path, text: &str) -> Result<BTreeMap<String, (usize, Strin
 /// Cuts a ` # comment` after an unquoted value (as shells and dotenv read it); a `#` with no
 /// whitespace before it, or inside quotes, is part of the value.
 fn strip_comment(v: &str) -> &str {
-    if v.starts_with(['"', '\'']) {
-        return v;
+    if let Some(q) = v.chars().next().filter(|c| *c == '"' || *c == '\'') {
+        // A quoted value ends at its closing quote; only a ` # comment` may follow it.
+        return match v[1..].find(q) {
+            Some(end) => {
+                let (quoted, rest) = v.split_at(end + 2);
+                match rest.trim_start() {
+                    r if r.is_empty() || (r.starts_with('#') && rest != r) => quoted,
+                    _ => v,
+                }
+            }
+            None => v,
+        };
     }
     let cut = v.char_indices().find(|&(i, c)| c == '#' && v[..i].ends_with(char::is_whitespace));
     match cut {
@@ -463,16 +480,24 @@ fn check_secret(v: &str) -> Result<(), String> {
                     (e.g. `openssl rand -hex 24`)"
             .into());
     }
-    let meaningful = v.chars().filter(|c| !c.is_whitespace()).count();
+    // Printable ASCII only: zero-width and other invisible characters do not count.
+    let meaningful = v.chars().filter(|c| c.is_ascii_graphic()).count();
     if meaningful < 16 {
         return Err(format!(
-            "must be at least 16 characters long, not counting spaces (has {meaningful})"
+            "must be at least 16 printable characters long, not counting spaces (has {meaningful})"
         ));
     }
-    let mut chars = v.chars();
-    let first = chars.next();
-    if chars.all(|c| Some(c) == first) {
+    let distinct =
+        v.chars().filter(|c| c.is_ascii_graphic()).collect::<std::collections::BTreeSet<_>>();
+    if distinct.len() == 1 {
         return Err("repeats one character; set a random value".into());
+    }
+    if distinct.len() < 10 {
+        return Err(format!(
+            "uses only {} different characters (a pattern such as abab... or changeme-changeme); \
+             set a random value",
+            distinct.len()
+        ));
     }
     Ok(())
 }
@@ -499,6 +524,12 @@ fn check_url(url: &str) -> Result<u16, String> {
     };
     if host.is_empty() {
         return Err(format!("{url:?} has no host"));
+    }
+    let v6 = host.starts_with('[') && host.ends_with(']');
+    if !v6 && !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+        return Err(format!(
+            "{url:?} has an invalid host {host:?} (letters, digits, '.', '-', or [IPv6])"
+        ));
     }
     Ok(port)
 }

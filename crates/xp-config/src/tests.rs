@@ -84,7 +84,7 @@ fn rejections() {
 fn rejections_after_base() {
     let cases: &[(&str, &str)] = &[
         ("XP_BIND=localhost\n", "xp.env:4: invalid XP_BIND: \"localhost\" is not an address like 0.0.0.0:8080"),
-        ("XP_ADMIN_TOKEN=short\n", "xp.env:4: invalid XP_ADMIN_TOKEN: must be at least 16 characters long, not counting spaces (has 5)"),
+        ("XP_ADMIN_TOKEN=short\n", "xp.env:4: invalid XP_ADMIN_TOKEN: must be at least 16 printable characters long, not counting spaces (has 5)"),
         ("XP_RAFT_HEARTBEAT_MS=fast\n", "xp.env:4: invalid XP_RAFT_HEARTBEAT_MS: \"fast\" is not a whole number in 10..=60000"),
         ("XP_RAFT_ELECTION_MIN_MS=40\n", "xp.env: Raft timing must satisfy XP_RAFT_HEARTBEAT_MS < XP_RAFT_ELECTION_MIN_MS < XP_RAFT_ELECTION_MAX_MS, got 50 < 40 < 300"),
         ("XP_BOOTSTRAP_MEMBERS=1=node1@http://node1:8080\n", "xp.env: XP_BOOTSTRAP_MEMBERS needs XP_NODE_ID (this node's id among them)"),
@@ -127,6 +127,8 @@ fn comments_bom_and_crlf_read_as_meant() {
             "0123456789abcdef#no-space-is-part-of-it",
         ),
         ("XP_ADMIN_TOKEN=0123456789abcdef\r\n", "0123456789abcdef"),
+        ("XP_ADMIN_TOKEN=\"0123456789abcdef\" # quoted, then a comment\n", "0123456789abcdef"),
+        ("XP_ADMIN_TOKEN='0123456789abcdef'\n", "0123456789abcdef"),
     ];
     for (tail, want) in cases {
         let c = parse(&format!("{BASE}{tail}")).unwrap_or_else(|e| panic!("{tail:?}: {e}"));
@@ -143,7 +145,16 @@ fn weak_secrets_are_refused_naming_file_line_and_key() {
         ("XP_CLUSTER_SECRET=\"  short  secret  \"\n", "XP_CLUSTER_SECRET", "at least 16"),
         ("XP_CLUSTER_SECRET=aaaaaaaaaaaaaaaaaaaa\n", "XP_CLUSTER_SECRET", "repeats one character"),
         ("XP_ADMIN_TOKEN=0123456789 # abcdef\n", "XP_ADMIN_TOKEN", "at least 16"),
+        ("XP_ADMIN_TOKEN=abababababababab\n", "XP_ADMIN_TOKEN", "only 2 different characters"),
+        ("XP_ADMIN_TOKEN=changeme-changeme\n", "XP_ADMIN_TOKEN", "only 8 different characters"),
+        ("XP_ADMIN_TOKEN=\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}x\n", "XP_ADMIN_TOKEN", "at least 16"),
     ];
+    // Text after a quoted value that is not a comment is an error too.
+    let e = parse(&format!("{BASE}XP_ADMIN_TOKEN=\"0123456789abcdef\" trailing\n")).unwrap_err();
+    assert!(
+        e.to_string().starts_with("xp.env:4: ") && e.to_string().contains("XP_ADMIN_TOKEN"),
+        "{e}"
+    );
     for (tail, key, why) in cases {
         let e = parse(&format!("{BASE}{tail}")).unwrap_err().to_string();
         assert!(e.starts_with(&format!("xp.env:4: invalid {key}: ")), "{tail:?}: {e}");

@@ -55,6 +55,10 @@ pub fn run(cmd: CertsCommand) -> Result<(), Failure> {
         CertsCommand::Issue { ca_dir, name, hosts, out } => {
             let ca = certs::Ca::load(&ca_dir).map_err(fail)?;
             let f = certs::write_node(&out, &ca, &name, &hosts).map_err(fail)?;
+            // The env file takes absolute paths only.
+            let abs =
+                |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+            let f = certs::NodeFiles { cert: abs(&f.cert), key: abs(&f.key), ca: abs(&f.ca) };
             println!(
                 "issued {name} for {}:\n  XP_TLS_CERT={}\n  XP_TLS_KEY={}\n  XP_TLS_CA={}",
                 hosts.join(", "),

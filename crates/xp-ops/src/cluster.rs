@@ -8,8 +8,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use xp_api::{
+    AddRequest, AddResponse, ClusterStatus, ErrorBody, RemoveRequest, RemoveResponse,
+    TransferRequest, TransferResponse,
+};
 use xp_config::{Config, DEFAULT_ENV_FILE};
+use xp_recovery::restore::Backup;
 
 use crate::Failure;
 
@@ -128,29 +134,46 @@ impl Client {
         Ok(Client { http, base, token, trusted, tls })
     }
 
-    /// Sends a request; a 421 (not the leader) is retried once at the leader it names.
-    async fn call(
+    /// Sends a request and reads the typed answer; a 421 (not the leader) is retried once at
+    /// the leader it names (see [`Client::trusted`]).
+    async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, Failure> {
+        body: Option<&impl Serialize>,
+    ) -> Result<T, Failure> {
+        let (url, bytes) = self.call_bytes(method, path, body).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Failure(4, format!("{url} answered with an unexpected body: {e}")))
+    }
+
+    /// [`Client::call`], returning the answer's bytes as they came (and the URL that gave them).
+    async fn call_bytes(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<(String, Vec<u8>), Failure> {
         let mut base = self.base.clone();
         for _ in 0..2 {
             let mut req = self.http.request(method.clone(), format!("{base}{path}"));
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
             }
-            if let Some(b) = &body {
+            if let Some(b) = body {
                 req = req.json(b);
             }
             let res = req.send().await.map_err(|e| Failure(4, format!("{base}{path}: {e}")))?;
             let status = res.status();
-            let v: Value = res.json().await.unwrap_or(Value::Null);
+            let bytes = res.bytes().await.map_err(|e| Failure(4, format!("{base}{path}: {e}")))?;
             if status.is_success() {
-                return Ok(v);
+                return Ok((format!("{base}{path}"), bytes.to_vec()));
             }
-            let leader = v["leader_api_base_url"].as_str().unwrap_or("").to_owned();
+            let err: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+                error: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+                leader_api_base_url: String::new(),
+            });
+            let leader = err.leader_api_base_url;
             if status == reqwest::StatusCode::MISDIRECTED_REQUEST
                 && !leader.is_empty()
                 && leader != base
@@ -170,14 +193,14 @@ impl Client {
                 continue;
             }
             let code = if status.is_client_error() { 3 } else { 4 };
-            return Err(Failure(
-                code,
-                format!("{base}{path} answered {status}: {}", v["error"].as_str().unwrap_or("")),
-            ));
+            return Err(Failure(code, format!("{base}{path} answered {status}: {}", err.error)));
         }
         Err(Failure(4, "the leader moved twice during the request; try again".into()))
     }
 }
+
+/// No body.
+const NONE: Option<&()> = None;
 
 pub fn run(cmd: ClusterCommand) -> Result<(), Failure> {
     let rt =
@@ -186,61 +209,70 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Failure> {
         match cmd {
             ClusterCommand::Status { target, json } => {
                 let c = Client::new(&target, false)?;
-                let s = c.call(reqwest::Method::GET, "/api/cluster/status", None).await?;
+                let s: ClusterStatus = c.call(reqwest::Method::GET, "/api/cluster/status", NONE).await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&s).unwrap());
+                    println!("{}", serde_json::to_string_pretty(&s).expect("status serializes"));
                     return Ok(());
                 }
+                let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
                 println!(
                     "cluster {} as seen by node {}: health {}, leader {}{}",
-                    s["cluster_id"].as_str().unwrap_or("?"),
-                    s["answered_by"],
-                    s["health"].as_str().unwrap_or("?"),
-                    s["leader_id"],
-                    if s["partial"] == true { " (PARTIAL: some members did not answer)" } else { "" }
+                    s.cluster_id,
+                    s.answered_by,
+                    s.health,
+                    opt(s.leader_id.map(|l| l.to_string())),
+                    if s.partial { " (PARTIAL: some members did not answer)" } else { "" }
                 );
                 println!("{:>4} {:<10} {:<6} {:<10} {:>5} {:>10} {:>10} {:>8}", "id", "name", "voter", "role", "term", "last log", "applied", "lag");
-                for n in s["nodes"].as_array().cloned().unwrap_or_default() {
-                    let d = |v: &Value| if v.is_null() { "-".to_string() } else { v.to_string().trim_matches('"').to_owned() };
+                for n in &s.nodes {
+                    let num = |v: Option<u64>| opt(v.map(|x| x.to_string()));
                     println!(
                         "{:>4} {:<10} {:<6} {:<10} {:>5} {:>10} {:>10} {:>8}",
-                        d(&n["node_id"]), d(&n["name"]), d(&n["voter"]), d(&n["role"]), d(&n["term"]), d(&n["last_log_index"]), d(&n["last_applied_index"]), d(&n["lag"])
+                        n.node_id, n.name, n.voter, opt(n.role.clone()), num(n.term), num(n.last_log_index), num(n.last_applied_index), num(n.lag)
                     );
                 }
-                for e in s["errors"].as_array().cloned().unwrap_or_default() {
-                    println!("! {}", e.as_str().unwrap_or(""));
+                for e in &s.errors {
+                    println!("! {e}");
                 }
                 Ok(())
             }
             ClusterCommand::TransferLeader { target, to } => {
                 let c = Client::new(&target, true)?;
-                let body = serde_json::json!({ "target": to });
-                let r = c.call(reqwest::Method::POST, "/api/admin/cluster/leader-transfer", Some(body)).await?;
-                println!("leadership moved from node {} to node {} ({}) in {} ms", r["from"], r["to"], r["leader_api_base_url"].as_str().unwrap_or(""), r["took_ms"]);
+                let body = TransferRequest { target: to };
+                let r: TransferResponse = c.call(reqwest::Method::POST, "/api/admin/cluster/leader-transfer", Some(&body)).await?;
+                println!("leadership moved from node {} to node {} ({}) in {} ms", r.from, r.to, r.leader_api_base_url, r.took_ms);
                 Ok(())
             }
             ClusterCommand::AddNode { target, id, name, url_of_node } => {
                 let c = Client::new(&target, true)?;
-                let body = serde_json::json!({ "node_id": id, "name": name, "api_base_url": url_of_node });
-                let r = c.call(reqwest::Method::POST, "/api/admin/cluster/add-node", Some(body)).await?;
-                println!("added node {id} as a voter in {} ms; voters now {}", r["took_ms"], r["voters"]);
+                let body = AddRequest { node_id: id, name, api_base_url: url_of_node, catch_up_timeout_secs: None };
+                let r: AddResponse = c.call(reqwest::Method::POST, "/api/admin/cluster/add-node", Some(&body)).await?;
+                println!("added node {id} as a voter in {} ms; voters now {:?}", r.took_ms, r.voters);
                 Ok(())
             }
             ClusterCommand::Backup { target, out } => {
-                if out.as_os_str() == "-" {
-                    let c = Client::new(&target, true)?;
-                    let b = c.call(reqwest::Method::GET, "/api/admin/cluster/backup", None).await?;
-                    println!("{}", serde_json::to_string_pretty(&b).expect("backup serializes"));
-                    eprintln!("backup of cluster {} up to {} written to stdout", b["cluster_id"].as_str().unwrap_or("?"), b["last_log_id"]["index"]);
-                    return Ok(());
-                }
-                if out.exists() {
+                if out.as_os_str() != "-" && out.exists() {
                     return Err(Failure(2, format!("{} exists; refusing to overwrite a backup", out.display())));
                 }
                 let c = Client::new(&target, true)?;
-                let b = c.call(reqwest::Method::GET, "/api/admin/cluster/backup", None).await?;
+                // Written as the leader sent it (its checksum covers the state as it encoded it);
+                // parsed only to check it is a backup and to print what it holds.
+                let (url, bytes) = c.call_bytes(reqwest::Method::GET, "/api/admin/cluster/backup", NONE).await?;
+                let b: Backup = serde_json::from_slice(&bytes)
+                    .map_err(|e| Failure(4, format!("{url} answered with something that is not a backup: {e}")))?;
+                let what = format!(
+                    "backup of cluster {} up to {} ({} keys, sha256 {})",
+                    b.cluster_id,
+                    b.last_log_id.map(|l| l.index.to_string()).unwrap_or_else(|| "-".into()),
+                    b.state.data.kv.len(),
+                    b.checksum
+                );
+                if out.as_os_str() == "-" {
+                    println!("{}", String::from_utf8_lossy(&bytes));
+                    eprintln!("{what} written to stdout");
+                    return Ok(());
+                }
                 let tmp = out.with_file_name(format!(".{}.tmp", out.file_name().and_then(|n| n.to_str()).unwrap_or("backup")));
-                let bytes = serde_json::to_vec_pretty(&b).expect("backup serializes");
                 // A backup holds every key and the cluster's membership: owner-only, like the
                 // data dir it came from.
                 let _ = std::fs::remove_file(&tmp); // a crashed run's leftover
@@ -252,14 +284,7 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Failure> {
                     .and_then(|mut f| f.write_all(&bytes).and_then(|_| f.sync_all()))
                     .and_then(|_| std::fs::rename(&tmp, &out))
                     .map_err(|e| Failure(4, format!("writing {}: {e}", out.display())))?;
-                println!(
-                    "backup of cluster {} up to {} ({} keys, sha256 {}) written to {}",
-                    b["cluster_id"].as_str().unwrap_or("?"),
-                    b["last_log_id"]["index"],
-                    b["state"]["data"]["kv"].as_object().map(|o| o.len()).unwrap_or(0),
-                    b["checksum"].as_str().unwrap_or(""),
-                    out.display()
-                );
+                println!("{what} written to {}", out.display());
                 Ok(())
             }
             ClusterCommand::RemoveNode { target, node_id, confirm_voters_after, yes, dry_run } => {
@@ -268,25 +293,24 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Failure> {
                 }
                 let c = Client::new(&target, !dry_run)?;
                 if dry_run {
-                    let s = c.call(reqwest::Method::GET, "/api/cluster/status", None).await?;
-                    let nodes = s["nodes"].as_array().cloned().unwrap_or_default();
-                    let Some(n) = nodes.iter().find(|n| n["node_id"] == node_id) else {
+                    let s: ClusterStatus = c.call(reqwest::Method::GET, "/api/cluster/status", NONE).await?;
+                    let Some(n) = s.nodes.iter().find(|n| n.node_id == node_id) else {
                         return Err(Failure(3, format!("node {node_id} is not a member")));
                     };
-                    let voters: Vec<u64> = nodes.iter().filter(|n| n["voter"] == true).filter_map(|n| n["node_id"].as_u64()).collect();
+                    let voters: Vec<u64> = s.nodes.iter().filter(|n| n.voter).map(|n| n.node_id).collect();
                     let after: Vec<u64> = voters.iter().copied().filter(|v| *v != node_id).collect();
-                    println!("would remove node {node_id} ({}); voters {voters:?} -> {after:?}", n["name"].as_str().unwrap_or(""));
+                    println!("would remove node {node_id} ({}); voters {voters:?} -> {after:?}", n.name);
                     if after.len() != confirm_voters_after {
                         println!("note: --confirm-voters-after {confirm_voters_after} does not match {}; the cluster would refuse", after.len());
                     }
                     println!("dry run: nothing changed");
                     return Ok(());
                 }
-                let body = serde_json::json!({ "node_id": node_id, "confirm_voters_after": confirm_voters_after });
-                let r = c.call(reqwest::Method::POST, "/api/admin/cluster/remove-node", Some(body)).await?;
-                println!("removed node {node_id}; voters now {}", r["voters"]);
-                if !r["new_leader"].is_null() {
-                    println!("leadership was handed to node {} first", r["new_leader"]);
+                let body = RemoveRequest { node_id, confirm_voters_after };
+                let r: RemoveResponse = c.call(reqwest::Method::POST, "/api/admin/cluster/remove-node", Some(&body)).await?;
+                println!("removed node {node_id}; voters now {:?}", r.voters);
+                if let Some(l) = r.new_leader {
+                    println!("leadership was handed to node {l} first");
                 }
                 Ok(())
             }

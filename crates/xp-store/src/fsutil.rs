@@ -85,6 +85,17 @@ pub fn make_private(dir: &Path) -> Result<Option<u32>, StoreError> {
     if mode & 0o077 == 0 {
         return Ok(None);
     }
+    if mode & 0o1000 != 0 {
+        // A sticky directory (/tmp and the like) is shared by design: taking it over would
+        // lock its other users out, and `xp wipe` would empty it. Refuse instead.
+        return Err(StoreError::Io {
+            path: dir.to_owned(),
+            source: std::io::Error::other(format!(
+                "is a shared directory (mode {mode:o}, sticky): XP_DATA_DIR must be a directory \
+                 of the node's own"
+            )),
+        });
+    }
     fs::set_permissions(dir, fs::Permissions::from_mode(mode & !0o077))
         .map_err(StoreError::io(dir))?;
     Ok(Some(mode))

@@ -400,8 +400,9 @@ pub fn kv_put(url: &str, key: &str, value: &str) -> Result<u64, String> {
     if status != 200 {
         return Err(format!("PUT {key}: {status} {text}"));
     }
-    let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    v["log_index"].as_u64().ok_or_else(|| format!("no log_index in {v}"))
+    let w: xp_api::KvWritten =
+        serde_json::from_str(&text).map_err(|e| format!("PUT {key}: {e}: {text}"))?;
+    Ok(w.log_index)
 }
 
 /// `GET /api/kv/{key}` on `url`, following one redirect; `Ok(None)` for 404.
@@ -409,8 +410,9 @@ pub fn kv_get(url: &str, key: &str) -> Result<Option<String>, String> {
     let (status, text) = kv("GET", url, key, None)?;
     match status {
         200 => {
-            let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-            Ok(v["value"].as_str().map(str::to_owned))
+            let v: xp_api::KvValue =
+                serde_json::from_str(&text).map_err(|e| format!("GET {key}: {e}: {text}"))?;
+            Ok(Some(v.value))
         }
         404 => Ok(None),
         _ => Err(format!("GET {key}: {status} {text}")),
@@ -428,16 +430,19 @@ pub fn join_token_replacing(
     ttl: u64,
     replaces: Option<u64>,
 ) -> Result<(String, u64), String> {
-    let (status, v) = send_json(
+    let req = xp_api::TokenRequest { ttl_seconds: Some(ttl), replaces };
+    let (status, _, text) = http(
         "POST",
         &format!("{url}/api/admin/cluster/join-tokens"),
-        &serde_json::json!({ "ttl_seconds": ttl, "replaces": replaces }),
+        Some(&serde_json::to_string(&req).expect("serializes")),
         &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))],
     )?;
     if status != 200 {
-        return Err(format!("join-tokens: {status} {v}"));
+        return Err(format!("join-tokens: {status} {text}"));
     }
-    Ok((v["join_token"].as_str().unwrap().to_owned(), v["node_id"].as_u64().unwrap()))
+    let t: xp_api::TokenResponse =
+        serde_json::from_str(&text).map_err(|e| format!("join-tokens: {e}: {text}"))?;
+    Ok((t.join_token, t.node_id))
 }
 
 impl Drop for Cluster {

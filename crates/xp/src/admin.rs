@@ -15,45 +15,22 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use openraft::ChangeMembers;
-use serde::{Deserialize, Serialize};
 use xp_store::NodeId;
 
-use crate::api::{check_admin, require_leader, ApiError};
-use crate::network::{signed_post, CLUSTER_HEADER, FROM_HEADER, TO_HEADER};
+use crate::auth::check_admin;
+use crate::error::{require_leader, ApiError};
+use crate::network::signed_post;
+use crate::token::{self, JoinClaims};
 use crate::App;
+pub use xp_api::{
+    AddRequest, AddResponse, HoldRequest, RemoveRequest, RemoveResponse, TransferRequest,
+    TransferResponse,
+};
+use xp_api::{TokenRequest, TokenResponse};
+use xp_store::{Request, Response as SmResponse};
 
 /// How long the other voters hold their elections during a transfer (released earlier when done).
 const HOLD: Duration = Duration::from_secs(3);
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransferRequest {
-    /// The node to hand leadership to; default: the most up-to-date voter.
-    pub target: Option<NodeId>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TransferResponse {
-    pub from: NodeId,
-    pub to: NodeId,
-    pub leader_api_base_url: String,
-    pub took_ms: u64,
-}
-
-/// The routing headers a leader's own signed call to member `to` carries (the signature
-/// binds them, so the call is good for this cluster and this target only).
-fn signed_headers(app: &App, to: NodeId) -> [(&'static str, String); 4] {
-    let (cluster_id, generation) = {
-        let sm = app.sm.read().unwrap();
-        (sm.data.cluster_id.clone().unwrap_or_default(), sm.data.generation())
-    };
-    [
-        (FROM_HEADER, app.id.to_string()),
-        (TO_HEADER, to.to_string()),
-        (CLUSTER_HEADER, cluster_id),
-        (crate::fence::GENERATION_HEADER, generation.to_string()),
-    ]
-}
 
 /// Tells `url` (node `to`) to hold or release elections, or to campaign.
 async fn peer_call(
@@ -63,7 +40,7 @@ async fn peer_call(
     path: &str,
     body: serde_json::Value,
 ) -> Result<(), String> {
-    let headers = signed_headers(app, to);
+    let headers = crate::network::leader_call_headers(app, to);
     let r = signed_post(&app.client, &app.rpc, url, path, &headers, &body)
         .timeout(Duration::from_secs(2))
         .send()
@@ -209,12 +186,6 @@ pub async fn transfer(app: &App, target: Option<NodeId>) -> Result<TransferRespo
     result
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HoldRequest {
-    pub ms: u64,
-}
-
 /// Internal: stop campaigning for `ms` (0: resume now).
 pub async fn hold_elections(app: &App, ms: u64) {
     app.raft.runtime_config().elect(ms == 0);
@@ -225,24 +196,6 @@ pub async fn hold_elections(app: &App, ms: u64) {
             raft.runtime_config().elect(true);
         });
     }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RemoveRequest {
-    pub node_id: NodeId,
-    /// The number of voters after the removal, as the operator expects it: a guard against
-    /// removing the wrong node or shrinking below what was intended.
-    pub confirm_voters_after: usize,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RemoveResponse {
-    pub removed: NodeId,
-    pub voters: Vec<NodeId>,
-    pub learners: Vec<NodeId>,
-    /// Set when the leader removed itself and handed leadership over first.
-    pub new_leader: Option<NodeId>,
 }
 
 pub async fn remove_node(
@@ -262,7 +215,7 @@ pub async fn remove_node(
     let id = req.node_id;
     let t = transfer(&app, None).await?;
     let body = RemoveRequest { node_id: id, confirm_voters_after: after };
-    let headers = signed_headers(&app, t.to);
+    let headers = crate::network::leader_call_headers(&app, t.to);
     let r = signed_post(
         &app.client,
         &app.rpc,
@@ -360,28 +313,8 @@ async fn remove(app: &App, id: NodeId) -> Result<RemoveResponse, ApiError> {
     })
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddRequest {
-    /// The id the new node was started with (`XP_NODE_ID`); never used before in this cluster.
-    pub node_id: NodeId,
-    pub name: String,
-    pub api_base_url: String,
-    /// How long the leader waits for the node to catch up before it gives up and removes it
-    /// again (default 60, at most 3600).
-    #[serde(default)]
-    pub catch_up_timeout_secs: Option<u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AddResponse {
-    pub added: NodeId,
-    pub voters: Vec<NodeId>,
-    pub took_ms: u64,
-}
-
 /// Refuses (400) an id, name or URL that a node could not have been started with.
-fn check_new_node(req: &AddRequest) -> Result<(), ApiError> {
+fn check_new_node(req: &AddRequest, scheme: &str) -> Result<(), ApiError> {
     let bad = |m: String| Err(ApiError::new(StatusCode::BAD_REQUEST, m));
     if req.node_id == 0 || req.node_id > xp_store::MAX_NODE_ID {
         return bad(format!(
@@ -393,7 +326,7 @@ fn check_new_node(req: &AddRequest) -> Result<(), ApiError> {
     if req.catch_up_timeout_secs.is_some_and(|t| !(1..=3600).contains(&t)) {
         return bad("catch_up_timeout_secs must be between 1 and 3600".into());
     }
-    crate::join::check_member(&req.name, &req.api_base_url)
+    crate::join::check_member(&req.name, &req.api_base_url, scheme)
 }
 
 /// `POST /api/admin/cluster/add-node`: a running, empty node joins as learner, catches up, and
@@ -404,7 +337,7 @@ pub async fn add_node(
     Json(req): Json<AddRequest>,
 ) -> Result<Json<AddResponse>, ApiError> {
     check_admin(&app, &headers)?;
-    check_new_node(&req)?;
+    check_new_node(&req, app.scheme())?;
     require_leader(&app, "node additions")?;
     let start = Instant::now();
     let membership = app.raft.metrics().borrow().membership_config.membership().clone();
@@ -437,5 +370,76 @@ pub async fn add_node(
         added: req.node_id,
         voters: voters.into_iter().collect(),
         took_ms: start.elapsed().as_millis() as u64,
+    }))
+}
+
+/// Longest join token lifetime the API hands out.
+pub const MAX_TOKEN_TTL_SECS: u64 = 24 * 3600;
+
+/// `POST /api/admin/cluster/join-tokens`: a single-use token for one joiner (see
+/// [`crate::join`]), optionally naming the member it `replaces`.
+pub async fn create_join_token(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Option<Json<TokenRequest>>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    check_admin(&app, &headers)?;
+    let (ttl, replaces) = body.map(|b| (b.0.ttl_seconds, b.0.replaces)).unwrap_or_default();
+    let ttl = ttl.unwrap_or(900);
+    if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("ttl_seconds must be between 1 and {MAX_TOKEN_TTL_SECS}, got {ttl}"),
+        ));
+    }
+    require_leader(&app, "join-token requests")?;
+    if let Some(r) = replaces {
+        let m = app.raft.metrics().borrow().membership_config.clone();
+        let voters: Vec<NodeId> = m.membership().voter_ids().collect();
+        if !voters.contains(&r) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "replaces: node {r} is not a voter (voters: {voters:?}); a learner or a \
+                     former member needs no replacing (remove a learner with remove-node)"
+                ),
+            ));
+        }
+        if r == app.id {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "replaces: node {r} is the leader answering this request; move leadership \
+                     first (xp-ops cluster transfer-leader)"
+                ),
+            ));
+        }
+    }
+    let Some(cluster_id) = app.sm.read().unwrap().data.cluster_id.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster has no id yet; retry in a moment",
+        ));
+    };
+    let res = app.raft.client_write(Request::AllocateNodeId).await.map_err(ApiError::from_raft)?;
+    let SmResponse::NodeId { node_id } = res.data else {
+        return Err(ApiError::internal("state machine did not allocate a node id"));
+    };
+    let claims = JoinClaims {
+        v: 1,
+        cluster_id,
+        leader_api_base_url: app.config.api_base_url.clone(),
+        node_id,
+        replaces,
+        nonce: token::random_hex(16),
+        expires_at: token::unix_now() + ttl,
+    };
+    let secret = app.config.require_cluster_secret().map_err(ApiError::internal)?;
+    tracing::info!(node_id, ttl, ?replaces, "issued a join token");
+    Ok(Json(TokenResponse {
+        join_token: token::sign(&claims, secret),
+        node_id,
+        expires_at: claims.expires_at,
+        replaces,
     }))
 }

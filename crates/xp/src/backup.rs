@@ -10,7 +10,8 @@ use axum::Json;
 use xp_recovery::restore::{checksum, Backup, FORMAT};
 use xp_store::RaftDir;
 
-use crate::api::{check_admin, require_leader, ApiError};
+use crate::auth::check_admin;
+use crate::error::{require_leader, ApiError};
 use crate::App;
 
 /// `GET /api/admin/cluster/backup`: snapshot now, answer with the snapshot.

@@ -127,14 +127,8 @@ pub async fn healthcheck(config: &Config) -> Result<(), String> {
     // the local address.
     let (builder, url) = match &config.tls {
         Some(files) => {
-            let tls = crate::tls::Tls::load(files).map_err(|e| e.to_string())?;
-            let host = config
-                .api_base_url
-                .trim_start_matches("https://")
-                .rsplit_once(':')
-                .map(|(h, _)| h)
-                .unwrap_or(config.api_base_url.trim_start_matches("https://"))
-                .to_owned();
+            let host = crate::tls::url_host(&config.api_base_url).to_owned();
+            let tls = crate::tls::Tls::load(files, &host).map_err(|e| e.to_string())?;
             let b = tls.client_builder().map_err(|e| e.to_string())?.resolve(&host, addr);
             (b, format!("https://{host}:{}/api/cluster/info", addr.port()))
         }

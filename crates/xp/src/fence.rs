@@ -20,8 +20,7 @@ use xp_store::{Eviction, FenceRecord, NodeId, RaftDir, RecoveryGeneration, Store
 
 use crate::token::{hex, unhex};
 
-/// Request header: the sender's recovery generation (absent or empty means 0).
-pub const GENERATION_HEADER: &str = "x-xp-generation";
+pub use xp_api::headers::GENERATION as GENERATION_HEADER;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -228,7 +227,7 @@ impl Fence {
     fn mac_ok(&self, ev: &Eviction) -> bool {
         let given = unhex(&ev.mac);
         !self.key.is_empty()
-            && given.is_some_and(|g| crate::api::constant_time_eq(&g, &self.mac_of(ev)))
+            && given.is_some_and(|g| crate::token::constant_time_eq(&g, &self.mac_of(ev)))
     }
 
     /// Obeys `ev` if [`judge`] allows it: persists the fence, then flips [`Fence::evicted`].

@@ -18,9 +18,12 @@ use tokio::sync::watch;
 use xp_store::fsutil::{fsync_dir, read_json, write_json};
 use xp_store::{NodeId, NodeMeta, Request, Response, StoreError};
 
-use crate::api::ApiError;
+use crate::error::{require_not_fenced, ApiError};
 use crate::token::{self, JoinClaims};
 use crate::App;
+use axum::extract::State;
+use axum::Json;
+pub use xp_api::{JoinRequest, JoinResponse};
 
 pub const JOIN_FILE: &str = "join.json";
 /// How long the leader waits for a joiner to catch up before it gives up.
@@ -60,31 +63,11 @@ impl PendingJoin {
     }
 }
 
-/// Body of `POST /api/cluster/join`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct JoinRequest {
-    pub token: String,
-    pub node_name: String,
-    pub api_base_url: String,
-    /// The joiner id from `join.json`.
-    #[serde(default)]
-    pub joiner: String,
-}
-
-/// Answer of `POST /api/cluster/join`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct JoinResponse {
-    pub node_id: NodeId,
-    pub cluster_id: String,
-    pub leader_id: NodeId,
-    pub leader_api_base_url: String,
-    pub voters: Vec<NodeId>,
-    /// The member the join replaced (the token's `replaces`), if it still was one.
-    pub replaced: Vec<NodeId>,
-}
-
-/// Refuses (400) a node name or URL that a node could not have been started with.
-pub fn check_member(name: &str, url: &str) -> Result<(), ApiError> {
+/// Refuses (400) a node name or URL that a node of this cluster could not have been started
+/// with: the URL must have the cluster's own scheme (`scheme`, `https://` when it serves TLS,
+/// else `http://`): a TLS cluster would otherwise replicate in clear text to a member that
+/// needs no certificate.
+pub fn check_member(name: &str, url: &str, scheme: &str) -> Result<(), ApiError> {
     let bad = |m: String| Err(ApiError::new(StatusCode::BAD_REQUEST, m));
     let name_ok = name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if name.is_empty() || name.len() > 128 || !name_ok {
@@ -92,13 +75,14 @@ pub fn check_member(name: &str, url: &str) -> Result<(), ApiError> {
             "node name must be 1 to 128 letters, digits, '-', '_' or '.', got {name:?}"
         ));
     }
-    let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+    let host = url.strip_prefix(scheme);
     let host_ok = host.is_some_and(|h| {
         !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c))
     });
     if url.len() > 512 || !host_ok {
         return bad(format!(
-            "api_base_url must be http(s)://HOST[:PORT] with no path, got {url:?}"
+            "api_base_url must be {scheme}HOST[:PORT] with no path (this cluster's scheme), got \
+             {url:?}"
         ));
     }
     Ok(())
@@ -109,8 +93,8 @@ pub async fn admit(app: &App, req: JoinRequest) -> Result<JoinResponse, ApiError
     let secret = app.config.require_cluster_secret().map_err(ApiError::internal)?;
     let claims: JoinClaims = token::verify(&req.token, secret, token::unix_now())
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    check_member(&req.node_name, &req.api_base_url)?;
-    crate::api::require_leader(app, "join requests")?;
+    check_member(&req.node_name, &req.api_base_url, app.scheme())?;
+    crate::error::require_leader(app, "join requests")?;
     let cluster_id = app.sm.read().unwrap().data.cluster_id.clone().unwrap_or_default();
     if claims.cluster_id != cluster_id {
         return Err(ApiError::new(
@@ -136,6 +120,20 @@ pub async fn admit(app: &App, req: JoinRequest) -> Result<JoinResponse, ApiError
         return Err(spent());
     }
     let meta = NodeMeta { name: req.node_name.clone(), api_base_url: req.api_base_url.clone() };
+    // A token this leader already knows as spent, or as used by another joiner, is refused
+    // without a write: a replay must not grow the log. (The write below stays the authority
+    // for a first use.)
+    let known_refusal = {
+        let sm = app.sm.read().unwrap();
+        sm.data.used_join_tokens.contains_key(&claims.nonce)
+            || sm.data.join_uses.get(&claims.nonce).is_some_and(|u| {
+                u.spent || req.joiner.is_empty() || u.joiner != req.joiner || u.node != meta
+            })
+    };
+    if known_refusal {
+        tracing::warn!(node_id = id, url = %req.api_base_url, "refused a used join token");
+        return Err(spent());
+    }
     let used = app
         .raft
         .client_write(Request::ConsumeJoinToken {
@@ -215,17 +213,14 @@ pub async fn add_voter(
             break;
         }
         if start.elapsed() >= timeout {
+            let removed = remove_learner_again(app, id).await;
             let why = format!(
-                "node {id} did not catch up within {}s (it matched index {} of {last}); it was \
-                 removed again as a learner. Is it running and reachable at {url}?",
+                "node {id} did not catch up within {}s (it matched index {} of {last}); {removed}. \
+                 Is it running and reachable at {url}?",
                 timeout.as_secs(),
                 matched.map(|m| m.to_string()).unwrap_or_else(|| "none".into())
             );
             tracing::warn!("{why}");
-            let remove = openraft::ChangeMembers::RemoveNodes(BTreeSet::from([id]));
-            if let Err(e) = app.raft.change_membership(remove, false).await {
-                tracing::error!(node_id = id, "could not remove the learner again: {e}");
-            }
             return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, why));
         }
         if last_report.elapsed() >= Duration::from_secs(2) {
@@ -251,6 +246,53 @@ pub async fn add_voter(
     app.raft.change_membership(voters.clone(), false).await.map_err(ApiError::from_raft)?;
     tracing::info!(node_id = id, ?replaced, ?voters, "node is now a voter");
     Ok((voters, replaced))
+}
+
+/// Takes a learner that did not catch up out of the membership again: here while this node
+/// leads, else through the leader it names (leadership may have moved during the wait), with a
+/// signed node-to-node call. Says what happened, for the answer.
+async fn remove_learner_again(app: &App, id: NodeId) -> String {
+    let remove = openraft::ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+    let e = match app.raft.change_membership(remove, false).await {
+        Ok(_) => return "it was removed again as a learner".into(),
+        Err(e) => e,
+    };
+    let forward = e
+        .forward_to_leader()
+        .and_then(|f| Some((f.leader_id?, f.leader_node.as_ref()?.api_base_url.clone())));
+    let Some((leader, url)) = forward else {
+        tracing::error!(node_id = id, "could not remove the learner again: {e}");
+        return format!(
+            "it could not be removed again as a learner ({e}): remove it with `xp-ops cluster \
+             remove-node {id}`"
+        );
+    };
+    let voters = app.raft.metrics().borrow().membership_config.membership().voter_ids().count();
+    let body = xp_api::RemoveRequest { node_id: id, confirm_voters_after: voters };
+    let headers = crate::network::leader_call_headers(app, leader);
+    let res =
+        crate::network::signed_post(&app.client, &app.rpc, &url, "remove-member", &headers, &body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+    match res {
+        Ok(r) if r.status().is_success() => {
+            format!(
+                "leadership moved to node {leader} meanwhile, which removed it again as a learner"
+            )
+        }
+        other => {
+            let why = match other {
+                Ok(r) => format!("{} answered {}", url, r.status()),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(node_id = id, "could not have the learner removed again: {why}");
+            format!(
+                "leadership moved to node {leader}, which did not remove it ({why}): remove it \
+                 with `xp-ops cluster remove-node {id}`"
+            )
+        }
+    }
 }
 
 /// Joiner side: asks the leader (following redirects to a new leader) until admitted.
@@ -377,6 +419,15 @@ fn abandon(app: &App, why: &str) {
     if let Err(e) = PendingJoin::remove(&app.config.data_dir) {
         tracing::error!("{e}");
     }
+}
+
+/// `POST /api/cluster/join`: the leader's side, [`admit`].
+pub async fn join(
+    State(app): State<Arc<App>>,
+    Json(req): Json<JoinRequest>,
+) -> Result<Json<JoinResponse>, ApiError> {
+    require_not_fenced(&app)?;
+    crate::join::admit(&app, req).await.map(Json)
 }
 
 #[cfg(test)]

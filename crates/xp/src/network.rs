@@ -23,22 +23,12 @@ use xp_store::{Eviction, NodeId, NodeMeta, TypeConfig};
 use crate::fence::{Fence, Standing, GENERATION_HEADER};
 use crate::rpc_auth::RpcAuth;
 
-/// Header naming the sending node, checked against the receiver's membership.
-pub const FROM_HEADER: &str = "x-xp-from-node";
-/// Header naming the node the sender means to reach. A wiped disk that rejoined under a new id
-/// keeps its old URL; without this check it would take the old id's replication stream.
-pub const TO_HEADER: &str = "x-xp-to-node";
-/// Header carrying the sender's cluster id (when it knows one): a restored cluster has a new id,
-/// so nodes of the old cluster are refused even if they share the secret.
-pub const CLUSTER_HEADER: &str = "x-xp-cluster-id";
-/// Header carrying the sender's data-dir incarnation, checked against the one the cluster
-/// recorded for the sender's id: a member whose disk was wiped may not vote or lead again.
-pub const FROM_INCARNATION_HEADER: &str = "x-xp-from-incarnation";
-/// Header carrying the incarnation the cluster recorded for the target's id (when it has one):
-/// a wiped member refuses replication meant for the disk it no longer has.
-pub const TO_INCARNATION_HEADER: &str = "x-xp-to-incarnation";
-/// Response header: the answering node's incarnation, which the leader records the first time.
-pub const INCARNATION_HEADER: &str = "x-xp-incarnation";
+pub use xp_api::headers::CLUSTER as CLUSTER_HEADER;
+pub use xp_api::headers::FROM as FROM_HEADER;
+pub use xp_api::headers::FROM_INCARNATION as FROM_INCARNATION_HEADER;
+pub use xp_api::headers::INCARNATION as INCARNATION_HEADER;
+pub use xp_api::headers::TO as TO_HEADER;
+pub use xp_api::headers::TO_INCARNATION as TO_INCARNATION_HEADER;
 
 /// Soft bound on the body of one append: entries are sent in batches of at most this many
 /// bytes of JSON (one entry larger than this goes alone). openraft 0.9 cancels an append after
@@ -204,6 +194,21 @@ pub fn signed_post<B: Serialize>(
         .headers(signed)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(bytes)
+}
+
+/// The routing headers a node's own signed call (not a Raft RPC) to member `to` carries (the signature
+/// binds them, so the call is good for this cluster and this target only).
+pub fn leader_call_headers(app: &crate::App, to: NodeId) -> [(&'static str, String); 4] {
+    let (cluster_id, generation) = {
+        let sm = app.sm.read().unwrap();
+        (sm.data.cluster_id.clone().unwrap_or_default(), sm.data.generation())
+    };
+    [
+        (FROM_HEADER, app.id.to_string()),
+        (TO_HEADER, to.to_string()),
+        (CLUSTER_HEADER, cluster_id),
+        (GENERATION_HEADER, generation.to_string()),
+    ]
 }
 
 /// The body of a `410 Gone` answer to a Raft RPC.

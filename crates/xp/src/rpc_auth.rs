@@ -19,22 +19,18 @@ use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap as ClientHeaders, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 
-use crate::fence::GENERATION_HEADER;
-use crate::network::{
-    CLUSTER_HEADER, FROM_HEADER, FROM_INCARNATION_HEADER, TO_HEADER, TO_INCARNATION_HEADER,
-};
 use crate::token::{derive_key, hex, random_hex};
+use xp_api::headers::{
+    CLUSTER as CLUSTER_HEADER, FROM as FROM_HEADER, FROM_INCARNATION as FROM_INCARNATION_HEADER,
+    GENERATION as GENERATION_HEADER, TO as TO_HEADER, TO_INCARNATION as TO_INCARNATION_HEADER,
+};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Header carrying the hex MAC.
-pub const SIGNATURE_HEADER: &str = "x-xp-signature";
-/// Header carrying the sender's clock, unix milliseconds.
-pub const TIMESTAMP_HEADER: &str = "x-xp-timestamp";
-/// Header carrying 16 random bytes in hex, never used twice.
-pub const NONCE_HEADER: &str = "x-xp-nonce";
-/// Header carrying the hex SHA-256 of the body.
-pub const BODY_DIGEST_HEADER: &str = "x-xp-body-sha256";
+pub use xp_api::headers::BODY_DIGEST as BODY_DIGEST_HEADER;
+pub use xp_api::headers::NONCE as NONCE_HEADER;
+pub use xp_api::headers::SIGNATURE as SIGNATURE_HEADER;
+pub use xp_api::headers::TIMESTAMP as TIMESTAMP_HEADER;
 
 /// The headers a signature covers besides its own, in the order they are signed. A header the
 /// sender leaves out is signed as empty.
@@ -234,7 +230,7 @@ impl RpcAuth {
     /// Checks a body against the digest [`RpcAuth::check`] returned.
     pub fn check_body(digest: &str, body: &[u8]) -> Result<(), AuthError> {
         let actual = hex(&Sha256::digest(body));
-        match crate::api::constant_time_eq(
+        match crate::token::constant_time_eq(
             actual.as_bytes(),
             digest.to_ascii_lowercase().as_bytes(),
         ) {

@@ -6,47 +6,16 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use xp_store::NodeId;
 
-use crate::api::{cluster_info_of, ClusterInfo};
+use crate::info::cluster_info_of;
 use crate::App;
+use xp_api::ClusterInfo;
+pub use xp_api::{ClusterStatus, NodeStatus};
 
 /// How long the answering node waits for each member.
 pub const MEMBER_TIMEOUT: Duration = Duration::from_millis(500);
 /// A member further behind the leader than this is reported in `errors`.
 pub const LAG_WARN: u64 = 100;
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub node_id: NodeId,
-    pub name: String,
-    pub api_base_url: String,
-    pub voter: bool,
-    pub reachable: bool,
-    pub role: Option<String>,
-    pub term: Option<u64>,
-    pub last_log_index: Option<u64>,
-    pub last_applied_index: Option<u64>,
-    /// Entries the node's applied index is behind the leader's last log index.
-    pub lag: Option<u64>,
-    pub health: Option<String>,
-    pub error: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    pub cluster_id: String,
-    pub answered_by: NodeId,
-    pub leader_id: Option<NodeId>,
-    pub health: String,
-    /// True when any member did not answer.
-    pub partial: bool,
-    pub unreachable_nodes: Vec<String>,
-    /// Problems in plain words, e.g. "node3 unreachable", "node2 lagging by 4120 entries".
-    pub errors: Vec<String>,
-    pub nodes: Vec<NodeStatus>,
-}
 
 pub async fn cluster_status(State(app): State<Arc<App>>) -> Json<ClusterStatus> {
     Json(status_of(&app).await)
@@ -76,7 +45,7 @@ pub async fn status_of(app: &App) -> ClusterStatus {
             (m, info)
         });
     }
-    let mut answers: Vec<(crate::api::MemberInfo, Result<ClusterInfo, String>)> = Vec::new();
+    let mut answers: Vec<(xp_api::MemberInfo, Result<ClusterInfo, String>)> = Vec::new();
     if let Some(m) = me.members.iter().find(|m| m.node_id == app.id) {
         answers.push((m.clone(), Ok(me.clone())));
     }

@@ -68,7 +68,7 @@ fn certs(
 impl Tls {
     /// Loads and checks the three files: the key must match the certificate, which the CA
     /// must have signed (a mismatch is found here, not at the first handshake).
-    pub fn load(files: &TlsFiles) -> Result<Tls, TlsError> {
+    pub fn load(files: &TlsFiles, host: &str) -> Result<Tls, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let ca_pem = read("XP_TLS_CA", &files.ca)?;
         let cert_pem = read("XP_TLS_CERT", &files.cert)?;
@@ -88,8 +88,9 @@ impl Tls {
             path: files.key.display().to_string(),
             why: format!("no PEM private key: {e}"),
         })?;
-        // The node's own certificate must be one its peers accept: check it against the CA.
-        webpki_check(&chain, &roots, &provider).map_err(|why| TlsError::File {
+        // The node's own certificate must be one its peers accept, for the host they dial:
+        // check it against the CA and the host of XP_API_BASE_URL.
+        webpki_check(&chain, &roots, &provider, host).map_err(|why| TlsError::File {
             key: "XP_TLS_CERT",
             path: files.cert.display().to_string(),
             why,
@@ -131,23 +132,36 @@ impl Tls {
     }
 }
 
-/// Checks that the first certificate of `chain` is signed by one of `roots` and fit for a TLS
-/// client (peers check the same certificate as a server: it is issued for both).
+/// Checks that the first certificate of `chain` is signed by one of `roots`, fit for a TLS
+/// client, and fit for a TLS server named `host` (the same checks peers make).
 fn webpki_check(
     chain: &[CertificateDer<'static>],
     roots: &rustls::RootCertStore,
     provider: &Arc<rustls::crypto::CryptoProvider>,
+    host: &str,
 ) -> Result<(), String> {
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots.clone()), provider.clone())
-            .build()
-            .map_err(|e| e.to_string())?;
+    use rustls::client::danger::ServerCertVerifier;
+    let roots = Arc::new(roots.clone());
     let now = rustls::pki_types::UnixTime::now();
     let (end, rest) = chain.split_first().ok_or("no certificate")?;
-    verifier
+    let as_client = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()
+        .map_err(|e| e.to_string())?;
+    as_client
         .verify_client_cert(end, rest, now)
-        .map(|_| ())
-        .map_err(|e| format!("not accepted by XP_TLS_CA: {e}"))
+        .map_err(|e| format!("not accepted by XP_TLS_CA: {e}"))?;
+    let as_server =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("the host {host:?} of XP_API_BASE_URL is not a server name: {e}"))?;
+    as_server.verify_server_cert(end, rest, &name, &[], now).map(|_| ()).map_err(|e| {
+        format!(
+            "does not name {host}, the host of XP_API_BASE_URL, so peers would refuse it ({e}); \
+             issue it with `--host {host}`"
+        )
+    })
 }
 
 /// A client for node-to-node and node-to-self calls: TLS as configured, plain HTTP otherwise.
@@ -158,17 +172,18 @@ pub fn client_builder(tls: Option<&Tls>) -> Result<reqwest::ClientBuilder, TlsEr
     }
 }
 
-/// Serves `router` over TLS on `listener` until `stop` resolves. Each connection is
-/// handshaken (bounded: a client that never finishes is dropped after 10 s) and its requests
-/// carry [`ClientCert`] when the client presented a certificate the CA signed. Dropping the
-/// returned future drops every open connection.
+/// Serves `router` on `listener` until `stop` resolves: over TLS with `config`, else plain
+/// HTTP/1.1. Every connection gets bounded time to handshake (10 s) and to send a request's
+/// headers (30 s), so idle or slow clients cannot hold connections open; requests of a
+/// connection whose client presented a certificate the CA signed carry [`ClientCert`].
+/// Dropping the returned future drops every open connection.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    config: Arc<rustls::ServerConfig>,
+    config: Option<Arc<rustls::ServerConfig>>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(config);
+    let acceptor = config.map(TlsAcceptor::from);
     let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(stop);
     loop {
@@ -192,9 +207,12 @@ pub async fn serve(
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
-    acceptor: TlsAcceptor,
+    acceptor: Option<TlsAcceptor>,
     router: Router,
 ) {
+    let Some(acceptor) = acceptor else {
+        return http1(hyper_util::rt::TokioIo::new(tcp), peer, false, router).await;
+    };
     let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -207,6 +225,17 @@ async fn connection(
         }
     };
     let verified = stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+    http1(hyper_util::rt::TokioIo::new(stream), peer, verified, router).await
+}
+
+async fn http1<S>(
+    io: hyper_util::rt::TokioIo<S>,
+    peer: std::net::SocketAddr,
+    verified: bool,
+    router: Router,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         if verified {
             req.extensions_mut().insert(ClientCert);
@@ -217,9 +246,19 @@ async fn connection(
     let served = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
-        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+        .serve_connection(io, svc)
         .await;
     if let Err(e) = served {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
+}
+
+/// The host of an `http(s)://host:port` URL (an IPv6 address without its brackets).
+pub fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority)
 }

@@ -221,8 +221,8 @@ async fn every_route_with_every_credential() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let (lead, follow) = if leader == 1 { (nodes[0], nodes[1]) } else { (nodes[1], nodes[0]) };
-    let lead_router = xp::api::router(lead.app.clone());
-    let follow_router = xp::api::router(follow.app.clone());
+    let lead_router = xp::router::router(lead.app.clone());
+    let follow_router = xp::router::router(follow.app.clone());
     let join_token = {
         let req = request(
             "POST",

@@ -219,6 +219,30 @@ fn a_tls_cluster_serves_https_only_and_guards_raft_and_admin_with_client_certs()
     let o = nodes[0].xp(&["healthcheck"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
+    // A TLS cluster takes no member at an http:// URL (it would replicate in clear text to a
+    // node that needs no certificate): a join or an add-node naming one is refused, and
+    // nothing changes.
+    let a = send(&rt, &op, "POST", &tokens, Some(json!({"ttl_seconds": 60})), Some(ADMIN_TOKEN))
+        .unwrap();
+    let plain_join = json!({"token": a.body["join_token"], "node_name": "thief", "api_base_url": "http://127.0.0.1:30199", "joiner": "ab".repeat(16)});
+    let r = send(&rt, &anon, "POST", &format!("{lurl}/api/cluster/join"), Some(plain_join), None)
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body["error"].as_str().unwrap().contains("https://"), "{}", r.body);
+    let add = json!({"node_id": 99, "name": "thief", "api_base_url": "http://127.0.0.1:30199"});
+    let r = send(
+        &rt,
+        &op,
+        "POST",
+        &format!("{lurl}/api/admin/cluster/add-node"),
+        Some(add),
+        Some(ADMIN_TOKEN),
+    )
+    .unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    let v = send(&rt, &anon, "GET", &format!("{lurl}/api/cluster/info"), None, None).unwrap().body;
+    assert_eq!(v["members"].as_array().unwrap().len(), 3, "{v}");
+
     // A fourth node with its own certificate joins over TLS.
     let a = send(&rt, &op, "POST", &tokens, Some(json!({"ttl_seconds": 60})), Some(ADMIN_TOKEN))
         .unwrap();

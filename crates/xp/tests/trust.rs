@@ -123,11 +123,18 @@ fn a_join_token_admits_one_node_once() {
     });
     c.node(4).terminate();
     let before = c.nodes[leader - 1].info().unwrap();
-    let replay = json!({"token": token, "node_name": "evil", "api_base_url": c.nodes[1].url()});
     let started = std::time::Instant::now();
-    let (s, v) = send_json("POST", &format!("{lurl}/api/cluster/join"), &replay, &[]).unwrap();
-    assert_eq!(s, 409, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("already used"), "{v}");
+    // Replayed many times, with other joiner ids too: refused at once, and nothing is written
+    // (a replay must not grow the log).
+    for k in 0..20 {
+        let replay = json!({
+            "token": token, "node_name": "evil", "api_base_url": c.nodes[1].url(),
+            "joiner": format!("{k:032x}"),
+        });
+        let (s, v) = send_json("POST", &format!("{lurl}/api/cluster/join"), &replay, &[]).unwrap();
+        assert_eq!(s, 409, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("already used"), "{v}");
+    }
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "refused only after {:?}",
@@ -136,6 +143,8 @@ fn a_join_token_admits_one_node_once() {
     let after = c.nodes[leader - 1].info().unwrap();
     assert_eq!(voter_ids(&after), voter_ids(&before));
     assert_eq!(after["members"], before["members"]);
+    assert_eq!(after["last_log_index"], before["last_log_index"], "replays wrote to the log");
+    let replay = json!({"token": token, "node_name": "evil", "api_base_url": c.nodes[1].url()});
 
     // Still refused by the next leader, after the old one stopped.
     c.node(leader).terminate();
@@ -167,7 +176,7 @@ fn only_a_token_naming_a_member_replaces_it() {
     )
     .unwrap();
     assert_eq!(s, 400, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("node 99 is not a member"), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("node 99 is not a voter"), "{v}");
 
     // A token without `replaces`, used at the victim's URL: a fourth voter, nobody replaced.
     c.node(victim).terminate();
@@ -256,13 +265,26 @@ fn a_redirect_keeps_the_key_encoded() {
     assert_eq!(kv_get(&lurl, "foo").unwrap().as_deref(), Some("original"));
     assert_eq!(kv_get(&lurl, "foo%3Fbar").unwrap().as_deref(), Some("other"));
     // Every byte a key may hold survives the trip (space, slash, percent, unicode).
-    for key in ["a%20b", "a%2Fb", "100%25", "%C3%A9t%C3%A9"] {
+    // (key as sent, as the redirect names it): dots are encoded too, since a key `..` sent as
+    // it is would be a dot segment.
+    let keys = [
+        ("a%20b", "a%20b"),
+        ("a%2Fb", "a%2Fb"),
+        ("100%25", "100%25"),
+        ("%C3%A9t%C3%A9", "%C3%A9t%C3%A9"),
+        ("%2E%2E", "%2E%2E"),
+        ("a.b", "a%2Eb"),
+    ];
+    for (sent, named) in keys {
         let (s, headers, _) =
-            http("PUT", &format!("{furl}/api/kv/{key}"), Some(&body), &[]).unwrap();
+            http("PUT", &format!("{furl}/api/kv/{sent}"), Some(&body), &[]).unwrap();
         assert_eq!(s, 307);
         let loc = headers.iter().find(|(k, _)| k == "location").map(|(_, v)| v.clone()).unwrap();
-        assert_eq!(loc, format!("{lurl}/api/kv/{key}"));
+        assert_eq!(loc, format!("{lurl}/api/kv/{named}"));
+        let (s, _, text) = http("PUT", &loc, Some(&body), &[]).unwrap();
+        assert_eq!(s, 200, "{sent}: {text}");
     }
+    assert_eq!(kv_get(&lurl, "%2E%2E").unwrap().as_deref(), Some("other"));
 }
 
 /// `xp-ops` never sends the admin token to a URL it only learnt from an answer (a hostile or

@@ -86,17 +86,59 @@ pub fn make_private(dir: &Path) -> Result<Option<u32>, StoreError> {
         return Ok(None);
     }
     if mode & 0o1000 != 0 {
-        // A sticky directory (/tmp and the like) is shared by design: taking it over would
-        // lock its other users out, and `xp wipe` would empty it. Refuse instead.
-        return Err(StoreError::Io {
-            path: dir.to_owned(),
-            source: std::io::Error::other(format!(
-                "is a shared directory (mode {mode:o}, sticky): XP_DATA_DIR must be a directory \
-                 of the node's own"
-            )),
-        });
+        // A sticky directory is either a fresh mount (a tmpfs volume is created 1777) or one
+        // shared by design (/tmp): taking the latter over would lock its other users out, and
+        // `xp wipe` would empty it. Refuse it when it holds anything a node did not put there.
+        let foreign: Vec<String> = fs::read_dir(dir)
+            .map_err(StoreError::io(dir))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| !is_data_dir_entry(n))
+            .take(3)
+            .collect();
+        if !foreign.is_empty() {
+            return Err(StoreError::Io {
+                path: dir.to_owned(),
+                source: std::io::Error::other(format!(
+                    "is a shared directory (mode {mode:o}, sticky) holding other files ({}): \
+                     XP_DATA_DIR must be a directory of the node's own",
+                    foreign.join(", ")
+                )),
+            });
+        }
     }
     fs::set_permissions(dir, fs::Permissions::from_mode(mode & !0o077))
         .map_err(StoreError::io(dir))?;
     Ok(Some(mode))
+}
+
+/// Whether `name` is something a node, `xp-ops` or the chaos runner keeps in a data dir.
+fn is_data_dir_entry(name: &str) -> bool {
+    matches!(name, crate::lock::LOCK_FILE | "raft" | "join.json" | "join-token" | "lost+found")
+        || name.starts_with("raft.bak-")
+        || name.starts_with("recovery-")
+        || name.ends_with(".input")
+        || (name.starts_with('.') && name.ends_with(".tmp"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_sticky_mount_is_taken_a_shared_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("mount");
+        fs::create_dir(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::write(d.join("raft.bak-1"), b"").unwrap();
+        assert_eq!(make_private(&d).unwrap(), Some(0o1777));
+        assert_eq!(fs::metadata(&d).unwrap().permissions().mode() & 0o7777, 0o1700);
+        let shared = dir.path().join("tmp");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::write(shared.join("someone-elses.sock"), b"").unwrap();
+        let e = make_private(&shared).unwrap_err().to_string();
+        assert!(e.contains("shared directory") && e.contains("someone-elses.sock"), "{e}");
+        assert_eq!(fs::metadata(&shared).unwrap().permissions().mode() & 0o7777, 0o1777);
+    }
 }

@@ -44,7 +44,7 @@ pub fn run(cmd: CertsCommand) -> Result<(), Failure> {
         CertsCommand::InitCa { dir } => {
             let ca = certs::Ca::generate().map_err(fail)?;
             ca.write(&dir).map_err(fail)?;
-            println!(
+            out!(
                 "created a CA in {}: {} (give to every node as XP_TLS_CA) and {} (keep it private)",
                 dir.display(),
                 certs::CA_CERT,
@@ -59,7 +59,7 @@ pub fn run(cmd: CertsCommand) -> Result<(), Failure> {
             let abs =
                 |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
             let f = certs::NodeFiles { cert: abs(&f.cert), key: abs(&f.key), ca: abs(&f.ca) };
-            println!(
+            out!(
                 "issued {name} for {}:\n  XP_TLS_CERT={}\n  XP_TLS_KEY={}\n  XP_TLS_CA={}",
                 hosts.join(", "),
                 f.cert.display(),

@@ -211,11 +211,11 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Failure> {
                 let c = Client::new(&target, false)?;
                 let s: ClusterStatus = c.call(reqwest::Method::GET, "/api/cluster/status", NONE).await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&s).expect("status serializes"));
+                    out!("{}", serde_json::to_string_pretty(&s).expect("status serializes"));
                     return Ok(());
                 }
                 let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-                println!(
+                out!(
                     "cluster {} as seen by node {}: health {}, leader {}{}",
                     s.cluster_id,
                     s.answered_by,
@@ -223,16 +223,16 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Failure> {
                     opt(s.leader_id.map(|l| l.to_string())),
                     if s.partial { " (PARTIAL: some members did not answer)" } else { "" }
                 );
-                println!("{:>4} {:<10} {:<6} {:<10} {:>5} {:>10} {:>10} {:>8}", "id", "name", "voter", "role", "term", "last log", "applied", "lag");
+                out!("{:>4} {:<10} {:<6} {:<10} {:>5} {:>10} {:>10} {:>8}", "id", "name", "voter", "role", "term", "last log", "applied", "lag");
                 for n in &s.nodes {
                     let num = |v: Option<u64>| opt(v.map(|x| x.to_string()));
-                    println!(
+                    out!(
                         "{:>4} {:<10} {:<6} {:<10} {:>5} {:>10} {:>10} {:>8}",
                         n.node_id, n.name, n.voter, opt(n.role.clone()), num(n.term), num(n.last_log_index), num(n.last_applied_index), num(n.lag)
                     );
                 }
                 for e in &s.errors {
-                    println!("! {e}");
+                    out!("! {e}");
                 }
                 Ok(())
             }
@@ -240,14 +240,14 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Failure> {
                 let c = Client::new(&target, true)?;
                 let body = TransferRequest { target: to };
                 let r: TransferResponse = c.call(reqwest::Method::POST, "/api/admin/cluster/leader-transfer", Some(&body)).await?;
-                println!("leadership moved from node {} to node {} ({}) in {} ms", r.from, r.to, r.leader_api_base_url, r.took_ms);
+                out!("leadership moved from node {} to node {} ({}) in {} ms", r.from, r.to, r.leader_api_base_url, r.took_ms);
                 Ok(())
             }
             ClusterCommand::AddNode { target, id, name, url_of_node } => {
                 let c = Client::new(&target, true)?;
                 let body = AddRequest { node_id: id, name, api_base_url: url_of_node, catch_up_timeout_secs: None };
                 let r: AddResponse = c.call(reqwest::Method::POST, "/api/admin/cluster/add-node", Some(&body)).await?;
-                println!("added node {id} as a voter in {} ms; voters now {:?}", r.took_ms, r.voters);
+                out!("added node {id} as a voter in {} ms; voters now {:?}", r.took_ms, r.voters);
                 Ok(())
             }
             ClusterCommand::Backup { target, out } => {
@@ -268,7 +268,7 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Failure> {
                     b.checksum
                 );
                 if out.as_os_str() == "-" {
-                    println!("{}", String::from_utf8_lossy(&bytes));
+                    out!("{}", String::from_utf8_lossy(&bytes));
                     eprintln!("{what} written to stdout");
                     return Ok(());
                 }
@@ -284,7 +284,7 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Failure> {
                     .and_then(|mut f| f.write_all(&bytes).and_then(|_| f.sync_all()))
                     .and_then(|_| std::fs::rename(&tmp, &out))
                     .map_err(|e| Failure(4, format!("writing {}: {e}", out.display())))?;
-                println!("{what} written to {}", out.display());
+                out!("{what} written to {}", out.display());
                 Ok(())
             }
             ClusterCommand::RemoveNode { target, node_id, confirm_voters_after, yes, dry_run } => {
@@ -299,18 +299,18 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Failure> {
                     };
                     let voters: Vec<u64> = s.nodes.iter().filter(|n| n.voter).map(|n| n.node_id).collect();
                     let after: Vec<u64> = voters.iter().copied().filter(|v| *v != node_id).collect();
-                    println!("would remove node {node_id} ({}); voters {voters:?} -> {after:?}", n.name);
+                    out!("would remove node {node_id} ({}); voters {voters:?} -> {after:?}", n.name);
                     if after.len() != confirm_voters_after {
-                        println!("note: --confirm-voters-after {confirm_voters_after} does not match {}; the cluster would refuse", after.len());
+                        out!("note: --confirm-voters-after {confirm_voters_after} does not match {}; the cluster would refuse", after.len());
                     }
-                    println!("dry run: nothing changed");
+                    out!("dry run: nothing changed");
                     return Ok(());
                 }
                 let body = RemoveRequest { node_id, confirm_voters_after };
                 let r: RemoveResponse = c.call(reqwest::Method::POST, "/api/admin/cluster/remove-node", Some(&body)).await?;
-                println!("removed node {node_id}; voters now {:?}", r.voters);
+                out!("removed node {node_id}; voters now {:?}", r.voters);
                 if let Some(l) = r.new_leader {
-                    println!("leadership was handed to node {l} first");
+                    out!("leadership was handed to node {l} first");
                 }
                 Ok(())
             }

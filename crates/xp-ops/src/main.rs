@@ -11,6 +11,15 @@ use std::time::{Instant, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 
+/// `println!` that never panics: when stdout is closed early (`xp-ops cluster status | head`)
+/// the rest of the output is dropped and the command still finishes its work and exit code.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod certs_cmd;
 mod cluster;
 use xp_config::{Config, DEFAULT_ENV_FILE};
@@ -132,53 +141,52 @@ fn inspect(a: InspectArgs) -> Result<(), Failure> {
     let _lock = DataDirLock::acquire(&config.data_dir)?;
     let i = xp_recovery::inspect(&config)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&i).expect("inspection serializes"));
+        out!("{}", serde_json::to_string_pretty(&i).expect("inspection serializes"));
         return Ok(());
     }
     let id = |l: Option<xp_store::LogId>| l.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
-    println!("node:               {} ({})", i.identity.node_id, i.identity.node_name);
-    println!("disk incarnation:   {}", i.identity.incarnation);
-    println!("cluster id:         {}", i.cluster_id.as_deref().unwrap_or("unknown"));
+    out!("node:               {} ({})", i.identity.node_id, i.identity.node_name);
+    out!("disk incarnation:   {}", i.identity.incarnation);
+    out!("cluster id:         {}", i.cluster_id.as_deref().unwrap_or("unknown"));
     match &i.latest_recovery {
-        Some(r) => println!(
+        Some(r) => out!(
             "recovery generation: {} ({:?} on node {} {} at {}, replaced voters {:?})",
-            r.generation, r.kind, r.node_id, r.node_name, r.at, r.replaced_voters
+            r.generation,
+            r.kind,
+            r.node_id,
+            r.node_name,
+            r.at,
+            r.replaced_voters
         ),
-        None => println!("recovery generation: 0 (never recovered)"),
+        None => out!("recovery generation: 0 (never recovered)"),
     }
     if let Some(f) = &i.fence {
-        println!("FENCED since {}: {}", f.fenced_at, f.reason);
+        out!("FENCED since {}: {}", f.fenced_at, f.reason);
     }
-    println!(
-        "vote:               {}",
-        i.vote.map(|v| v.to_string()).unwrap_or_else(|| "none".into())
-    );
-    println!("highest term:       {}", i.term);
-    println!("last log id:        {}", id(i.last_log_id));
-    println!("committed:          {}", id(i.committed));
-    println!("last applied:       {}", id(i.last_applied));
-    println!("purged up to:       {}", id(i.purged));
-    println!(
-        "log entries:        {} (after last applied: {})",
-        i.log_entries, i.entries_after_applied
-    );
-    println!("effective voters:   {:?} (from the {:?})", i.voters(), i.membership_source);
+    out!("vote:               {}", i.vote.map(|v| v.to_string()).unwrap_or_else(|| "none".into()));
+    out!("highest term:       {}", i.term);
+    out!("last log id:        {}", id(i.last_log_id));
+    out!("committed:          {}", id(i.committed));
+    out!("last applied:       {}", id(i.last_applied));
+    out!("purged up to:       {}", id(i.purged));
+    out!("log entries:        {} (after last applied: {})", i.log_entries, i.entries_after_applied);
+    out!("effective voters:   {:?} (from the {:?})", i.voters(), i.membership_source);
     for (nid, n) in i.effective_membership.membership().nodes() {
-        println!("  member {nid}: {n}");
+        out!("  member {nid}: {n}");
     }
     match &i.snapshot {
-        Some(s) => println!("snapshot:           {} up to {}", s.snapshot_id, id(s.last_log_id)),
-        None => println!("snapshot:           none"),
+        Some(s) => out!("snapshot:           {} up to {}", s.snapshot_id, id(s.last_log_id)),
+        None => out!("snapshot:           none"),
     }
-    println!("kv keys:            {}", i.kv_keys);
+    out!("kv keys:            {}", i.kv_keys);
     if i.torn_tail_bytes > 0 {
-        println!(
+        out!(
             "torn log tail:      {} bytes (an interrupted append, nothing committed in it; cut when the node starts)",
             i.torn_tail_bytes
         );
     }
     if i.recovery_in_progress {
-        println!("RECOVERY IN PROGRESS: run `xp-ops xp recover-single-node -y` to finish it");
+        out!("RECOVERY IN PROGRESS: run `xp-ops xp recover-single-node -y` to finish it");
     }
     Ok(())
 }
@@ -190,7 +198,7 @@ fn restore(a: RestoreArgs) -> Result<(), Failure> {
     }
     let _lock = DataDirLock::acquire(&config.data_dir)?;
     let r = xp_recovery::restore::restore(&config, &a.file)?;
-    println!(
+    out!(
         "restored {} keys up to index {} as node {} of a NEW cluster {} (was {}); start the node, then join other nodes with tokens",
         r.keys, r.last_log_id.index, r.node_id, r.cluster_id, r.old_cluster_id
     );
@@ -210,9 +218,9 @@ fn recover(a: RecoverArgs) -> Result<(), Failure> {
     let mut hook = fault_hook();
 
     if let Some(plan) = xp_recovery::pending_journal(&config)? {
-        println!("an interrupted recovery was found; its plan:\n{}", plan.render());
+        out!("an interrupted recovery was found; its plan:\n{}", plan.render());
         if a.dry_run {
-            println!("dry run: nothing changed; run with -y to finish this recovery");
+            out!("dry run: nothing changed; run with -y to finish this recovery");
             return Ok(());
         }
         let record = xp_recovery::finish(&config, &plan, &mut hook)?;
@@ -222,16 +230,17 @@ fn recover(a: RecoverArgs) -> Result<(), Failure> {
 
     let insp = xp_recovery::inspect(&config)?;
     let Some(plan) = xp_recovery::plan(&config, &insp, !a.no_backup, SystemTime::now())? else {
-        println!(
+        out!(
             "nothing to do: node {} is already the only voter, with api_base_url {}",
-            insp.identity.node_id, config.api_base_url
+            insp.identity.node_id,
+            config.api_base_url
         );
         return Ok(());
     };
-    println!("{WARNING}\n");
+    out!("{WARNING}\n");
     print!("{}", plan.render());
     if a.dry_run {
-        println!("\ndry run: nothing changed; run again with -y to apply this plan");
+        out!("\ndry run: nothing changed; run again with -y to apply this plan");
         return Ok(());
     }
     if a.no_backup {
@@ -242,13 +251,13 @@ fn recover(a: RecoverArgs) -> Result<(), Failure> {
     let t = Instant::now();
     let mut progress = |step: Step| {
         if step == Step::Backup {
-            println!("backing up {} ...", config.raft_dir().display());
+            out!("backing up {} ...", config.raft_dir().display());
         }
         hook(step);
     };
     let record = xp_recovery::apply(&config, &plan, &mut progress)?;
     xp_recovery::verify(&config, &plan)?;
-    println!("applied in {:.3}s", t.elapsed().as_secs_f64());
+    out!("applied in {:.3}s", t.elapsed().as_secs_f64());
     done(&config, &plan, &record)
 }
 
@@ -257,14 +266,14 @@ fn done(
     plan: &xp_recovery::Plan,
     record: &xp_recovery::RecoveryRecord,
 ) -> Result<(), Failure> {
-    println!(
+    out!(
         "\nrecovered: node {} is now the only voter (recovery generation {}); record written to {}",
         plan.node_id,
         record.generation,
         plan.record_path.display()
     );
-    println!("{}", serde_json::to_string_pretty(record).expect("record serializes"));
-    println!(
+    out!("{}", serde_json::to_string_pretty(record).expect("record serializes"));
+    out!(
         "\nnext steps:\n  1. start the node (xp run) and check {url}/api/cluster/info: role=leader, voters=[{id}]\n  \
          2. create a join token on it: POST {url}/api/admin/cluster/join-tokens (admin token)\n  \
          3. on each replacement node: wipe its data dir, `xp join --token-file FILE`, then start it\n  \
@@ -274,7 +283,7 @@ fn done(
         id = plan.node_id
     );
     if let Some(b) = &plan.backup_dir {
-        println!(
+        out!(
             "  rollback: stop the node, move {} away, move {} to raft/",
             config.raft_dir().display(),
             b.display()

@@ -77,6 +77,18 @@ fn status_transfer_and_remove_from_the_command_line() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(c.nodes[follower - 1].info().unwrap()["voters"].as_array().unwrap().len(), 2);
 
+    // Output into a pipe closed early (`xp-ops cluster status | head -0`): no panic, exit 0.
+    let mut child = std::process::Command::new(bin("xp-ops"))
+        .args(["cluster", "status", "--env-file"])
+        .arg(&env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+
     // A cluster that cannot be reached: exit 4 naming the URL.
     let o = ops(&env, &["status", "--url", "http://127.0.0.1:1"]);
     assert_eq!(o.status.code(), Some(4));

@@ -63,8 +63,9 @@ pub enum Request {
         #[serde(default)]
         node: NodeMeta,
     },
-    /// Marks a used join token spent, right before its node is made a voter: from then on
-    /// every use is refused, the joiner's own included.
+    /// Marks a used join token spent, once its node is a voter: from then on every use is
+    /// refused, the joiner's own included (before it, a use is refused while the node is a
+    /// voter).
     SpendJoinToken { nonce: String },
     /// Claims an operator-chosen id for a node added by hand; refused if ever handed out.
     ReserveNodeId { node_id: NodeId },

@@ -2,8 +2,8 @@
 //! and a random joiner id in `${XP_DATA_DIR}/join.json` (owner-only); on its next start the
 //! node serves its API and asks the leader to admit it. The leader checks the token and records
 //! its use through Raft, bound to the joiner id, name and URL; adds the node as a learner;
-//! waits for it to catch up; marks the token spent; then makes it a voter, removing the member
-//! the token `replaces` (if the admin named one). A token is single-use: a second request with
+//! waits for it to catch up; makes it a voter, removing the member the token `replaces` (if
+//! the admin named one); then marks the token spent. A token is single-use: a second request with
 //! it is refused, unless it is the same joiner asking again before its join is over (its first
 //! answer was lost).
 
@@ -179,9 +179,9 @@ pub fn caught_up(matched: Option<u64>, target: u64, last: u64) -> bool {
 }
 
 /// The safe way to add a node (join and `add-node` alike): add it as a learner, wait until it
-/// has really caught up (bounded by `timeout`, progress logged), write `before_promote` (a
-/// join spends its token), then make it a voter in place of `replaces` (if that still is a
-/// member). On timeout the learner is removed again and the caller is told how far it got.
+/// has really caught up (bounded by `timeout`, progress logged), make it a voter in place of
+/// `replaces` (if that still is a member), then write `after_promote` (a join spends its
+/// token). On timeout the learner is removed again and the caller is told how far it got.
 /// Returns the new voters and the replaced ids.
 ///
 /// openraft's own blocking `add_learner` is not used: it counts a learner within
@@ -193,7 +193,7 @@ pub async fn add_voter(
     meta: NodeMeta,
     timeout: Duration,
     replaces: Option<NodeId>,
-    before_promote: Option<Request>,
+    after_promote: Option<Request>,
 ) -> Result<(BTreeSet<NodeId>, Vec<NodeId>), ApiError> {
     let url = meta.api_base_url.clone();
     tracing::info!(node_id = id, node = %meta, "adding node as a learner");
@@ -235,17 +235,52 @@ pub async fn add_voter(
         caught_up_ms = start.elapsed().as_millis() as u64,
         "learner caught up"
     );
-    if let Some(req) = before_promote {
-        app.raft.client_write(req).await.map_err(ApiError::from_raft)?;
-    }
     let membership = app.raft.metrics().borrow().membership_config.membership().clone();
     let replaced: Vec<NodeId> =
         replaces.filter(|r| *r != id && membership.get_node(r).is_some()).into_iter().collect();
     let voters: BTreeSet<NodeId> =
         membership.voter_ids().filter(|v| !replaced.contains(v)).chain([id]).collect();
-    app.raft.change_membership(voters.clone(), false).await.map_err(ApiError::from_raft)?;
+    // A transient refusal (another membership change still committing, e.g. a concurrent
+    // join) is retried for a while rather than failing a join that has done all its work.
+    let deadline = Instant::now() + PROMOTE_RETRY;
+    loop {
+        match app.raft.change_membership(voters.clone(), false).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline && in_progress(&e) => {
+                tracing::info!(node_id = id, "another membership change is committing; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(ApiError::from_raft(e)),
+        }
+    }
     tracing::info!(node_id = id, ?replaced, ?voters, "node is now a voter");
+    // Then the token is spent. Should this write be lost (the leader stops right here), the
+    // token is refused anyway while its node is a voter, and a retry of its own joiner finds
+    // the join done. Spending before the promotion instead left the node a learner for good
+    // when leadership moved in between (the joiner's retry was refused).
+    if let Some(req) = after_promote {
+        if let Err(e) = app.raft.client_write(req).await {
+            tracing::warn!(node_id = id, "node promoted, but spending its join token failed: {e}");
+        }
+    }
     Ok((voters, replaced))
+}
+
+/// How long a promotion refused because another membership change is committing is retried.
+const PROMOTE_RETRY: Duration = Duration::from_secs(10);
+
+fn in_progress(
+    e: &openraft::error::RaftError<
+        NodeId,
+        openraft::error::ClientWriteError<NodeId, xp_store::NodeMeta>,
+    >,
+) -> bool {
+    matches!(
+        e.api_error(),
+        Some(openraft::error::ClientWriteError::ChangeMembershipError(
+            openraft::error::ChangeMembershipError::InProgress(_)
+        ))
+    )
 }
 
 /// Takes a learner that did not catch up out of the membership again: here while this node
@@ -345,17 +380,17 @@ pub async fn complete_join(
                     last = msg;
                 } else if status == StatusCode::CONFLICT && standing(&app) != Standing::Outside {
                     // An earlier attempt got through but this node restarted before it heard
-                    // back. As a voter the join is done; as a learner the leader stopped
-                    // between spending the token and promoting it, and only an admin can
-                    // finish (the token is spent).
+                    // back: as a voter the join is done. As a learner the token is refused
+                    // (spent after an admin demoted this node, or this join.json's joiner id
+                    // is not the one recorded): only an admin can finish.
                     match standing(&app) {
                         Standing::Voter => tracing::info!(
                             "the cluster already counts this node as a voter; join complete"
                         ),
                         _ => tracing::error!(
-                            "the join token is spent but this node is still a learner (the \
-                             leader stopped before promoting it); finish with `xp-ops cluster \
-                             add-node --id {} --name {} --url-of-node {}`",
+                            "the cluster refuses this join token but holds this node as a \
+                             learner; an admin can finish with `xp-ops cluster add-node --id {} \
+                             --name {} --url-of-node {}`",
                             app.id,
                             app.config.node_name,
                             app.config.api_base_url

@@ -179,6 +179,31 @@ pub fn write_node(
     Ok(files)
 }
 
+/// An HTTP client builder that trusts only the CAs in `ca_pem` (one or several, during a CA
+/// rotation) and presents `cert_pem` with `key_pem` (mTLS). Errors name which part did not
+/// parse.
+pub fn client_builder(
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<reqwest::ClientBuilder, CertError> {
+    let cas = reqwest::Certificate::from_pem_bundle(ca_pem)
+        .map_err(|e| CertError::Invalid(format!("the CA certificate: {e}")))?;
+    if cas.is_empty() {
+        return Err(CertError::Invalid("the CA file holds no PEM certificate".into()));
+    }
+    let mut identity = cert_pem.to_vec();
+    identity.push(b'\n');
+    identity.extend_from_slice(key_pem);
+    let identity = reqwest::Identity::from_pem(&identity)
+        .map_err(|e| CertError::Invalid(format!("the certificate and key: {e}")))?;
+    let mut b = reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false);
+    for ca in cas {
+        b = b.add_root_certificate(ca);
+    }
+    Ok(b.identity(identity))
+}
+
 /// The files [`write_node`] wrote.
 #[derive(Clone, Debug)]
 pub struct NodeFiles {
@@ -215,6 +240,16 @@ mod tests {
             Err(CertError::Exists { .. })
         ));
         assert!(matches!(ca.issue("x", &[]), Err(CertError::Invalid(_))));
+        let issued = again.issue("x", &hosts).unwrap();
+        let ca_pem = again.cert_pem();
+        client_builder(ca_pem.as_bytes(), issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(matches!(
+            client_builder(b"nope", issued.cert_pem.as_bytes(), issued.key_pem.as_bytes()),
+            Err(CertError::Invalid(_))
+        ));
         assert!(matches!(ca.issue("x", &["bad host!".into()]), Err(CertError::Invalid(_))));
     }
 }

@@ -25,7 +25,8 @@ pub struct RunTls {
     /// `<dir>/<node>/` holds `<node>.pem`, `<node>.key` and `ca.pem`.
     pub dir: PathBuf,
     ca_pem: Vec<u8>,
-    identity_pem: Vec<u8>,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
 }
 
 impl RunTls {
@@ -38,10 +39,12 @@ impl RunTls {
             certs::write_node(&dir.join(node), &ca, node, &hosts).map_err(|e| e.to_string())?;
         }
         let runner = ca.issue("chaos-runner", &["localhost".into()]).map_err(|e| e.to_string())?;
-        let mut identity_pem = runner.cert_pem.into_bytes();
-        identity_pem.push(b'\n');
-        identity_pem.extend(runner.key_pem.into_bytes());
-        Ok(RunTls { dir: dir.to_owned(), ca_pem: ca.cert_pem().into_bytes(), identity_pem })
+        Ok(RunTls {
+            dir: dir.to_owned(),
+            ca_pem: ca.cert_pem().into_bytes(),
+            cert_pem: runner.cert_pem.into_bytes(),
+            key_pem: runner.key_pem.into_bytes(),
+        })
     }
 
     /// The env lines that point `node` at its files, as the node sees `dir` (`tls_dir`).
@@ -53,15 +56,9 @@ impl RunTls {
     }
 
     fn builder(&self) -> reqwest::ClientBuilder {
-        // Both parse: `create` made them with rcgen.
-        let ca = reqwest::Certificate::from_pem(&self.ca_pem).expect("the run CA parses");
-        let id =
-            reqwest::Identity::from_pem(&self.identity_pem).expect("the runner identity parses");
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
-            .identity(id)
+        // They parse: `create` made them with rcgen.
+        certs::client_builder(&self.ca_pem, &self.cert_pem, &self.key_pem)
+            .expect("the run's own certificates parse")
     }
 }
 

@@ -118,17 +118,15 @@ impl Client {
             let read = |key: &str, p: &std::path::Path| {
                 std::fs::read(p).map_err(|e| Failure(2, format!("{key} = {}: {e}", p.display())))
             };
-            let cas = reqwest::Certificate::from_pem_bundle(&read("XP_TLS_CA", &files.ca)?)
-                .map_err(|e| Failure(2, format!("XP_TLS_CA = {}: {e}", files.ca.display())))?;
-            let mut id = read("XP_TLS_CERT", &files.cert)?;
-            id.push(b'\n');
-            id.extend(read("XP_TLS_KEY", &files.key)?);
-            let id = reqwest::Identity::from_pem(&id)
-                .map_err(|e| Failure(2, format!("XP_TLS_CERT/XP_TLS_KEY: {e}")))?;
-            builder = builder.use_rustls_tls().tls_built_in_root_certs(false).identity(id);
-            for ca in cas {
-                builder = builder.add_root_certificate(ca);
-            }
+            let (ca, cert, key) = (
+                read("XP_TLS_CA", &files.ca)?,
+                read("XP_TLS_CERT", &files.cert)?,
+                read("XP_TLS_KEY", &files.key)?,
+            );
+            builder = certs::client_builder(&ca, &cert, &key)
+                .map_err(|e| Failure(2, format!("XP_TLS_* in {}: {e}", t.env_file.display())))?
+                .timeout(Duration::from_secs(30))
+                .redirect(reqwest::redirect::Policy::none());
         }
         let http = builder.build().map_err(|e| Failure(2, format!("HTTP client: {e}")))?;
         Ok(Client { http, base, token, trusted, tls })

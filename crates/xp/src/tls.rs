@@ -31,7 +31,8 @@ pub enum TlsError {
 pub struct Tls {
     pub server: Arc<rustls::ServerConfig>,
     ca_pem: Vec<u8>,
-    identity_pem: Vec<u8>,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
 }
 
 /// Marks a request whose connection presented a client certificate signed by the cluster CA.
@@ -111,24 +112,13 @@ impl Tls {
                 why: format!("does not fit XP_TLS_CERT: {e}"),
             })?;
         server.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let mut identity_pem = cert_pem;
-        identity_pem.push(b'\n');
-        identity_pem.extend_from_slice(&key_pem);
-        Ok(Tls { server: Arc::new(server), ca_pem, identity_pem })
+        Ok(Tls { server: Arc::new(server), ca_pem, cert_pem, key_pem })
     }
 
     /// A client that trusts only the cluster CA and presents this node's certificate.
     pub fn client_builder(&self) -> Result<reqwest::ClientBuilder, TlsError> {
-        // Every CA in the file (two during a CA rotation).
-        let cas = reqwest::Certificate::from_pem_bundle(&self.ca_pem)
-            .map_err(|e| TlsError::Setup(format!("XP_TLS_CA: {e}")))?;
-        let id = reqwest::Identity::from_pem(&self.identity_pem)
-            .map_err(|e| TlsError::Setup(format!("XP_TLS_CERT/XP_TLS_KEY: {e}")))?;
-        let mut b = reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false);
-        for ca in cas {
-            b = b.add_root_certificate(ca);
-        }
-        Ok(b.identity(id))
+        certs::client_builder(&self.ca_pem, &self.cert_pem, &self.key_pem)
+            .map_err(|e| TlsError::Setup(format!("XP_TLS_CA/XP_TLS_CERT/XP_TLS_KEY: {e}")))
     }
 }
 

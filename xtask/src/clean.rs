@@ -7,10 +7,10 @@ use scenario::backend::{docker, local};
 pub async fn run() -> Result<()> {
     match docker::connect().await {
         Ok(d) => {
-            let (c, n, v) = docker::sweep(&d, None).await?;
+            let prefix = crate::scenario::PROJECT_PREFIX;
+            let (c, n, v) = docker::sweep(&d, docker::Projects::Prefixed(prefix)).await?;
             println!(
-                "docker: removed {c} container(s), {n} network(s), {v} volume(s) of compose projects {}*",
-                docker::PROJECT_PREFIX
+                "docker: removed {c} container(s), {n} network(s), {v} volume(s) of compose projects {prefix}*"
             );
         }
         Err(e) => println!("docker: no engine answered ({e}); nothing to clean there"),

@@ -6,6 +6,7 @@
 
 mod bench;
 mod clean;
+mod compare;
 mod scenario;
 
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run chaos scenarios against a real 3-node cluster.
     Scenario(scenario::Args),
+    /// Run the same drills on xp-3 and etcd-3 (repeated) and write docs/comparison.md.
+    Compare(compare::Args),
     /// Remove every container, network, volume and process a runner left behind.
     Clean,
     /// Regenerate docs/scenario.schema.json from the scenario parser's types.
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Scenario(args) => scenario::run(args).await,
             Command::Clean => clean::run().await.map(|_| 0),
+            Command::Compare(args) => compare::run(args).await,
             Command::Bench { what, args } => bench::run(&what, &args),
             Command::Schema => {
                 let path = root().join("docs/scenario.schema.json");

@@ -14,6 +14,12 @@ use scenario::backend::{Backend, LocalBackend, Teardown};
 use scenario::engine::{Engine, RunOptions};
 use scenario::format::{self, Scenario};
 use scenario::profile::Profile;
+
+/// The cluster of a scenario that names none.
+pub const DEFAULT_PROFILE: &str = "xp-3";
+
+/// Every compose project of the runner starts with this (how `cargo xtask clean` finds them).
+pub const PROJECT_PREFIX: &str = "xpchaos";
 use scenario::report::{junit, summarize, Outcome, Report};
 
 #[derive(clap::Args)]
@@ -117,7 +123,7 @@ fn load_all(files: &[PathBuf], root: &Path) -> Result<Vec<(Scenario, Profile)>, 
                 continue;
             }
         };
-        let cluster = format::cluster_of(&src);
+        let cluster = format::cluster_of(&src, DEFAULT_PROFILE);
         let profile = match Profile::load(&Profile::path_for(root, &cluster)) {
             Ok(p) => p,
             Err(e) => {
@@ -137,24 +143,48 @@ fn load_all(files: &[PathBuf], root: &Path) -> Result<Vec<(Scenario, Profile)>, 
     }
 }
 
-/// Builds `xp` and `xp-ops` with the workspace's settings (static, same target dir).
-fn build_binaries(profile: &Profile) -> Result<BTreeMap<String, PathBuf>> {
+/// Builds the workspace binaries the profiles name (`xp`, `xp-ops`) with the workspace's
+/// settings (static, same target dir), showing cargo's progress: a first run compiles them.
+fn build_binaries(profiles: &[&Profile]) -> Result<BTreeMap<String, PathBuf>> {
+    let mut names: Vec<String> = profiles.iter().flat_map(|p| p.binaries.clone()).collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return Ok(BTreeMap::new());
+    }
     let t = Instant::now();
-    println!("building {} ...", profile.binaries.join(", "));
+    println!(
+        "building {} (cargo's progress below; a first run compiles them: several minutes on \
+         2 cores, later runs take seconds) ...",
+        names.join(", ")
+    );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
-    cmd.current_dir(crate::root()).args(["build", "--quiet"]);
-    for b in &profile.binaries {
+    cmd.current_dir(crate::root()).args(["build"]);
+    // `cargo run` gave this process the variables it gives a package's binary
+    // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...). Build scripts such as ring's rerun when those
+    // change, so passing them on would rebuild ring, rustls and reqwest here and again at the
+    // next `cargo xtask`: the nested build gets the environment of a shell.
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE", "OUT_DIR"]
+                .contains(&k.as_ref())
+        {
+            cmd.env_remove(&key);
+        }
+    }
+    for b in &names {
         cmd.args(["-p", b]);
     }
     let status = cmd.status().context("running cargo build")?;
     if !status.success() {
-        bail!("cargo build of {} failed", profile.binaries.join(", "));
+        bail!("cargo build of {} failed", names.join(", "));
     }
     // The xtask binary sits next to them: target/<triple>/<profile>/xtask.
     let dir = std::env::current_exe()?.parent().expect("exe dir").to_owned();
-    let bins: BTreeMap<String, PathBuf> =
-        profile.binaries.iter().map(|b| (b.clone(), dir.join(b))).collect();
+    let bins: BTreeMap<String, PathBuf> = names.iter().map(|b| (b.clone(), dir.join(b))).collect();
     for (b, p) in &bins {
         if !p.exists() {
             bail!("built {b} but {} does not exist", p.display());
@@ -308,7 +338,7 @@ pub async fn run(args: Args) -> Result<u8> {
         return Ok(0);
     }
     let chosen = choose_backend(&args.backend).await?;
-    let bins = build_binaries(&loaded[0].1)?;
+    let bins = build_binaries(&loaded.iter().map(|(_, p)| p).collect::<Vec<_>>())?;
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         .to_string()
         .replace(':', "");
@@ -348,7 +378,7 @@ pub async fn run(args: Args) -> Result<u8> {
                         i
                     }
                 };
-                let project = format!("{}{}", docker::PROJECT_PREFIX, random_u64() % 1_000_000);
+                let project = format!("{PROJECT_PREFIX}{}", random_u64() % 1_000_000);
                 let run_dir = docker_runs_dir().join(&project);
                 let profile = run_profile(&profile, args.no_tls, &run_dir.join("tls"))?;
                 let backend = DockerBackend::new(

@@ -3,7 +3,7 @@
 //! ```toml
 //! name = "quorum-loss"
 //! summary = "one line"
-//! cluster = "xp-3"            # optional: the cluster profile
+//! cluster = "etcd-3"          # optional: the cluster profile (the runner has a default)
 //! [defaults]
 //! timeout = "30s"             # optional: default wait of expect/join/stop
 //!
@@ -129,7 +129,7 @@ pub const SELECTOR_WORDS: &[&str] =
 /// A scenario file, as written. The JSON Schema of scenario files is generated from this type.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "xp chaos scenario")]
+#[schemars(title = "chaos scenario")]
 pub struct RawFile {
     name: String,
     summary: String,
@@ -191,6 +191,9 @@ pub enum Step {
     Join(Join),
     /// Poll the info endpoint until every matcher holds on every selected node.
     Expect(Expect),
+    /// Wait until every selected node's process exits by itself, its log saying why: a system
+    /// that shuts down a member it learns was removed.
+    ExpectDown(ExpectDown),
     /// Write keys through the KV API.
     Write(Write),
     /// Read keys back and compare.
@@ -219,6 +222,7 @@ impl Step {
             | Step::Isolate(n)
             | Step::Heal(n)
             | Step::Wipe(n) => out.push(("nodes", n.nodes.get_ref())),
+            Step::ExpectDown(d) => out.push(("nodes", d.nodes.get_ref())),
             Step::Kill(k) => out.push(("nodes", k.nodes.get_ref())),
             Step::Recover(r) => out.push(("node", r.node.get_ref())),
             Step::Ops(o) => out.push(("node", o.node.get_ref())),
@@ -273,6 +277,7 @@ impl Step {
             Step::Ops(_) => "ops",
             Step::Join(_) => "join",
             Step::Expect(_) => "expect",
+            Step::ExpectDown(_) => "expect-down",
             Step::Write(_) => "write",
             Step::Read(_) => "read",
             Step::Sleep(_) => "sleep",
@@ -280,6 +285,61 @@ impl Step {
             Step::WorkloadStop(_) => "workload-stop",
             Step::Verify(_) => "verify",
             Step::ChooseSurvivor(_) => "choose-survivor",
+        }
+    }
+}
+
+/// What a step does to the cluster: how its recovery time is measured and whether the
+/// timeline marks it. One answer per action, used by the engine's measurements and the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// Takes nodes away (stop, kill, pause, isolate): time to a leader among the others.
+    Outage,
+    /// Restarts nodes, which may lead again once back.
+    Restart,
+    /// A recovery command: measured from its end (the recovered node starts afterwards).
+    Recovery,
+    /// Changes the cluster without an outage of its own to measure (start, unpause, heal,
+    /// wipe, join, partition, heal-partition): marked on the timeline only.
+    Change,
+}
+
+impl FaultKind {
+    /// Whether recovery times are measured after such a step.
+    pub fn measured(self) -> bool {
+        self != FaultKind::Change
+    }
+}
+
+impl Step {
+    /// What the step does to the cluster; `None` for steps that only observe or write data.
+    pub fn fault_kind(&self) -> Option<FaultKind> {
+        match self {
+            Step::Stop(_) | Step::Kill(_) | Step::Pause(_) | Step::Isolate(_) => {
+                Some(FaultKind::Outage)
+            }
+            Step::Restart(_) => Some(FaultKind::Restart),
+            Step::Recover(_) => Some(FaultKind::Recovery),
+            Step::Start(_)
+            | Step::Unpause(_)
+            | Step::Heal(_)
+            | Step::Wipe(_)
+            | Step::Join(_)
+            | Step::Partition(_)
+            | Step::HealPartition(_) => Some(FaultKind::Change),
+            Step::Up(_)
+            | Step::Down(_)
+            | Step::Ops(_)
+            | Step::Expect(_)
+            | Step::ExpectDown(_)
+            | Step::Write(_)
+            | Step::Read(_)
+            | Step::Sleep(_)
+            | Step::WorkloadStart(_)
+            | Step::WorkloadStop(_)
+            | Step::Verify(_)
+            | Step::ChooseSurvivor(_) => None,
         }
     }
 }
@@ -336,7 +396,7 @@ pub struct Recover {
 pub struct Ops {
     #[schemars(with = "Selector")]
     pub node: Spanned<Selector>,
-    /// The command: its first word is a binary of the profile (e.g. `xp-ops`).
+    /// The command: its first word is a program of the profile's image.
     #[schemars(with = "Vec<String>")]
     pub run: Spanned<Vec<String>>,
     #[serde(default)]
@@ -374,7 +434,7 @@ pub struct Expect {
     pub nodes: Option<Spanned<Selector>>,
     pub timeout: Option<Dur>,
     /// Poll this JSON endpoint of each node instead of the info endpoint (e.g.
-    /// `/api/cluster/status`); its top-level fields are matched.
+    /// a cluster-wide status page); its top-level fields are matched.
     pub path: Option<String>,
     /// Field name -> matcher.
     #[schemars(with = "BTreeMap<String, serde_json::Value>")]
@@ -383,6 +443,17 @@ pub struct Expect {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     pub capture: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectDown {
+    #[schemars(with = "Selector")]
+    pub nodes: Spanned<Selector>,
+    pub timeout: Option<Dur>,
+    /// Each node's log must say this (why it went down), in its last 200 lines: the proof
+    /// that the node ran and stopped for the expected reason, not that it never started.
+    pub log_contains: String,
 }
 
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
@@ -605,8 +676,9 @@ impl Scenario {
     }
 }
 
-/// The profile a scenario names, without parsing the rest (to load that profile first).
-pub fn cluster_of(src: &str) -> String {
+/// The profile a scenario names (`default` when it names none), without parsing the rest (to
+/// load that profile first).
+pub fn cluster_of(src: &str, default: &str) -> String {
     #[derive(Deserialize)]
     struct Only {
         cluster: Option<String>,
@@ -615,7 +687,7 @@ pub fn cluster_of(src: &str) -> String {
         .ok()
         .and_then(|t| Only::deserialize(toml::Value::Table(t)).ok())
         .and_then(|o| o.cluster)
-        .unwrap_or_else(|| crate::profile::DEFAULT_PROFILE.to_owned())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 /// Parses and validates `src` (read from `file`) against `profile`.
@@ -773,6 +845,7 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
             | Step::Isolate(n)
             | Step::Heal(n)
             | Step::Wipe(n) => check_selector(&n.nodes, &captures, false)?,
+            Step::ExpectDown(d) => check_selector(&d.nodes, &captures, false)?,
             Step::Kill(k) => {
                 check_selector(&k.nodes, &captures, false)?;
                 if let Some(s) = &k.signal {
@@ -792,12 +865,13 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
             Step::Ops(o) => {
                 check_selector(&o.node, &captures, true)?;
                 let words = o.run.get_ref();
-                if words.is_empty() || !profile.binaries.contains(&words[0]) {
+                let programs = profile.programs();
+                if words.is_empty() || !programs.contains(&words[0]) {
                     return Err(err_at(
                         o.run.span().start,
                         format!(
-                            "`run` must start with one of the profile's binaries: {}",
-                            profile.binaries.join(", ")
+                            "`run` must start with one of the profile's programs: {}",
+                            programs.join(", ")
                         ),
                     ));
                 }
@@ -826,16 +900,16 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
                 if e.that.is_empty() {
                     return Err(err_at(at, "`expect` needs at least one field in `that`".into()));
                 }
+                let known = crate::target::state::fields(&profile.target);
                 for (field, value) in &e.that {
-                    if e.path.is_none()
-                        && !profile.info_fields.is_empty()
-                        && !profile.info_fields.contains(field)
+                    if let Some(known) =
+                        known.as_ref().filter(|k| e.path.is_none() && !k.contains(field))
                     {
                         return Err(err_at(
                             value.span().start,
                             format!(
-                                "unknown field {field:?} of the cluster info; expected one of {}",
-                                profile.info_fields.join(", ")
+                                "unknown field {field:?} of a node's state; expected one of {}",
+                                known.join(", ")
                             ),
                         ));
                     }
@@ -849,9 +923,7 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
                     matchers.push((field.clone(), m));
                 }
                 for (name, field) in &e.capture {
-                    if !profile.info_fields.is_empty()
-                        && !profile.info_fields.contains(field.get_ref())
-                    {
+                    if known.as_ref().is_some_and(|k| !k.contains(field.get_ref())) {
                         return Err(err_at(
                             field.span().start,
                             format!("cannot capture unknown field {:?}", field.get_ref()),

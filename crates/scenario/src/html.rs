@@ -23,25 +23,6 @@ fn role_color(role: &str) -> &'static str {
     }
 }
 
-fn is_marked(action: &str) -> bool {
-    matches!(
-        action,
-        "stop"
-            | "kill"
-            | "pause"
-            | "unpause"
-            | "isolate"
-            | "heal"
-            | "restart"
-            | "start"
-            | "recover"
-            | "wipe"
-            | "join"
-            | "partition"
-            | "heal-partition"
-    )
-}
-
 /// Approximate width in pixels of `text` at the timeline's 11 px font.
 fn text_width(text: &str) -> f64 {
     text.chars().count() as f64 * 6.5
@@ -89,7 +70,7 @@ pub fn timeline_svg(r: &Report) -> String {
     let x = |t: u64| left + (t as f64 / total as f64) * (width - left - 10.0);
     // Fault labels above the lanes, on as many rows as they need not to overlap.
     let marked: Vec<&crate::report::StepReport> =
-        r.steps.iter().filter(|st| is_marked(&st.action)).collect();
+        r.steps.iter().filter(|st| st.fault.is_some()).collect();
     let texts: Vec<String> = marked
         .iter()
         .map(|st| format!("{} {} {}", st.index, st.action, st.nodes.join(",")))

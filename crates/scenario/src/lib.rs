@@ -3,6 +3,7 @@
 //! reports ([`report`]). `cargo xtask scenario` is a thin command line over this crate.
 
 pub mod backend;
+pub mod compare;
 pub mod engine;
 pub mod format;
 pub mod generation;
@@ -10,5 +11,6 @@ pub mod html;
 pub mod profile;
 pub mod report;
 pub mod split_brain;
+pub mod target;
 pub mod tls;
 pub mod workload;

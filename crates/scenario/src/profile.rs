@@ -1,15 +1,13 @@
 //! Cluster profiles: everything the runner knows about a particular system under test.
 //!
-//! The step engine only speaks in profile terms (info endpoint, role field, recovery command,
-//! join procedure); `compose/xp-3.profile.toml` fills them in for the xp cluster. Another system
-//! (a 5-node variant, etcd) is another profile file, not engine code.
+//! The step engine only speaks in profile terms (the target's sources and pointers, the
+//! recovery command, the join procedure); each `compose/<name>.profile.toml` fills them in for
+//! one system. Another system is another profile file, not engine code.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-
-pub const DEFAULT_PROFILE: &str = "xp-3";
 
 /// The backends a profile's `backends` list may name.
 pub const BACKENDS: &[&str] = &["docker", "local"];
@@ -21,6 +19,8 @@ pub enum ProfileError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("{path}:{line}:{col}: {message}")]
+    At { path: PathBuf, line: usize, col: usize, message: String },
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -29,27 +29,56 @@ pub struct NodeSpec {
     pub name: String,
     /// Compose service name.
     pub service: String,
-    /// The URL peers use inside the cluster network.
-    pub api_base_url: String,
+    /// The node's URL inside the cluster network (its client API).
+    pub url: String,
     /// Port the node listens on inside its container.
     pub port: u16,
     /// The node's env file, relative to the profile.
     pub env_file: PathBuf,
 }
 
+/// How a node (a stopped one, with an empty disk) joins a running cluster.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinSpec {
-    pub token_path: String,
-    pub token_ttl_seconds: u64,
-    pub token_field: String,
-    /// Field of the token request naming the member the joiner replaces; the runner sets it
-    /// to the id of the member that has the joining node's URL (if any).
+    /// Command run for the joining node, in a one-off beside it, before it starts. Besides
+    /// `{node}`, `{node_url}` and `{via_url}` (the member it joins through, as the cluster
+    /// knows it), `{token_file}` is the path of a file (owner-only, in the node's data dir)
+    /// holding the join token, when the cluster issues one: a token never goes in argv.
+    pub command: Vec<String>,
+    /// Where a join token comes from; absent: the command alone adds the member (etcd's
+    /// `member add`).
+    #[serde(default)]
+    pub token: Option<TokenSpec>,
+}
+
+/// An admin request for a join token.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    pub path: String,
+    pub ttl_seconds: u64,
+    /// Field of the answer holding the token.
+    pub field: String,
+    /// Field of the request naming the member the joiner replaces; the runner sets it to the
+    /// id of the member that has the joining node's URL (if any).
     #[serde(default)]
     pub replaces_field: Option<String>,
-    /// Command run for the joining node; `{token_file}` is replaced by the path of a file
-    /// (owner-only, in the node's data dir) holding the token: a token never goes in argv.
-    pub command: Vec<String>,
+}
+
+/// A file of the host (an installed package's binary, the C library it links) put in the
+/// image's build context as `<to>`; the profile's Dockerfile places it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFile {
+    pub from: PathBuf,
+    pub to: String,
+    /// A library, not a program a command may start with.
+    #[serde(default)]
+    pub library: bool,
+    /// What to install when `from` is missing (said in the error).
+    #[serde(default)]
+    pub package: Option<String>,
 }
 
 /// How to read a stopped node's Raft position, to choose the survivor of a quorum loss.
@@ -81,40 +110,41 @@ pub struct Profile {
     pub compose_file: PathBuf,
     pub dockerfile: PathBuf,
     pub image_repo: String,
-    /// Binaries copied into the image (from the build) and runnable by `ops` steps.
+    /// Binaries of this workspace (built by cargo) copied into the image and runnable by
+    /// `ops` steps.
+    #[serde(default)]
     pub binaries: Vec<String>,
+    /// Files of the host copied into the image (a system installed from packages).
+    #[serde(default)]
+    pub host_files: Vec<HostFile>,
     /// Where the env file is mounted and where the data volume is, inside containers.
-    pub env_file_in_container: String,
+    /// Absent: compose reads the env file into the container's environment (`env_file:`).
+    #[serde(default)]
+    pub env_file_in_container: Option<String>,
     pub data_dir_in_container: String,
     /// Env key holding the admin token (read from each node's env file, never printed).
-    pub admin_token_key: String,
-    pub info_path: String,
-    /// Known fields of the info answer (for validating `expect`); empty: any.
     #[serde(default)]
-    pub info_fields: Vec<String>,
-    pub role_field: String,
-    pub leader_role: String,
-    pub follower_role: String,
-    pub node_id_field: String,
-    pub leader_id_field: String,
-    pub term_field: String,
-    /// Field holding the index of the last entry the node applied (committed): how the runner
-    /// tells a committing leader from a deposed one that still says "leader" (split-brain
-    /// detection). Absent: no split brain can be detected.
-    #[serde(default)]
-    pub applied_field: Option<String>,
+    pub admin_token_key: Option<String>,
+    /// How the runner reads a node's state and writes keys: see [`crate::target`].
+    pub target: crate::target::TargetSpec,
     /// The backends this cluster can be built on (absent: every backend). A scenario on this
     /// cluster is SKIPPED on any other, with this list as the reason.
     #[serde(default)]
     pub backends: Option<Vec<String>>,
-    /// `{key}` is replaced; PUT sends `{"value": v}`, GET answers `{"value": v}`.
-    pub kv_path: String,
+    /// How a node starts on the local backend.
+    #[serde(default)]
     pub run: Vec<String>,
+    /// Recovery of a stopped survivor (a one-off beside it), and the destruction of a
+    /// stopped node's disk. `{node}` and `{node_url}` are filled in.
     pub recover: Vec<String>,
     pub wipe: Vec<String>,
     pub join: JoinSpec,
-    pub inspect: InspectSpec,
-    pub local: LocalSpec,
+    /// Reading a stopped node's log position; absent: `choose-survivor` asks running nodes.
+    #[serde(default)]
+    pub inspect: Option<InspectSpec>,
+    /// Absent: the cluster cannot run as local processes.
+    #[serde(default)]
+    pub local: Option<LocalSpec>,
     /// How a node is pointed at TLS files; absent: the cluster always runs plain HTTP.
     #[serde(default)]
     pub tls: Option<crate::tls::TlsSpec>,
@@ -136,12 +166,34 @@ impl Profile {
         let mut p: Profile = toml::from_str(&text)
             .map_err(|e| ProfileError::Invalid { path: path.to_owned(), message: e.to_string() })?;
         p.dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+        if let Err(e) = p.target.check() {
+            let (line, col) = crate::format::line_col(&text, e.span.start);
+            return Err(ProfileError::At { path: path.to_owned(), line, col, message: e.message });
+        }
+        let invalid = |message: String| ProfileError::Invalid { path: path.to_owned(), message };
+        let programs = p.programs();
+        let commands =
+            [("recover", &p.recover), ("wipe", &p.wipe), ("join.command", &p.join.command)]
+                .into_iter()
+                .chain(p.inspect.as_ref().map(|i| ("inspect.command", &i.command)));
+        for (what, cmd) in commands {
+            match cmd.first() {
+                Some(first) if programs.contains(first) => {}
+                _ => {
+                    return Err(invalid(format!(
+                        "{what}: {cmd:?} must start with a program of the image ({})",
+                        programs.join(", ")
+                    )))
+                }
+            }
+        }
         if p.nodes.is_empty() {
             return Err(ProfileError::Invalid {
                 path: path.to_owned(),
                 message: "no [[node]]".into(),
             });
         }
+        let wants_file = p.join.command.iter().any(|w| w.contains("{token_file}"));
         if p.join.command.iter().any(|w| w.contains("{token}")) {
             return Err(ProfileError::Invalid {
                 path: path.to_owned(),
@@ -151,12 +203,24 @@ impl Profile {
                     .into(),
             });
         }
-        if !p.join.command.iter().any(|w| w.contains("{token_file}")) {
+        if p.join.token.is_some() != wants_file {
             return Err(ProfileError::Invalid {
                 path: path.to_owned(),
-                message: "join.command must pass `{token_file}` (the file holding the token)"
-                    .into(),
+                message: if wants_file {
+                    "join.command names `{token_file}` but [join.token] says where no token \
+                     comes from"
+                } else {
+                    "join.command must pass `{token_file}` (the file holding the token)"
+                }
+                .into(),
             });
+        }
+        if p.local.is_none() && p.backends.as_ref().is_none_or(|b| b.iter().any(|b| b == "local")) {
+            return Err(invalid(
+                "no [local] section, so the cluster cannot run as local processes: add one, or \
+                 say `backends = [\"docker\"]`"
+                    .into(),
+            ));
         }
         for b in p.backends.iter().flatten() {
             if !BACKENDS.contains(&b.as_str()) {
@@ -181,11 +245,11 @@ impl Profile {
         let nodes: Vec<(String, String)> = self
             .nodes
             .iter()
-            .map(|n| (n.name.clone(), crate::tls::host_of(&n.api_base_url).to_owned()))
+            .map(|n| (n.name.clone(), crate::tls::host_of(&n.url).to_owned()))
             .collect();
         self.run_tls = Some(std::sync::Arc::new(crate::tls::RunTls::create(dir, &nodes)?));
         for n in &mut self.nodes {
-            n.api_base_url = n.api_base_url.replacen("http://", "https://", 1);
+            n.url = n.url.replacen("http://", "https://", 1);
         }
         Ok(self)
     }
@@ -219,8 +283,8 @@ impl Profile {
         })?;
         if let (Some(run), Some(tls)) = (&self.run_tls, &self.tls) {
             for n in &self.nodes {
-                let plain = n.api_base_url.replacen("https://", "http://", 1);
-                text = text.replace(&plain, &n.api_base_url);
+                let plain = n.url.replacen("https://", "http://", 1);
+                text = text.replace(&plain, &n.url);
             }
             text.push_str(&run.env_lines(tls, node, tls_dir));
         }
@@ -232,6 +296,41 @@ impl Profile {
         root.join("compose").join(format!("{name}.profile.toml"))
     }
 
+    /// A path that answers (any HTTP status) once a node serves: the primary source's.
+    pub fn ready_path(&self) -> &str {
+        self.target
+            .sources
+            .get(self.target.primary())
+            .map(|r| r.path.get_ref().as_str())
+            .unwrap_or("/")
+    }
+
+    /// What may start a command in the image: the built binaries and the host files.
+    pub fn programs(&self) -> Vec<String> {
+        let files = self.host_files.iter().filter(|f| !f.library).map(|f| f.to.clone());
+        self.binaries.iter().cloned().chain(files).collect()
+    }
+
+    /// `words` with `{node}` and `{node_url}` (and any of `extra`) filled in for `node`.
+    pub fn command(&self, words: &[String], node: &str, extra: &[(&str, &str)]) -> Vec<String> {
+        let url = self.node(node).map(|n| n.url.as_str()).unwrap_or("");
+        words
+            .iter()
+            .map(|w| {
+                let mut w = w.replace("{node_url}", url).replace("{node}", node);
+                for (k, v) in extra {
+                    w = w.replace(&format!("{{{k}}}"), v);
+                }
+                w
+            })
+            .collect()
+    }
+
+    /// Whether this cluster can be built on `backend`.
+    pub fn runs_on(&self, backend: &str) -> bool {
+        self.backends.as_ref().is_none_or(|b| b.iter().any(|x| x == backend))
+    }
+
     pub fn node(&self, name: &str) -> Option<&NodeSpec> {
         self.nodes.iter().find(|n| n.name == name)
     }
@@ -239,7 +338,9 @@ impl Profile {
     pub fn resolve(&self, rel: &Path) -> PathBuf {
         self.dir.join(rel)
     }
+}
 
+impl Profile {
     /// The value of `key` in a node's env file.
     pub fn env_value(&self, node: &str, key: &str) -> Option<String> {
         let spec = self.node(node)?;

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -26,6 +26,9 @@ pub struct StepReport {
     /// Line of the step in the scenario file.
     pub line: usize,
     pub action: String,
+    /// What the step did to the cluster (see [`crate::format::FaultKind`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<crate::format::FaultKind>,
     pub status: StepStatus,
     /// Start, in ms since the run started.
     pub start_ms: u64,
@@ -189,7 +192,7 @@ pub fn junit(reports: &[Report]) -> String {
 
 /// Several runs of one scenario (`--repeat N`) boiled down: medians of each fault's recovery
 /// times, and the spread of acknowledged and lost writes.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RepeatSummary {
     pub scenario: String,
     pub runs: usize,
@@ -203,7 +206,7 @@ pub struct RepeatSummary {
 }
 
 /// One fault or recovery step across runs (matched by step number).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecoveryMedian {
     pub step: usize,
     pub action: String,
@@ -269,6 +272,14 @@ impl RepeatSummary {
         std::fs::create_dir_all(dir)?;
         let json = serde_json::to_vec_pretty(self).expect("a summary serializes");
         std::fs::write(dir.join("summary.json"), json)
+    }
+
+    /// Reads the `summary.json` that [`RepeatSummary::write`] put in `dir`.
+    pub fn read(dir: &Path) -> Result<RepeatSummary, String> {
+        let path = dir.join("summary.json");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// Lines for the terminal.

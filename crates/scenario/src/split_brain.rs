@@ -14,9 +14,9 @@ use serde::Serialize;
 /// What one node answered in one poll round.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
-    /// It answered: its role, term and applied index (`None` when the profile names no applied
-    /// field or the answer lacks it).
-    Answered { role: String, term: u64, applied: Option<u64> },
+    /// It answered: whether it leads, its term and applied index (`None` when the profile
+    /// names no applied index or the answer lacks it).
+    Answered { leader: bool, term: u64, applied: Option<u64> },
     /// It is stopped, or refused the connection: certainly not leading.
     Down,
     /// It did not answer in time (loaded, paused, partitioned from the runner): what it last
@@ -97,7 +97,6 @@ type Led = (u64, u64, u64);
 /// Fed one poll round at a time; [`Detector::finish`] returns the split brains seen.
 #[derive(Clone, Debug)]
 pub struct Detector {
-    leader_role: String,
     standing: BTreeMap<String, Standing>,
     /// The overlap under way: its start and, per leader, (term, first applied, last applied).
     open: Option<(u64, BTreeMap<String, Led>)>,
@@ -105,15 +104,15 @@ pub struct Detector {
     found: Vec<SplitBrain>,
 }
 
+impl Default for Detector {
+    fn default() -> Detector {
+        Detector::new()
+    }
+}
+
 impl Detector {
-    pub fn new(leader_role: &str) -> Detector {
-        Detector {
-            leader_role: leader_role.to_owned(),
-            standing: BTreeMap::new(),
-            open: None,
-            last_round_ms: 0,
-            found: Vec::new(),
-        }
+    pub fn new() -> Detector {
+        Detector { standing: BTreeMap::new(), open: None, last_round_ms: 0, found: Vec::new() }
     }
 
     /// One poll round at `t_ms`: every node's answer.
@@ -121,12 +120,8 @@ impl Detector {
         self.last_round_ms = t_ms;
         for (node, obs) in round {
             match obs {
-                Observation::Answered { role, term, applied } => {
-                    let s = Standing {
-                        leader: role == &self.leader_role,
-                        term: *term,
-                        applied: *applied,
-                    };
+                Observation::Answered { leader, term, applied } => {
+                    let s = Standing { leader: *leader, term: *term, applied: *applied };
                     self.standing.insert(node.clone(), s);
                 }
                 Observation::Down => {
@@ -198,7 +193,7 @@ mod tests {
                         };
                         let (applied, term) = s[1..].split_once('/').unwrap_or((&s[1..], "1"));
                         Observation::Answered {
-                            role: role.into(),
+                            leader: role == "leader",
                             term: term.parse().unwrap(),
                             applied: applied.parse().ok(),
                         }
@@ -211,7 +206,7 @@ mod tests {
 
     /// Feeds rounds 100 ms apart and renders what was found, one line per split brain.
     fn check(rounds: &[&str], want: &[&str]) {
-        let mut d = Detector::new("leader");
+        let mut d = Detector::new();
         for (i, r) in rounds.iter().enumerate() {
             d.observe(i as u64 * 100, &round(r));
         }

@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::split_brain::{Detector, Observation};
+use crate::target::{ReadError, Role, Target};
 
 /// Node name -> the URL the runner reaches it at (None while stopped), plus each node's
 /// in-cluster URL so redirects can be followed.
@@ -26,15 +26,16 @@ pub struct Endpoints {
 #[derive(Default)]
 struct EndpointMap {
     runner: BTreeMap<String, Option<String>>,
-    in_cluster: BTreeMap<String, String>,
+    /// Every URL the cluster knows the node by (the profile's, the one it reports).
+    in_cluster: BTreeMap<String, Vec<String>>,
 }
 
 impl Endpoints {
     pub fn set(&self, node: &str, url: Option<String>) {
         self.inner.write().unwrap().runner.insert(node.to_owned(), url);
     }
-    pub fn set_in_cluster(&self, node: &str, url: &str) {
-        self.inner.write().unwrap().in_cluster.insert(node.to_owned(), url.to_owned());
+    pub fn set_in_cluster(&self, node: &str, urls: Vec<String>) {
+        self.inner.write().unwrap().in_cluster.insert(node.to_owned(), urls);
     }
     pub fn get(&self, node: &str) -> Option<String> {
         self.inner.read().unwrap().runner.get(node).cloned().flatten()
@@ -49,16 +50,23 @@ impl Endpoints {
             })
             .map(|(n, _)| n.clone())
     }
+    /// The runner base URL `url` starts with (a redirect already made reachable).
+    pub fn base_of(&self, url: &str) -> Option<String> {
+        let m = self.inner.read().unwrap();
+        m.runner.values().flatten().find(|b| url.starts_with(b.as_str())).cloned()
+    }
     pub fn all(&self) -> Vec<(String, Option<String>)> {
         self.inner.read().unwrap().runner.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
     /// Rewrites an in-cluster URL (a redirect, a leader URL) into a runner-reachable one.
     pub fn reachable(&self, url: &str) -> String {
         let m = self.inner.read().unwrap();
-        for (node, base) in &m.in_cluster {
-            if let Some(rest) = url.strip_prefix(base.as_str()) {
-                if let Some(Some(e)) = m.runner.get(node) {
-                    return format!("{e}{rest}");
+        for (node, bases) in &m.in_cluster {
+            for base in bases {
+                if let Some(rest) = url.strip_prefix(base.as_str()) {
+                    if let Some(Some(e)) = m.runner.get(node) {
+                        return format!("{e}{rest}");
+                    }
                 }
             }
         }
@@ -103,73 +111,50 @@ pub struct Sample {
     pub leader: String,
 }
 
-/// Field names the sampler reads (from the profile).
-#[derive(Clone, Debug)]
-pub struct InfoFields {
-    pub info_path: String,
-    pub role: String,
-    pub term: String,
-    pub leader_url: String,
-    /// The applied-index field, if the profile names one.
-    pub applied: Option<String>,
-}
-
 fn ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
 
-/// Polls every node's info endpoint every `every` and records changes, until `stop` fires.
-/// (`tls`: the run's CA and the runner's certificate, when the cluster serves HTTPS.)
-/// Every poll round, changed or not, goes to `detector`.
-#[allow(clippy::too_many_arguments)] // one task's inputs, each used once; issue 13 restructures
+/// Reads every node's state every `every` and records changes, until `stop` fires. Every
+/// poll round, changed or not, goes to `detector`.
 pub async fn sample(
     endpoints: Endpoints,
-    fields: InfoFields,
+    target: Target,
     epoch: Instant,
     every: Duration,
     out: Arc<Mutex<Vec<Sample>>>,
     detector: Arc<Mutex<Detector>>,
     mut stop: watch::Receiver<bool>,
-    tls: Option<Arc<crate::tls::RunTls>>,
 ) {
-    let http = crate::tls::client_builder(tls.as_deref())
-        .timeout(every.max(Duration::from_millis(300)))
-        .connect_timeout(Duration::from_millis(300))
-        .build()
-        .expect("http client");
     let mut last: BTreeMap<String, Sample> = BTreeMap::new();
     loop {
         let round_ms = ms(epoch);
         let mut round = Vec::new();
         for (node, url) in endpoints.all() {
             // A refused connection or no endpoint: down. A timeout: no answer this round.
-            let (info, obs): (Option<Value>, Observation) = match url {
-                Some(u) => match http.get(format!("{u}{}", fields.info_path)).send().await {
-                    Ok(r) if r.status().is_success() => match r.json::<Value>().await {
-                        Ok(v) => {
-                            let obs = Observation::Answered {
-                                role: v[&fields.role].as_str().unwrap_or("?").to_owned(),
-                                term: v[&fields.term].as_u64().unwrap_or(0),
-                                applied: fields.applied.as_ref().and_then(|f| v[f].as_u64()),
-                            };
-                            (Some(v), obs)
-                        }
-                        Err(_) => (None, Observation::NoAnswer),
-                    },
-                    Ok(_) => (None, Observation::NoAnswer),
-                    Err(e) if e.is_connect() && !e.is_timeout() => (None, Observation::Down),
-                    Err(_) => (None, Observation::NoAnswer),
+            let (status, obs) = match url {
+                Some(u) => match target.read(&u).await {
+                    Ok(o) => {
+                        let obs = Observation::Answered {
+                            leader: o.status.role == Role::Leader,
+                            term: o.status.term,
+                            applied: o.status.applied_index,
+                        };
+                        (Some(o.status), obs)
+                    }
+                    Err(ReadError::Down(_)) => (None, Observation::Down),
+                    Err(ReadError::NoAnswer(_)) => (None, Observation::NoAnswer),
                 },
                 None => (None, Observation::Down),
             };
             round.push((node.clone(), obs));
-            let s = match info {
-                Some(v) => Sample {
+            let s = match status {
+                Some(st) => Sample {
                     t_ms: ms(epoch),
                     node: node.clone(),
-                    role: v[&fields.role].as_str().unwrap_or("?").to_owned(),
-                    term: v[&fields.term].as_u64().unwrap_or(0),
-                    leader: v[&fields.leader_url].as_str().unwrap_or("").to_owned(),
+                    role: st.role.as_str().to_owned(),
+                    term: st.term,
+                    leader: st.leader_url.or(st.leader_id).unwrap_or_default(),
                 },
                 None => Sample {
                     t_ms: ms(epoch),
@@ -203,7 +188,6 @@ pub struct WorkloadSpec {
     pub prefix: String,
     /// How long one write may keep retrying (same key, same value) before it is given up.
     pub write_budget: Duration,
-    pub kv_path: String,
     /// Start each write at the next running node in turn instead of the last one that
     /// acknowledged; `offset` staggers the writers.
     pub spread: bool,
@@ -224,21 +208,16 @@ pub fn sized_value(base: &str, bytes: usize) -> String {
 
 /// Writes unique keys at a steady rate through whichever node leads, until `stop` fires.
 /// A write is retried with the same key and value (an idempotent set), so it counts once.
+/// (`target` should time a write out after 1 s, plus 1 s per 256 KiB of value: three fsyncs
+/// of the entry.)
 pub async fn write_loop(
     endpoints: Endpoints,
+    target: Target,
     spec: WorkloadSpec,
     epoch: Instant,
     out: Arc<Mutex<Vec<WriteRecord>>>,
     mut stop: watch::Receiver<bool>,
-    tls: Option<Arc<crate::tls::RunTls>>,
 ) {
-    let http = crate::tls::client_builder(tls.as_deref())
-        // Large values take longer to write (three fsyncs of the entry): 1 s + 1 s per 256 KiB.
-        .timeout(Duration::from_millis(1000 + (spec.value_bytes as u64 / 262_144) * 1000))
-        .connect_timeout(Duration::from_millis(300))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("http client");
     let interval = Duration::from_micros(1_000_000 / spec.rate_per_sec.max(1));
     let mut seq: u64 = 0;
     let mut leader: Option<String> = None;
@@ -257,32 +236,23 @@ pub async fn write_loop(
         let mut acked_by = None;
         let outcome = loop {
             attempts += 1;
-            let target =
-                leader.clone().or_else(|| endpoints.all().into_iter().find_map(|(_, u)| u));
-            let Some(base) = target else {
+            let next = leader.clone().or_else(|| endpoints.all().into_iter().find_map(|(_, u)| u));
+            let Some(base) = next else {
                 break WriteOutcome::Failed;
             };
-            let (result, next) = put(
-                &http,
-                &endpoints,
-                &format!("{base}{}", spec.kv_path.replace("{key}", &key)),
-                &value,
-            )
-            .await;
-            match result {
-                WriteOutcome::Acked => {
-                    acked_by = next.as_deref().and_then(|b| endpoints.node_of(b));
-                    leader = next;
+            match target.put(&endpoints, &base, &key, &value).await {
+                Ok(by) => {
+                    acked_by = endpoints.node_of(&by);
+                    leader = Some(by);
                     break WriteOutcome::Acked;
                 }
-                r => {
+                Err(e) => {
+                    let r = e.outcome;
                     // Try another node next time: the leader may have moved.
-                    leader = next.filter(|n| Some(n) != Some(&base)).or_else(|| {
-                        let all: Vec<String> =
-                            endpoints.all().into_iter().filter_map(|(_, u)| u).collect();
-                        (!all.is_empty())
-                            .then(|| all[(seq as usize + attempts as usize) % all.len()].clone())
-                    });
+                    let all: Vec<String> =
+                        endpoints.all().into_iter().filter_map(|(_, u)| u).collect();
+                    leader = (!all.is_empty())
+                        .then(|| all[(seq as usize + attempts as usize) % all.len()].clone());
                     if begun.elapsed() >= spec.write_budget {
                         break r;
                     }
@@ -320,38 +290,6 @@ fn next_in_turn(endpoints: &Endpoints, turn: &mut usize) -> Option<String> {
     let pick = all[*turn % all.len()].clone();
     *turn = turn.wrapping_add(1);
     Some(pick)
-}
-
-/// One PUT, following redirects; returns the outcome and the base URL that answered success.
-async fn put(
-    http: &reqwest::Client,
-    endpoints: &Endpoints,
-    url: &str,
-    value: &str,
-) -> (WriteOutcome, Option<String>) {
-    let mut url = url.to_owned();
-    for _ in 0..4 {
-        let res = http.put(&url).json(&serde_json::json!({ "value": value })).send().await;
-        match res {
-            Ok(r) if r.status().is_success() => {
-                let base = url.split("/api/").next().map(str::to_owned);
-                return (WriteOutcome::Acked, base);
-            }
-            Ok(r) if r.status().is_redirection() => {
-                let loc =
-                    r.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default();
-                url = endpoints.reachable(loc);
-            }
-            // 503 before a leader accepted it: not applied.
-            Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
-                return (WriteOutcome::Failed, None)
-            }
-            Ok(_) => return (WriteOutcome::Unknown, None),
-            Err(e) if e.is_connect() => return (WriteOutcome::Failed, None),
-            Err(_) => return (WriteOutcome::Unknown, None),
-        }
-    }
-    (WriteOutcome::Failed, None)
 }
 
 /// What `verify` found.

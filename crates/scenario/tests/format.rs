@@ -100,19 +100,19 @@ fn every_step_kind_parses() {
 #[test]
 fn rejections_name_file_line_and_column() {
     let cases: &[(&str, &str)] = &[
-        ("[[step]]\nstp = {}\n", "t.toml:4:1: unknown variant `stp`, expected one of `up`, `down`, `stop`, `kill`, `start`, `restart`, `pause`, `unpause`, `isolate`, `heal`, `partition`, `heal-partition`, `wipe`, `recover`, `ops`, `join`, `expect`, `write`, `read`, `sleep`, `workload-start`, `workload-stop`, `verify`, `choose-survivor`"),
+        ("[[step]]\nstp = {}\n", "t.toml:4:1: unknown variant `stp`, expected one of `up`, `down`, `stop`, `kill`, `start`, `restart`, `pause`, `unpause`, `isolate`, `heal`, `partition`, `heal-partition`, `wipe`, `recover`, `ops`, `join`, `expect`, `expect-down`, `write`, `read`, `sleep`, `workload-start`, `workload-stop`, `verify`, `choose-survivor`"),
         ("[[step]]\nstop = { nodes = \"node1\", grace = \"1s\" }\n", "t.toml:4:27: unknown field `grace`, expected `nodes` or `timeout`"),
         ("[[step]]\nsleep = { duration = \"5 parsecs\" }\n", "t.toml:4:22: invalid duration \"5 parsecs\": expected e.g. \"500ms\", \"5s\", \"2m\""),
         ("[defaults]\ntimeout = \"soon\"\n[[step]]\nup = {}\n", "t.toml:4:11: invalid duration \"soon\": expected e.g. \"500ms\", \"5s\", \"2m\""),
         ("[[step]]\nstop = { nodes = \"node9\" }\n", "t.toml:4:18: unknown node \"node9\"; expected one of node1, node2, node3 or all, running, stopped, leader, followers, any-follower"),
         ("[[step]]\nwipe = { nodes = \"${ghost}\" }\n", "t.toml:4:18: `${ghost}` refers to nothing: no earlier step captures \"ghost\""),
         ("[[step]]\nexpect = { that = { role = \"${node1.role}\", term = \"${later}\" } }\n[[step]]\nexpect = { that = { role = \"leader\" }, capture = { later = \"term\" } }\n", "t.toml:4:52: `${later}` refers to nothing; expected self.FIELD, NODE.FIELD (NODE a node name, leader, or a capture holding a node name) or a name captured by an earlier step"),
-        ("[[step]]\nexpect = { that = { rol = \"leader\" } }\n", "t.toml:4:27: unknown field \"rol\" of the cluster info; expected one of cluster_id, node_id, node_name, api_base_url, role, term, leader_id, leader_api_base_url, voters, learners, members, last_log_index, last_applied_index, health, fenced, failure, recovery_generation, recovered_at, version"),
+        ("[[step]]\nexpect = { that = { rol = \"leader\" } }\n", "t.toml:4:27: unknown field \"rol\" of a node's state; expected one of api_base_url, applied_index, cluster_id, failure, fenced, health, info, last_applied_index, last_log_index, leader_api_base_url, leader_id, leader_url, learners, log_index, members, name, node_id, node_name, recovered_at, recovery_generation, role, term, url, version, voters"),
         ("[[step]]\nexpect = { that = { term = { gte = 1 } } }\n", "t.toml:4:28: unknown matcher `gte`; expected one of: one_of, ne, not_empty, same, gt, ge, lt, le, contains, excludes, len"),
         ("[[step]]\nexpect = { that = { term = { gt = \"one\" } } }\n", "t.toml:4:28: `gt` takes a number"),
         ("[[step]]\nexpect = { that = {} }\n", "t.toml:3:1: `expect` needs at least one field in `that`"),
         ("[[step]]\nrecover = { node = \"all\" }\n", "t.toml:4:20: this step acts on exactly one node: a name, `leader`, `any-follower` or `${capture}`"),
-        ("[[step]]\nops = { node = \"node1\", run = [\"rm\", \"-rf\"] }\n", "t.toml:4:31: `run` must start with one of the profile's binaries: xp, xp-ops"),
+        ("[[step]]\nops = { node = \"node1\", run = [\"rm\", \"-rf\"] }\n", "t.toml:4:31: `run` must start with one of the profile's programs: xp, xp-ops"),
         ("[[step]]\nkill = { nodes = \"node1\", signal = \"SIGWINCH\" }\n", "t.toml:4:36: unknown signal \"SIGWINCH\"; expected one of SIGKILL, SIGTERM, SIGINT, SIGHUP, SIGSTOP, SIGCONT"),
         ("[[step]]\nwrite = { via = \"leader\" }\n", "t.toml:3:1: `write` needs `keys` or `count`"),
         ("[[step]]\nread = { via = \"leader\" }\n", "t.toml:3:1: `read` needs `keys` or `all_written = true`"),
@@ -159,7 +159,7 @@ fn every_shipped_scenario_parses() {
         let path = e.unwrap().path();
         if path.extension().is_some_and(|x| x == "toml") {
             let src = std::fs::read_to_string(&path).unwrap();
-            let cluster = scenario::format::cluster_of(&src);
+            let cluster = scenario::format::cluster_of(&src, "xp-3");
             let p = Profile::load(&Profile::path_for(&root(), &cluster)).unwrap();
             let s = parse(&path, &src, &p).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(
@@ -201,25 +201,23 @@ fn check_profile(p: &Profile) {
     let nodes: Vec<String> = p.nodes.iter().map(|n| n.service.clone()).collect();
     assert_eq!(services, nodes);
     for n in &p.nodes {
-        assert_eq!(p.env_value(&n.name, "XP_NODE_NAME").as_deref(), Some(n.name.as_str()));
-        assert_eq!(
-            p.env_value(&n.name, "XP_API_BASE_URL").as_deref(),
-            Some(n.api_base_url.as_str())
-        );
+        let env = std::fs::read_to_string(p.resolve(&n.env_file)).unwrap();
+        assert!(env.contains(&format!("={}\n", n.url)), "{}'s env file names its URL", n.name);
         // The runner writes each run's env file (the profile's, plus TLS keys) into
-        // XP_ENV_DIR and the node's certificates into XP_TLS_DIR.
-        assert!(
-            compose.contains(&format!(
-                "${{XP_ENV_DIR}}/{}.env:{}:ro",
-                n.name, p.env_file_in_container
-            )),
-            "{} mounts its env file",
-            n.name
-        );
+        // CHAOS_ENV_DIR and the node's certificates into CHAOS_TLS_DIR; the node reads the
+        // file mounted, or compose reads it into the container's environment.
+        let env_file = format!("${{CHAOS_ENV_DIR}}/{}.env", n.name);
+        let wanted = match &p.env_file_in_container {
+            Some(inside) => format!("{env_file}:{inside}:ro"),
+            None => format!("env_file: {env_file}"),
+        };
+        assert!(compose.contains(&wanted), "{} has its env file: {wanted}", n.name);
         if let Some(tls) = &p.tls {
             assert!(
-                compose
-                    .contains(&format!("${{XP_TLS_DIR}}/{}:{}:ro", n.name, tls.dir_in_container)),
+                compose.contains(&format!(
+                    "${{CHAOS_TLS_DIR}}/{}:{}:ro",
+                    n.name, tls.dir_in_container
+                )),
                 "{} mounts its TLS directory",
                 n.name
             );
@@ -242,19 +240,112 @@ fn checked_in_schema_is_current() {
     assert!(schema["$defs"]["Step"].to_string().contains("choose-survivor"));
 }
 
-/// A profile naming a backend that does not exist is refused, naming the file and the key
-/// (otherwise every backend would silently skip its scenarios).
+/// A profile that names a backend, source, field, program or token file that does not exist is
+/// refused when it loads, naming the file (and, for the target, line and column) and what to do.
 #[test]
-fn a_profile_with_an_unknown_backend_is_refused() {
-    let text = std::fs::read_to_string(root().join("compose/xp-3.profile.toml")).unwrap();
-    let text = text.replace("kv_path =", "backends = [\"dockr\"]\nkv_path =");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.profile.toml");
-    std::fs::write(&path, text).unwrap();
-    let err = Profile::load(&path).unwrap_err().to_string();
-    assert!(err.contains("bad.profile.toml"), "{err}");
-    assert!(
-        err.contains("backends: unknown backend \"dockr\"; expected one of docker, local"),
-        "{err}"
-    );
+fn a_broken_profile_is_refused_before_anything_starts() {
+    let good = std::fs::read_to_string(root().join("compose/xp-3.profile.toml")).unwrap();
+    // (replace this, with that, the error must contain)
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "run = [",
+            "backends = [\"dockr\"]\nrun = [",
+            "backends: unknown backend \"dockr\"; expected one of docker, local",
+        ),
+        (
+            "term = \"/info/term\"",
+            "term = \"/inf/term\"",
+            "bad.profile.toml:30:8: \"/inf/term\" reads the source \"inf\", which [target.sources] does not declare (declared: info)",
+        ),
+        (
+            "applied_index = \"/info/last_applied_index\"",
+            "applied_index = \"/info/last_aplied_index\"",
+            "bad.profile.toml:33:17: \"/info/last_aplied_index\": the info source has no field \"last_aplied_index\"",
+        ),
+        (
+            "role = \"/info/role\"",
+            "role = \"info/role\"",
+            "bad.profile.toml:29:8: \"info/role\" is not a JSON pointer",
+        ),
+        (
+            "write = { method = \"PUT\"",
+            "write = { method = \"PATCH\"",
+            "method \"PATCH\" is not one of GET, POST, PUT",
+        ),
+        (
+            "body = { value = \"{value}\" }",
+            "body = { v = \"x\" }",
+            "kv.write has no body with `\"{value}\"` in it",
+        ),
+        (
+            "wipe = [\"xp\", \"wipe\"",
+            "wipe = [\"rm\", \"wipe\"",
+            "wipe: [\"rm\", \"wipe\", \"--yes\"] must start with a program of the image (xp, xp-ops)",
+        ),
+        (
+            "read = { path = \"/api/kv/{key}\" }",
+            "read = { path = \"/api/kv\" }",
+            "kv.read names no `{key}` (in its path or body)",
+        ),
+        (
+            "term = \"/info/term\"",
+            "term = \"/info/term/\"",
+            "\"/info/term/\" has an empty segment",
+        ),
+        (
+            "[target.sources.info]",
+            "[target.sources.members]",
+            "a source may not be called \"members\": that is a field of every node's state",
+        ),
+        (
+            "[join.token]",
+            "[join.tokn]",
+            "unknown field `tokn`",
+        ),
+        (
+            "[local]\nenv_file_flag = \"--env-file\"\nset = { XP_DATA_DIR = \"{data_dir}\", XP_BIND = \"127.0.0.1:{port}\" }",
+            "",
+            "no [local] section, so the cluster cannot run as local processes",
+        ),
+    ];
+    for (from, to, want) in cases {
+        assert!(good.contains(from), "the profile no longer has {from:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.profile.toml");
+        std::fs::write(&path, good.replacen(from, to, 1)).unwrap();
+        let err = Profile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("bad.profile.toml"), "{err}");
+        assert!(err.contains(want), "{from:?} -> {to:?}:\n   got: {err}\n  want: {want}");
+    }
+}
+
+/// One answer per action for what it does to the cluster: recovery times are measured after
+/// outages, restarts and recoveries; changes are only marked; observation steps are neither.
+#[test]
+fn every_action_has_one_fault_kind() {
+    use scenario::format::FaultKind::*;
+    let cases: &[(&str, Option<scenario::format::FaultKind>)] = &[
+        ("stop = { nodes = \"node1\" }", Some(Outage)),
+        ("kill = { nodes = \"node1\" }", Some(Outage)),
+        ("pause = { nodes = \"node1\" }", Some(Outage)),
+        ("isolate = { nodes = \"node1\" }", Some(Outage)),
+        ("restart = { nodes = \"node1\" }", Some(Restart)),
+        ("recover = { node = \"node1\" }", Some(Recovery)),
+        ("start = { nodes = \"node1\" }", Some(Change)),
+        ("wipe = { nodes = \"node1\" }", Some(Change)),
+        ("join = { node = \"node1\" }", Some(Change)),
+        ("heal-partition = {}", Some(Change)),
+        ("expect = { that = { role = \"leader\" } }", None),
+        ("sleep = { duration = \"1s\" }", None),
+        ("verify = {}", None),
+    ];
+    for (step, want) in cases {
+        let src = format!("name = \"t\"\nsummary = \"t\"\n[[step]]\nup = {{}}\n[[step]]\n{step}\n");
+        let s = parse(Path::new("t.toml"), &src, &profile()).unwrap();
+        assert_eq!(s.steps[1].step.fault_kind(), *want, "{step}");
+        assert_eq!(
+            want.is_some_and(|k| k.measured()),
+            matches!(want, Some(Outage | Restart | Recovery))
+        );
+    }
 }

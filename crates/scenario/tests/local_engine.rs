@@ -134,7 +134,9 @@ async fn verify_reports_acknowledged_writes_that_are_gone() {
     let report = run(src).await;
     assert_eq!(report.outcome, Outcome::Failed);
     let v = report.verification.as_ref().unwrap();
-    assert!(v.acknowledged >= 50, "{v:?}");
+    // Enough writes to mean something; how many a second brings depends on the machine's
+    // load (45 were seen in CI with other test binaries running), so no rate is asserted.
+    assert!(v.acknowledged >= 10, "{v:?}");
     assert_eq!(v.lost, v.acknowledged, "{v:?}");
     assert_eq!(v.present, 0, "{v:?}");
     let step = report.steps.last().unwrap();

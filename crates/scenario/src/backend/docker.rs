@@ -26,11 +26,10 @@ use super::{poll, Backend, BackendError, CmdOutput, Teardown};
 use crate::profile::Profile;
 
 /// Every compose project a runner creates starts with this, so `clean` can find leftovers.
-pub const PROJECT_PREFIX: &str = "xpchaos";
 const PROJECT_LABEL: &str = "com.docker.compose.project";
 const SERVICE_LABEL: &str = "com.docker.compose.service";
 /// Marks one-off containers (recover, join, ops) so they are cleaned up too.
-const ONEOFF_LABEL: &str = "xp-chaos.oneoff";
+const ONEOFF_LABEL: &str = "chaos-runner.oneoff";
 
 /// Which compose command line is installed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +109,17 @@ pub async fn ensure_image(
             .map_err(|source| BackendError::Io { path: path.clone(), source })?;
         files.push((name.clone(), bytes, 0o755));
     }
+    for f in &profile.host_files {
+        let bytes = std::fs::read(&f.from).map_err(|e| {
+            let install = f.package.as_ref().map(|p| format!(" (install {p})")).unwrap_or_default();
+            BackendError::Command(format!(
+                "the {} image needs {}{install}: {e}",
+                profile.name,
+                f.from.display()
+            ))
+        })?;
+        files.push((f.to.clone(), bytes, 0o755));
+    }
     let mut h = Sha256::new();
     for (name, bytes, _) in &files {
         h.update(name.as_bytes());
@@ -157,10 +167,10 @@ pub async fn ensure_image(
     Ok(tag)
 }
 
-/// Removes one project's resources, or every runner project's (`project = None`).
+/// Removes one run's project.
 #[derive(Clone, Debug)]
 pub struct DockerTeardown {
-    pub project: Option<String>,
+    pub project: String,
     pub compose: Option<(ComposeCli, PathBuf, String)>,
     /// The run's env and TLS files, removed last.
     pub run_dir: Option<PathBuf>,
@@ -169,24 +179,24 @@ pub struct DockerTeardown {
 impl DockerTeardown {
     pub async fn run(&self) -> Result<(), BackendError> {
         if let Some((cli, file, image)) = &self.compose {
-            let project = self.project.as_deref().expect("compose teardown names its project");
+            let project = self.project.as_str();
             // compose down first (it knows the order); the label sweep below catches the rest.
             let _ = cli
                 .command()
                 .args(["-p", project, "-f"])
                 .arg(file)
                 .args(["down", "-v", "--remove-orphans", "--timeout", "2"])
-                .env("XP_IMAGE", image)
-                .env("XP_SUBNET", "10.0.0.0/24")
-                .env("XP_ENV_DIR", "/nonexistent")
-                .env("XP_TLS_DIR", "/nonexistent")
+                .env("CHAOS_IMAGE", image)
+                .env("CHAOS_SUBNET", "10.0.0.0/24")
+                .env("CHAOS_ENV_DIR", "/nonexistent")
+                .env("CHAOS_TLS_DIR", "/nonexistent")
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status()
                 .await;
         }
         let docker = connect().await?;
-        sweep(&docker, self.project.as_deref()).await?;
+        sweep(&docker, Projects::One(&self.project)).await?;
         if let Some(dir) = &self.run_dir {
             match std::fs::remove_dir_all(dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -199,11 +209,20 @@ impl DockerTeardown {
     }
 }
 
-fn ours(labels: Option<&HashMap<String, String>>, project: Option<&str>) -> bool {
+/// Which compose projects a sweep removes: one run's, or every run's (the runner names its
+/// projects with one prefix).
+#[derive(Clone, Copy, Debug)]
+pub enum Projects<'a> {
+    One(&'a str),
+    Prefixed(&'a str),
+}
+
+fn ours(labels: Option<&HashMap<String, String>>, project: Projects<'_>) -> bool {
     let Some(p) = labels.and_then(|l| l.get(PROJECT_LABEL)) else { return false };
     match project {
-        Some(want) => p == want,
-        None => p.starts_with(PROJECT_PREFIX),
+        Projects::One(want) => p == want,
+        // An empty prefix would take every compose project on the machine.
+        Projects::Prefixed(prefix) => !prefix.is_empty() && p.starts_with(prefix),
     }
 }
 
@@ -211,7 +230,7 @@ fn ours(labels: Option<&HashMap<String, String>>, project: Option<&str>) -> bool
 /// Returns how many of each were removed.
 pub async fn sweep(
     docker: &Docker,
-    project: Option<&str>,
+    project: Projects<'_>,
 ) -> Result<(usize, usize, usize), BackendError> {
     let filters = HashMap::from([("label".to_owned(), vec![PROJECT_LABEL.to_owned()])]);
     let containers = docker
@@ -279,8 +298,8 @@ pub struct DockerBackend {
     image: String,
     subnet: String,
     compose_file: PathBuf,
-    /// This run's files: `env/<node>.env` (`XP_ENV_DIR`) and, without TLS, empty
-    /// `no-tls/<node>/` directories (`XP_TLS_DIR`; with TLS it is the run CA's directory).
+    /// This run's files: `env/<node>.env` (`CHAOS_ENV_DIR`) and, without TLS, empty
+    /// `no-tls/<node>/` directories (`CHAOS_TLS_DIR`; with TLS it is the run CA's directory).
     run_dir: PathBuf,
     isolated: BTreeMap<String, Vec<Attachment>>,
     partitioned: Option<Partitioned>,
@@ -292,7 +311,7 @@ fn run_env(profile: &Profile, run_dir: &Path) -> [(&'static str, PathBuf); 2] {
         Some(t) => t.dir.clone(),
         None => run_dir.join("no-tls"),
     };
-    [("XP_ENV_DIR", run_dir.join("env")), ("XP_TLS_DIR", tls)]
+    [("CHAOS_ENV_DIR", run_dir.join("env")), ("CHAOS_TLS_DIR", tls)]
 }
 
 /// Writes the run's env files (owner-only) and, without TLS, the empty TLS directories.
@@ -356,8 +375,8 @@ impl DockerBackend {
             .args(["-p", &self.project, "-f"])
             .arg(&self.compose_file)
             .args(args)
-            .env("XP_IMAGE", &self.image)
-            .env("XP_SUBNET", &self.subnet)
+            .env("CHAOS_IMAGE", &self.image)
+            .env("CHAOS_SUBNET", &self.subnet)
             .envs(run_env(&self.profile, &self.run_dir))
             .output()
             .await
@@ -509,7 +528,7 @@ impl Backend for DockerBackend {
     async fn up(&mut self) -> Result<(), BackendError> {
         self.compose(&["up", "-d"]).await?;
         for n in self.profile.nodes.clone() {
-            let url = format!("{}{}", self.endpoint(&n.name).await?, self.profile.info_path);
+            let url = format!("{}{}", self.endpoint(&n.name).await?, self.profile.ready_path());
             let http = self
                 .profile
                 .client_builder()
@@ -858,6 +877,11 @@ impl Backend for DockerBackend {
         Ok(format!("{}://127.0.0.1:{port}", self.profile.scheme()))
     }
 
+    async fn alive(&self, node: &str) -> Result<bool, BackendError> {
+        let id = self.container(node).await?;
+        self.running(&id).await
+    }
+
     async fn logs(&self, node: &str, lines: usize) -> String {
         let Ok(id) = self.container(node).await else { return String::new() };
         let mut out = String::new();
@@ -876,9 +900,46 @@ impl Backend for DockerBackend {
         out
     }
 
+    async fn logs_since_start(&self, node: &str, lines: usize) -> String {
+        let Ok(id) = self.container(node).await else { return String::new() };
+        let Ok(info) = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await
+        else {
+            return String::new();
+        };
+        let Some(started) = info
+            .state
+            .and_then(|s| s.started_at)
+            .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
+        else {
+            return String::new();
+        };
+        // Each line comes with docker's timestamp; keep those of this start.
+        let mut logs = self.docker.logs(
+            &id,
+            Some(LogsOptions::<String> {
+                stdout: true,
+                stderr: true,
+                timestamps: true,
+                tail: (lines * 4).to_string(),
+                ..Default::default()
+            }),
+        );
+        let mut kept = Vec::new();
+        while let Some(Ok(item)) = logs.next().await {
+            for line in item.to_string().lines() {
+                let Some((ts, text)) = line.split_once(' ') else { continue };
+                match humantime::parse_rfc3339_weak(ts) {
+                    Ok(t) if t >= started => kept.push(text.to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        kept[kept.len().saturating_sub(lines)..].join("\n")
+    }
+
     fn teardown(&self) -> Teardown {
         Teardown::Docker(DockerTeardown {
-            project: Some(self.project.clone()),
+            project: self.project.clone(),
             compose: Some((self.cli, self.compose_file.clone(), self.image.clone())),
             run_dir: Some(self.run_dir.clone()),
         })

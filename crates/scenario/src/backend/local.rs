@@ -16,6 +16,8 @@ struct LocalNode {
     port: u16,
     env_file: PathBuf,
     log_file: PathBuf,
+    /// Length of the log when the node was last started.
+    started_at_byte: u64,
 }
 
 pub struct LocalBackend {
@@ -91,6 +93,13 @@ impl LocalBackend {
         bins: BTreeMap<String, PathBuf>,
         dir: PathBuf,
     ) -> Result<LocalBackend, BackendError> {
+        if profile.local.is_none() {
+            return Err(BackendError::Command(format!(
+                "the {} cluster has no [local] section in its profile: it cannot run as local \
+                 processes (use --backend docker)",
+                profile.name
+            )));
+        }
         let mut ports = BTreeMap::new();
         for n in &profile.nodes {
             ports.insert(n.name.clone(), free_port()?);
@@ -104,6 +113,7 @@ impl LocalBackend {
                     port: ports[&n.name],
                     env_file: node_dir.join("node.env"),
                     log_file: node_dir.join("node.log"),
+                    started_at_byte: 0,
                 };
                 (n.name.clone(), node)
             })
@@ -137,13 +147,13 @@ impl LocalBackend {
             let scheme = self.profile.scheme();
             for other in &self.profile.nodes {
                 text = text.replace(
-                    &other.api_base_url,
+                    &other.url,
                     &format!("{scheme}://127.0.0.1:{}", self.nodes[&other.name].port),
                 );
             }
             let data_dir = self.dir.join(&n.name).join("data");
             std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;
-            for (key, template) in &self.profile.local.set {
+            for (key, template) in &self.local().set {
                 let value = template
                     .replace("{data_dir}", &data_dir.to_string_lossy())
                     .replace("{port}", &node.port.to_string())
@@ -153,6 +163,10 @@ impl LocalBackend {
             write_private(&node.env_file, text.as_bytes()).map_err(io(&node.env_file))?;
         }
         Ok(())
+    }
+
+    fn local(&self) -> &crate::profile::LocalSpec {
+        self.profile.local.as_ref().expect("checked by LocalBackend::new")
     }
 
     fn node(&self, name: &str) -> Result<&LocalNode, BackendError> {
@@ -165,7 +179,7 @@ impl LocalBackend {
             BackendError::Command(format!("no binary {:?} in this build", words[0]))
         })?;
         let mut c = Command::new(bin);
-        c.args(&words[1..]).arg(&self.profile.local.env_file_flag).arg(&n.env_file);
+        c.args(&words[1..]).arg(&self.local().env_file_flag).arg(&n.env_file);
         Ok(c)
     }
 
@@ -248,7 +262,7 @@ impl Backend for LocalBackend {
             self.start(n).await?;
         }
         for n in &names {
-            let url = format!("{}{}", self.endpoint(n).await?, self.profile.info_path);
+            let url = format!("{}{}", self.endpoint(n).await?, self.profile.ready_path());
             let http = self.http.clone();
             poll(&format!("{n} to answer {url}"), Duration::from_secs(30), Duration::from_millis(50), || {
                 let (http, url) = (http.clone(), url.clone());
@@ -293,6 +307,7 @@ impl Backend for LocalBackend {
             .append(true)
             .open(&n.log_file)
             .map_err(|source| BackendError::Io { path: n.log_file.clone(), source })?;
+        let at = log.metadata().map(|m| m.len()).unwrap_or(0);
         let child = self
             .command(node, &self.profile.run.clone())?
             .stdout(
@@ -304,6 +319,9 @@ impl Backend for LocalBackend {
             .spawn()
             .map_err(|e| BackendError::Command(format!("cannot start {node}: {e}")))?;
         self.children.lock().unwrap().insert(node.to_owned(), child);
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.started_at_byte = at;
+        }
         Ok(())
     }
 
@@ -377,9 +395,22 @@ impl Backend for LocalBackend {
         Ok(format!("{}://127.0.0.1:{}", self.profile.scheme(), self.node(node)?.port))
     }
 
+    async fn alive(&self, node: &str) -> Result<bool, BackendError> {
+        Ok(!self.wait_exit(node, Duration::ZERO).await)
+    }
+
     async fn logs(&self, node: &str, lines: usize) -> String {
         let Ok(n) = self.node(node) else { return String::new() };
         let text = std::fs::read_to_string(&n.log_file).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    async fn logs_since_start(&self, node: &str, lines: usize) -> String {
+        let Ok(n) = self.node(node) else { return String::new() };
+        let bytes = std::fs::read(&n.log_file).unwrap_or_default();
+        let from = (n.started_at_byte as usize).min(bytes.len());
+        let text = String::from_utf8_lossy(&bytes[from..]);
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }

@@ -80,8 +80,13 @@ pub trait Backend {
     ) -> Result<String, BackendError>;
     /// The node's API base URL as reachable from the runner.
     async fn endpoint(&self, node: &str) -> Result<String, BackendError>;
+    /// Whether the node's process is alive (it may have exited by itself).
+    async fn alive(&self, node: &str) -> Result<bool, BackendError>;
     /// The last `lines` lines of the node's log.
     async fn logs(&self, node: &str, lines: usize) -> String;
+    /// The last `lines` lines its process wrote since it was last started (nothing of an
+    /// earlier run of the same node).
+    async fn logs_since_start(&self, node: &str, lines: usize) -> String;
     /// What to run to remove everything this run created, even after a panic or Ctrl-C.
     fn teardown(&self) -> Teardown;
     /// How a developer reaches the cluster when it is kept (`--keep`).

@@ -1,10 +1,11 @@
 //! `cargo xtask`: project automation. Argument parsing and dispatch only; each command is a
 //! module with a `run` function.
 //!
-//! Exit codes: 0 success, 1 a scenario failed, 2 bad usage or a malformed scenario,
+//! Exit codes: 0 success, 1 a scenario or a campaign's checker failed, 2 bad usage or a malformed scenario,
 //! 130 interrupted (the cluster is still torn down).
 
 mod bench;
+mod chaos;
 mod clean;
 mod compare;
 mod scenario;
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run chaos scenarios against a real 3-node cluster.
     Scenario(scenario::Args),
+    /// Run a seeded, randomized fault campaign and judge it with checkers.
+    Chaos(chaos::Args),
     /// Run the same drills on xp-3 and etcd-3 (repeated) and write docs/comparison.md.
     Compare(compare::Args),
     /// Remove every container, network, volume and process a runner left behind.
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Scenario(args) => scenario::run(args).await,
+            Command::Chaos(args) => chaos::run(args).await,
             Command::Clean => clean::run().await.map(|_| 0),
             Command::Compare(args) => compare::run(args).await,
             Command::Bench { what, args } => bench::run(&what, &args),

@@ -238,7 +238,7 @@ fn tls_note(profile: &Profile) -> &'static str {
     }
 }
 
-fn random_u64() -> u64 {
+pub fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     getrandom_fill(&mut b);
     u64::from_le_bytes(b) % 1_000_000_000
@@ -259,7 +259,7 @@ async fn run_one<B: Backend>(
     backend: B,
     seed: u64,
     keep: bool,
-) -> (Report, bool) {
+) -> (Report, bool, Result<(), String>) {
     let mut report =
         Report::new(&scenario.name, &scenario.file, &scenario.summary, backend.name(), seed);
     let teardown: Teardown = backend.teardown();
@@ -289,16 +289,131 @@ async fn run_one<B: Backend>(
     }
     let interrupted = interrupted.is_some();
     report.duration_ms = started.elapsed().as_millis() as u64;
-    if keep && !interrupted {
+    let torn = if keep && !interrupted {
         println!("{hint}");
+        Err("kept running (--keep)".to_owned())
     } else {
         let t = Instant::now();
         match teardown.run().await {
-            Ok(()) => println!("cluster torn down in {:.1}s", t.elapsed().as_secs_f64()),
-            Err(e) => eprintln!("warning: teardown incomplete ({e}); run `cargo xtask clean`"),
+            Ok(()) => {
+                println!("cluster torn down in {:.1}s", t.elapsed().as_secs_f64());
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("warning: teardown incomplete ({e}); run `cargo xtask clean`");
+                Err(e.to_string())
+            }
+        }
+    };
+    (report, interrupted, torn)
+}
+
+/// What one run left: its report, whether it was interrupted, and whether anything of it is
+/// still there after the teardown (`Ok(what was checked)` or `Err(what is left)`).
+pub struct Run {
+    pub report: Report,
+    pub interrupted: bool,
+    pub cleanup: Result<String, String>,
+}
+
+/// Runs scenarios on one backend, building each profile's image once.
+pub struct Runner {
+    chosen: Chosen,
+    bins: BTreeMap<String, PathBuf>,
+    image_for: BTreeMap<String, String>,
+    no_tls: bool,
+}
+
+impl Runner {
+    /// Picks the backend (`docker`, `local` or `auto`) and builds the profiles' binaries.
+    pub async fn new(backend: &str, profiles: &[&Profile], no_tls: bool) -> Result<Runner> {
+        let chosen = choose_backend(backend).await?;
+        let bins = build_binaries(profiles)?;
+        Ok(Runner { chosen, bins, image_for: BTreeMap::new(), no_tls })
+    }
+
+    /// The backend's name and why it cannot run `action`, if it cannot.
+    pub fn refuses(&self, action: &str) -> Option<(&'static str, String)> {
+        match &self.chosen {
+            Chosen::Docker(..) => None,
+            Chosen::Local => {
+                scenario::backend::local::supports(action).err().map(|why| ("local", why))
+            }
         }
     }
-    (report, interrupted)
+
+    pub fn backend_name(&self) -> &'static str {
+        match &self.chosen {
+            Chosen::Docker(..) => "docker",
+            Chosen::Local => "local",
+        }
+    }
+
+    /// Runs `scenario` on a fresh cluster of `profile`, tears it down (unless `keep`) and
+    /// checks that nothing of it is left.
+    pub async fn run(
+        &mut self,
+        scenario: Scenario,
+        profile: &Profile,
+        seed: u64,
+        keep: bool,
+    ) -> Result<Run> {
+        let name = scenario.name.clone();
+        match &self.chosen {
+            Chosen::Docker(d, cli) => {
+                let image = match self.image_for.get(&profile.name) {
+                    Some(i) => i.clone(),
+                    None => {
+                        let i =
+                            docker::ensure_image(d, profile, &self.bins, &mut |m| println!("{m}"))
+                                .await?;
+                        self.image_for.insert(profile.name.clone(), i.clone());
+                        i
+                    }
+                };
+                let project = format!("{PROJECT_PREFIX}{}", random_u64() % 1_000_000);
+                let run_dir = docker_runs_dir().join(&project);
+                let profile = run_profile(profile, self.no_tls, &run_dir.join("tls"))?;
+                let backend = DockerBackend::new(
+                    d.clone(),
+                    profile.clone(),
+                    *cli,
+                    image,
+                    project.clone(),
+                    run_dir,
+                )
+                .await?;
+                println!("    compose project {project}, {}", tls_note(&profile));
+                let (report, interrupted, torn) =
+                    run_one(scenario, profile, backend, seed, keep).await;
+                let cleanup = match torn {
+                    Err(e) => Err(e),
+                    Ok(()) => match docker::leftovers(d, docker::Projects::One(&project)).await {
+                        Ok((0, 0, 0)) => Ok(format!(
+                            "no container, network or volume labelled with project {project} is left"
+                        )),
+                        Ok((c, n, v)) => Err(format!(
+                            "project {project} left {c} containers, {n} networks, {v} volumes"
+                        )),
+                        Err(e) => Err(format!("could not list what project {project} left: {e}")),
+                    },
+                };
+                Ok(Run { report, interrupted, cleanup })
+            }
+            Chosen::Local => {
+                let dir = local_runs_dir().join(format!("{}-{}", name, random_u64() % 1_000_000));
+                let profile = run_profile(profile, self.no_tls, &dir.join("tls"))?;
+                println!("    {}", tls_note(&profile));
+                let backend = LocalBackend::new(profile.clone(), self.bins.clone(), dir)?;
+                let (report, interrupted, torn) =
+                    run_one(scenario, profile, backend, seed, keep).await;
+                let cleanup = torn.map(|()| {
+                    "the local backend's teardown stopped every process it started".to_owned()
+                });
+                Ok(Run { report, interrupted, cleanup })
+            }
+        }
+    }
 }
 
 pub async fn run(args: Args) -> Result<u8> {
@@ -337,8 +452,8 @@ pub async fn run(args: Args) -> Result<u8> {
         }
         return Ok(0);
     }
-    let chosen = choose_backend(&args.backend).await?;
-    let bins = build_binaries(&loaded.iter().map(|(_, p)| p).collect::<Vec<_>>())?;
+    let profiles: Vec<&Profile> = loaded.iter().map(|(_, p)| p).collect();
+    let mut runner = Runner::new(&args.backend, &profiles, args.no_tls).await?;
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         .to_string()
         .replace(':', "");
@@ -346,7 +461,6 @@ pub async fn run(args: Args) -> Result<u8> {
         .report_dir
         .clone()
         .unwrap_or_else(|| root.join("target/scenario-reports").join(&stamp));
-    let mut image_for: BTreeMap<String, String> = BTreeMap::new();
     let mut reports = Vec::new();
     let mut summaries = Vec::new();
     let mut interrupted = false;
@@ -367,40 +481,8 @@ pub async fn run(args: Args) -> Result<u8> {
             profile.name
         );
         let name = scenario.name.clone();
-        let (report, stop) = match &chosen {
-            Chosen::Docker(d, cli) => {
-                let image = match image_for.get(&profile.name) {
-                    Some(i) => i.clone(),
-                    None => {
-                        let i = docker::ensure_image(d, &profile, &bins, &mut |m| println!("{m}"))
-                            .await?;
-                        image_for.insert(profile.name.clone(), i.clone());
-                        i
-                    }
-                };
-                let project = format!("{PROJECT_PREFIX}{}", random_u64() % 1_000_000);
-                let run_dir = docker_runs_dir().join(&project);
-                let profile = run_profile(&profile, args.no_tls, &run_dir.join("tls"))?;
-                let backend = DockerBackend::new(
-                    d.clone(),
-                    profile.clone(),
-                    *cli,
-                    image,
-                    project.clone(),
-                    run_dir,
-                )
-                .await?;
-                println!("    compose project {project}, {}", tls_note(&profile));
-                run_one(scenario, profile, backend, seed, args.keep).await
-            }
-            Chosen::Local => {
-                let dir = local_runs_dir().join(format!("{}-{}", name, random_u64() % 1_000_000));
-                let profile = run_profile(&profile, args.no_tls, &dir.join("tls"))?;
-                println!("    {}", tls_note(&profile));
-                let backend = LocalBackend::new(profile.clone(), bins.clone(), dir)?;
-                run_one(scenario, profile, backend, seed, args.keep).await
-            }
-        };
+        let Run { report, interrupted: stop, .. } =
+            runner.run(scenario, &profile, seed, args.keep).await?;
         let dir = if args.repeat > 1 {
             report_root.join(&name).join(format!("run-{k}"))
         } else {

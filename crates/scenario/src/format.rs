@@ -187,7 +187,8 @@ pub enum Step {
     Recover(Recover),
     /// Run any command of the node's image/binaries against the node's data and env file.
     Ops(Ops),
-    /// Create a join token on `via`, run the profile's join command for `node`, start it.
+    /// Create a join token on `via`, run the profile's join command for `node`, start it
+    /// (several nodes join one at a time, in order).
     Join(Join),
     /// Poll the info endpoint until every matcher holds on every selected node.
     Expect(Expect),
@@ -416,7 +417,7 @@ pub struct Ops {
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Join {
-    /// The (wiped, stopped) node that joins.
+    /// The (wiped, stopped) node that joins; several join one at a time, in order.
     #[schemars(with = "Selector")]
     pub node: Spanned<Selector>,
     /// Where the token is created (default `leader`).
@@ -503,6 +504,10 @@ pub struct WorkloadStart {
     /// Pad every value to this many bytes (default: short values like `v17`), to exercise
     /// large entries, appends and snapshots.
     pub value_bytes: Option<u64>,
+    /// Also keep this many registers (keys `<prefix>reg-<i>`), each overwritten with an
+    /// increasing counter by one writer, and read by as many readers through nodes taken in
+    /// turn: the history the stale-read check runs on (default 0: none).
+    pub registers: Option<u64>,
 }
 
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
@@ -513,6 +518,9 @@ pub struct ChooseSurvivor {
     pub among: Option<Spanned<Selector>>,
     /// Capture name for the chosen node's name.
     pub capture: String,
+    /// Capture name for every other node of the cluster (a list of names): the nodes an
+    /// operator wipes and rejoins after the recovery (`wipe`/`join` take it as a selector).
+    pub others: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
@@ -526,6 +534,11 @@ pub struct Verify {
     /// Writes acknowledged by a stale cluster (a node of the generation a `recover` replaced)
     /// the scenario accepts: default 0, unbounded when the scenario sets `allow_split_brain`.
     pub max_stale_acked: Option<u64>,
+    /// Writes acknowledged before a `recover` step began may be lost (a recovery from a
+    /// survivor that held no majority): they are counted as `lost_before_recovery` (the RPO)
+    /// and `max_lost` bounds only the others.
+    #[serde(default)]
+    pub recovery_may_lose: bool,
     pub timeout: Option<Dur>,
 }
 
@@ -825,8 +838,14 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
                     check_selector(a, &captures, false)?;
                 }
                 captures.insert(c.capture.clone());
+                if let Some(o) = &c.others {
+                    captures.insert(o.clone());
+                }
             }
             Step::WorkloadStart(w) => {
+                if w.registers.is_some_and(|r| r > 64) {
+                    return Err(err_at(at, "`registers` must be at most 64".into()));
+                }
                 if w.rate == Some(0) || w.rate.is_some_and(|r| r > 2000) {
                     return Err(err_at(
                         at,
@@ -888,7 +907,7 @@ pub fn parse(file: &Path, src: &str, profile: &Profile) -> Result<Scenario, Pars
                 }
             }
             Step::Join(j) => {
-                check_selector(&j.node, &captures, true)?;
+                check_selector(&j.node, &captures, false)?;
                 if let Some(v) = &j.via {
                     check_selector(v, &captures, true)?;
                 }

@@ -225,6 +225,22 @@ pre{{margin:0;white-space:pre-wrap;font-size:12px}} .fail{{background:#ffebee}}
     if let Some(reason) = &r.reason {
         let _ = write!(h, "<p><b>{}</b></p>", esc(reason));
     }
+    if !r.checks.is_empty() {
+        h.push_str(
+            "<h2>Checkers</h2><table><tr><th>checker</th><th>verdict</th><th>evidence</th></tr>",
+        );
+        for c in &r.checks {
+            let _ = write!(
+                h,
+                "<tr class=\"{}\"><td>{}</td><td><b>{}</b></td><td><pre>{}</pre></td></tr>",
+                if c.passed { "" } else { "fail" },
+                esc(&c.name),
+                if c.passed { "pass" } else { "FAIL" },
+                esc(&c.evidence)
+            );
+        }
+        h.push_str("</table>");
+    }
     h.push_str("<h2>Timeline</h2>");
     h.push_str(&timeline_svg(r));
     h.push_str("<h2>Recovery times (RTO)</h2><table><tr><th>step</th><th>action</th><th>nodes</th><th>at</th><th>to a leader</th><th>write outage (for a recovery: to the first write)</th></tr>");
@@ -264,7 +280,11 @@ pre{{margin:0;white-space:pre-wrap;font-size:12px}} .fail{{background:#ffebee}}
                 v.attempted,
                 v.acknowledged,
                 v.present,
-                v.lost,
+                if v.lost_before_recovery > 0 {
+                    format!("{} ({} acknowledged before a recovery)", v.lost, v.lost_before_recovery)
+                } else {
+                    v.lost.to_string()
+                },
                 v.stale_acked,
                 if by.is_empty() { String::new() } else { format!(" ({}; {} present)", by.join(", "), v.stale_acked_present) },
                 v.failed,
@@ -273,6 +293,25 @@ pre{{margin:0;white-space:pre-wrap;font-size:12px}} .fail{{background:#ffebee}}
             );
         }
         None => h.push_str("<p>No <code>verify</code> step ran.</p>"),
+    }
+    if let Some(c) = &r.register_check {
+        let _ = write!(h, "<h2>Register reads</h2><p>{}</p>", esc(&c.line()));
+        if !c.violations.is_empty() {
+            h.push_str("<table class=\"fail\"><tr><th>key</th><th>read</th><th>via</th><th>returned</th><th>why</th></tr>");
+            for v in c.violations.iter().take(50) {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{:.3}-{:.3} s</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&v.key),
+                    v.read_start_ms as f64 / 1000.0,
+                    v.read_end_ms as f64 / 1000.0,
+                    esc(v.node.as_deref().unwrap_or("?")),
+                    esc(&v.returned),
+                    esc(&v.why)
+                );
+            }
+            h.push_str("</table>");
+        }
     }
     h.push_str("<h2>Steps</h2><table><tr><th>#</th><th>line</th><th>action</th><th>nodes</th><th>at</th><th>took</th><th>detail</th></tr>");
     for st in &r.steps {

@@ -145,6 +145,10 @@ pub struct Profile {
     /// Absent: the cluster cannot run as local processes.
     #[serde(default)]
     pub local: Option<LocalSpec>,
+    /// Lines a node logs only when it crashed (a Rust panic, a Go `panic:`): every run scans
+    /// each node's whole log for them at the end and fails on one. Absent: nothing is scanned.
+    #[serde(default)]
+    pub crash_patterns: Vec<String>,
     /// How a node is pointed at TLS files; absent: the cluster always runs plain HTTP.
     #[serde(default)]
     pub tls: Option<crate::tls::TlsSpec>,
@@ -186,6 +190,9 @@ impl Profile {
                     )))
                 }
             }
+        }
+        if p.crash_patterns.iter().any(|c| c.trim().is_empty()) {
+            return Err(invalid("crash_patterns: an empty pattern would match every line".into()));
         }
         if p.nodes.is_empty() {
             return Err(ProfileError::Invalid {

@@ -75,6 +75,29 @@ pub struct Report {
     pub split_brains: Vec<crate::split_brain::SplitBrain>,
     /// Whether the scenario accepts a split brain (`allow_split_brain`).
     pub allow_split_brain: bool,
+    /// Every operation on the registers, and what the stale-read check found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub registers: Vec<crate::register::RegisterOp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub register_check: Option<crate::register::RegisterCheck>,
+    /// Log lines matching the profile's `crash_patterns`, as `<node>: <line>`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub crash_lines: Vec<String>,
+    /// Every node's whole log at the end of the run (written as `logs/<node>.log`).
+    #[serde(skip)]
+    pub node_logs: std::collections::BTreeMap<String, String>,
+    /// A campaign's checkers (`cargo xtask chaos`), each with its verdict and evidence.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
+}
+
+/// One checker's verdict over a whole run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    /// What it saw: counts, or the first offending events.
+    pub evidence: String,
 }
 
 impl Report {
@@ -97,6 +120,11 @@ impl Report {
             writes: Vec::new(),
             split_brains: Vec::new(),
             allow_split_brain: false,
+            registers: Vec::new(),
+            register_check: None,
+            crash_lines: Vec::new(),
+            node_logs: Default::default(),
+            checks: Vec::new(),
         }
     }
     pub fn pass(&mut self) {
@@ -111,7 +139,8 @@ impl Report {
         self.reason = Some(why);
     }
 
-    /// Writes `report.json`, `report.html` and, on failure, `<node>.info.json` and `<node>.log` into `dir`.
+    /// Writes `report.json`, `report.html`, on failure `<node>.info.json` and `<node>.log`, and
+    /// with the profile's `crash_patterns` each node's whole log as `logs/<node>.log`, into `dir`.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(
@@ -125,6 +154,12 @@ impl Report {
                 serde_json::to_string_pretty(&e.info).unwrap(),
             )?;
             std::fs::write(dir.join(format!("{}.log", e.node)), &e.log_tail)?;
+        }
+        if !self.node_logs.is_empty() {
+            std::fs::create_dir_all(dir.join("logs"))?;
+            for (node, log) in &self.node_logs {
+                std::fs::write(dir.join("logs").join(format!("{node}.log")), log)?;
+            }
         }
         Ok(())
     }
@@ -144,18 +179,23 @@ fn xml_escape(s: &str) -> String {
         .collect()
 }
 
-/// JUnit XML: one `<testsuite>` per scenario, one `<testcase>` per step.
+/// JUnit XML: one `<testsuite>` per scenario, one `<testcase>` per step (a campaign: one per
+/// checker).
 pub fn junit(reports: &[Report]) -> String {
     let mut x = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"scenarios\">\n",
     );
     for r in reports {
-        let failures = r.steps.iter().filter(|s| s.status == StepStatus::Failed).count();
+        let (tests, failures) = if r.checks.is_empty() {
+            (r.steps.len(), r.steps.iter().filter(|s| s.status == StepStatus::Failed).count())
+        } else {
+            (r.checks.len(), r.checks.iter().filter(|c| !c.passed).count())
+        };
         let skipped = usize::from(r.outcome == Outcome::Skipped);
         x.push_str(&format!(
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">\n",
             xml_escape(&r.scenario),
-            r.steps.len().max(1),
+            tests.max(1),
             r.duration_ms as f64 / 1000.0
         ));
         if r.outcome == Outcome::Skipped {
@@ -165,7 +205,24 @@ pub fn junit(reports: &[Report]) -> String {
                 xml_escape(r.reason.as_deref().unwrap_or(""))
             ));
         }
-        for s in &r.steps {
+        for c in &r.checks {
+            x.push_str(&format!(
+                "    <testcase classname=\"{}\" name=\"{}\"",
+                xml_escape(&r.scenario),
+                xml_escape(&c.name)
+            ));
+            if c.passed {
+                x.push_str("/>\n");
+            } else {
+                x.push_str(&format!(
+                    "><failure message=\"{}\">{}</failure></testcase>\n",
+                    xml_escape(c.evidence.lines().next().unwrap_or("")),
+                    xml_escape(&c.evidence)
+                ));
+            }
+        }
+        let steps: &[StepReport] = if r.checks.is_empty() { &r.steps } else { &[] };
+        for s in steps {
             x.push_str(&format!(
                 "    <testcase classname=\"{}\" name=\"{:02} {} (line {})\" time=\"{:.3}\"",
                 xml_escape(&r.scenario),

@@ -303,6 +303,9 @@ pub struct Verification {
     /// writes).
     pub lost: u64,
     pub lost_keys: Vec<String>,
+    /// Of the lost ones, acknowledged before a recovery ended: a survivor that held no
+    /// majority cannot have had them (the RPO of that recovery, in writes).
+    pub lost_before_recovery: u64,
     /// Acknowledged by a node of a stale generation (see [`crate::generation`]): the current
     /// cluster never acknowledged them, so they are expected to be absent and are not lost.
     pub stale_acked: u64,
@@ -319,8 +322,13 @@ pub struct Verification {
 impl Verification {
     /// One line: `N writes: A acknowledged, P present, L lost; ...`.
     pub fn summary(&self) -> String {
+        let before = if self.lost_before_recovery > 0 {
+            format!(" ({} of them acknowledged before a recovery)", self.lost_before_recovery)
+        } else {
+            String::new()
+        };
         format!(
-            "{} writes: {} acknowledged, {} present, {} lost; {} acknowledged by a stale cluster; {} failed; {} unknown, {} of them landed",
+            "{} writes: {} acknowledged, {} present, {} lost{before}; {} acknowledged by a stale cluster; {} failed; {} unknown, {} of them landed",
             self.attempted,
             self.acknowledged,
             self.present,
@@ -350,11 +358,13 @@ impl Verification {
 
 /// What `verify` concludes from every write and the value the cluster holds for its key
 /// (`found[i]`: `None` when not read, `Some(None)` when absent). A write acknowledged by a node
-/// while it belonged to a stale generation counts as stale-acknowledged, never as lost.
+/// while it belonged to a stale generation counts as stale-acknowledged, never as lost. A lost
+/// write acknowledged before `last_recovery_ms` is also counted as lost before a recovery.
 pub fn tally(
     writes: &[WriteRecord],
     found: &[Option<Option<String>>],
     stale: &crate::generation::StaleSpans,
+    last_recovery_ms: Option<u64>,
 ) -> Verification {
     let mut r = Verification { attempted: writes.len() as u64, ..Default::default() };
     for (w, got) in writes.iter().zip(found) {
@@ -376,6 +386,8 @@ pub fn tally(
                 } else {
                     r.lost += 1;
                     r.lost_keys.push(w.key.clone());
+                    r.lost_before_recovery +=
+                        u64::from(last_recovery_ms.is_some_and(|t| w.end_ms < t));
                 }
             }
             (WriteOutcome::Failed, _) => r.failed += 1,
@@ -634,13 +646,14 @@ mod tests {
             (write("h", 6000, WriteOutcome::Unknown, None), have("h")),
         ];
         let (writes, found): (Vec<_>, Vec<_>) = cases.into_iter().unzip();
-        let got = tally(&writes, &found, &spans);
+        let got = tally(&writes, &found, &spans, None);
         let want = Verification {
             attempted: 8,
             acknowledged: 3,
             present: 1,
             lost: 2,
             lost_keys: vec!["a".into(), "f".into()],
+            lost_before_recovery: 0,
             stale_acked: 3,
             stale_acked_by: [("n2".to_string(), 1), ("n3".to_string(), 2)].into(),
             stale_acked_present: 1,
@@ -653,7 +666,11 @@ mod tests {
             got.stale_line().unwrap(),
             "STALE-ACKED 3 writes acknowledged by a stale cluster (n2 1, n3 2), 1 of them present; not counted as lost"
         );
-        assert_eq!(tally(&writes[..2], &found[..2], &spans).stale_line(), None);
+        assert_eq!(tally(&writes[..2], &found[..2], &spans, None).stale_line(), None);
+        // The recovery at 1000 ended after "a" was acknowledged (900), before "f" (6000).
+        let got = tally(&writes, &found, &spans, Some(1000));
+        assert_eq!((got.lost, got.lost_before_recovery), (2, 1));
+        assert!(got.summary().contains("2 lost (1 of them acknowledged before a recovery)"));
     }
 
     #[test]

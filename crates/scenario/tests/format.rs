@@ -255,17 +255,17 @@ fn a_broken_profile_is_refused_before_anything_starts() {
         (
             "term = \"/info/term\"",
             "term = \"/inf/term\"",
-            "bad.profile.toml:30:8: \"/inf/term\" reads the source \"inf\", which [target.sources] does not declare (declared: info)",
+            "bad.profile.toml:32:8: \"/inf/term\" reads the source \"inf\", which [target.sources] does not declare (declared: info)",
         ),
         (
             "applied_index = \"/info/last_applied_index\"",
             "applied_index = \"/info/last_aplied_index\"",
-            "bad.profile.toml:33:17: \"/info/last_aplied_index\": the info source has no field \"last_aplied_index\"",
+            "bad.profile.toml:35:17: \"/info/last_aplied_index\": the info source has no field \"last_aplied_index\"",
         ),
         (
             "role = \"/info/role\"",
             "role = \"info/role\"",
-            "bad.profile.toml:29:8: \"info/role\" is not a JSON pointer",
+            "bad.profile.toml:31:8: \"info/role\" is not a JSON pointer",
         ),
         (
             "write = { method = \"PUT\"",
@@ -296,6 +296,11 @@ fn a_broken_profile_is_refused_before_anything_starts() {
             "[target.sources.info]",
             "[target.sources.members]",
             "a source may not be called \"members\": that is a field of every node's state",
+        ),
+        (
+            "crash_patterns = [\"panicked at\"]",
+            "crash_patterns = [\"panicked at\", \" \"]",
+            "crash_patterns: an empty pattern would match every line",
         ),
         (
             "[join.token]",

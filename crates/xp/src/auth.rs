@@ -82,9 +82,13 @@ pub fn check_rpc(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
         ));
     }
     let theirs = header(CLUSTER_HEADER);
-    let (ours, lineage) = {
+    let (ours, lineage, next_node_id) = {
         let sm = app.sm.read().unwrap();
-        (sm.data.cluster_id.clone().unwrap_or_default(), sm.data.lineage.clone())
+        (
+            sm.data.cluster_id.clone().unwrap_or_default(),
+            sm.data.lineage.clone(),
+            sm.data.next_node_id,
+        )
     };
     if !theirs.is_empty() && !ours.is_empty() && theirs != ours {
         if app.other_clusters.lock().unwrap().insert((from, theirs.to_owned())) {
@@ -101,9 +105,14 @@ pub fn check_rpc(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     }
     let m = app.raft.metrics().borrow().membership_config.clone();
     let members = m.membership();
-    if members.nodes().next().is_some() && members.get_node(&from).is_none() {
-        let sender_generation: u64 = header(GENERATION_HEADER).parse().unwrap_or(0);
-        let generation = lineage.last().map(|r| r.generation).unwrap_or(0);
+    let sender_generation: u64 = header(GENERATION_HEADER).parse().unwrap_or(0);
+    let generation = lineage.last().map(|r| r.generation).unwrap_or(0);
+    let known = members.nodes().map(|(id, _)| *id).max().unwrap_or(0);
+    let known = known.max(next_node_id.saturating_sub(1));
+    if members.nodes().next().is_some()
+        && members.get_node(&from).is_none()
+        && !crate::fence::sender_is_ahead(generation, sender_generation, from, known)
+    {
         let members: Vec<NodeId> = members.nodes().map(|(id, _)| *id).collect();
         let ev = should_evict(generation, sender_generation, false)
             .then(|| app.fence.issue(ours.clone(), &lineage, members, app.id))

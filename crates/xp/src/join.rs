@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use xp_store::fsutil::{fsync_dir, read_json, write_json};
@@ -238,21 +239,17 @@ pub async fn add_voter(
     let membership = app.raft.metrics().borrow().membership_config.membership().clone();
     let replaced: Vec<NodeId> =
         replaces.filter(|r| *r != id && membership.get_node(r).is_some()).into_iter().collect();
-    let voters: BTreeSet<NodeId> =
-        membership.voter_ids().filter(|v| !replaced.contains(v)).chain([id]).collect();
-    // A transient refusal (another membership change still committing, e.g. a concurrent
-    // join) is retried for a while rather than failing a join that has done all its work.
-    let deadline = Instant::now() + PROMOTE_RETRY;
-    loop {
-        match app.raft.change_membership(voters.clone(), false).await {
-            Ok(_) => break,
-            Err(e) if Instant::now() < deadline && in_progress(&e) => {
-                tracing::info!(node_id = id, "another membership change is committing; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(ApiError::from_raft(e)),
-        }
+    // Incremental changes, each applied by Raft to the membership current when it is
+    // proposed: a change computed as a whole voter set before a concurrent one (another join)
+    // committed would undo it, silently dropping a voter that believes it is one. The new
+    // voter comes first, so replacing a dead member never leaves fewer voters up than before.
+    change_members(app, id, ChangeMembers::AddVoterIds([id].into())).await?;
+    if !replaced.is_empty() {
+        let gone: BTreeSet<NodeId> = replaced.iter().copied().collect();
+        change_members(app, id, ChangeMembers::RemoveVoters(gone)).await?;
     }
+    let voters: BTreeSet<NodeId> =
+        app.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
     tracing::info!(node_id = id, ?replaced, ?voters, "node is now a voter");
     // Then the token is spent. Should this write be lost (the leader stops right here), the
     // token is refused anyway while its node is a voter, and a retry of its own joiner finds
@@ -264,6 +261,27 @@ pub async fn add_voter(
         }
     }
     Ok((voters, replaced))
+}
+
+/// Proposes one incremental membership change for node `id`'s join; a transient refusal
+/// (another membership change still committing, e.g. a concurrent join) is retried for a while
+/// rather than failing a join that has done all its work.
+async fn change_members(
+    app: &App,
+    id: NodeId,
+    change: ChangeMembers<NodeId, NodeMeta>,
+) -> Result<(), ApiError> {
+    let deadline = Instant::now() + PROMOTE_RETRY;
+    loop {
+        match app.raft.change_membership(change.clone(), false).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < deadline && in_progress(&e) => {
+                tracing::info!(node_id = id, "another membership change is committing; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(ApiError::from_raft(e)),
+        }
+    }
 }
 
 /// How long a promotion refused because another membership change is committing is retried.

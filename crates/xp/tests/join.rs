@@ -227,3 +227,91 @@ fn a_wiped_bootstrap_node_does_not_found_a_second_cluster() {
     assert_eq!(v["cluster_id"], cluster_id.as_str());
     assert_eq!(kv_get(&c.nodes[leader - 1].url(), "k").unwrap().as_deref(), Some("v"));
 }
+
+/// Wipes node `i`, rejoins it through `via` (the leader) in the place of its old id, and
+/// waits until it follows as a voter under its new id, which it returns.
+fn rejoin(c: &mut Cluster, i: usize, via: &str) -> u64 {
+    let old = c.nodes[i - 1].info().unwrap()["node_id"].as_u64().unwrap();
+    c.node(i).terminate();
+    assert!(c.nodes[i - 1].xp(&["wipe", "--yes"]).status.success());
+    let (tok, _) = join_token_replacing(via, 60, Some(old)).unwrap();
+    assert!(c.nodes[i - 1].xp_join(&tok).status.success());
+    c.node(i).start();
+    let v = wait_for(&format!("node{i} to follow as a voter under a new id"), T, || {
+        let v = c.nodes[i - 1].info()?;
+        let id = v["node_id"].as_u64().unwrap_or(0);
+        let voter = v["voters"].as_array().unwrap().iter().any(|x| x == id);
+        (id != old && voter && v["health"] != "fenced").then_some(v.clone()).ok_or(v.to_string())
+    });
+    v["node_id"].as_u64().unwrap()
+}
+
+/// A new node replays the log from its start, whose first membership does not name a leader
+/// that joined later. The joiner must not refuse that leader on the strength of the old
+/// membership it is still applying: found by `cargo xtask chaos --seed 11`, where the nodes
+/// that joined the survivor of a quorum loss (itself a rejoined node) stayed learners for good,
+/// refusing every append with 403 "node 4 is not a member".
+#[test]
+fn a_joiner_catches_up_from_a_leader_its_early_log_does_not_name() {
+    let mut c = Cluster::new(22020, 3, 3);
+    let leader = c.boot(3, T);
+    let lurl = c.nodes[leader - 1].url();
+    // More entries than one append carries (64), so the joiner's first batch ends before the
+    // membership that names node 4.
+    for i in 0..100 {
+        kv_put(&lurl, &format!("k{i}"), "x").unwrap();
+    }
+    kv_put(&lurl, "before", "1").unwrap();
+    wait_incarnations_recorded(&c, leader);
+    // A follower's disk is replaced: it comes back as node 4, and leadership moves to it.
+    let first = (1..=3).find(|i| *i != leader).unwrap();
+    let id = rejoin(&mut c, first, &lurl);
+    assert_eq!(id, 4);
+    let (s, v) = send_json(
+        "POST",
+        &format!("{lurl}/api/admin/cluster/leader-transfer"),
+        &json!({ "target": id }),
+        &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+    )
+    .unwrap();
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(c.wait_leader(&[1, 2, 3], T), first);
+    // Another disk is replaced; the new node joins through node 4, which its log's first
+    // membership (1, 2, 3) does not name.
+    let second = (1..=3).find(|i| *i != first).unwrap();
+    let l4 = c.nodes[first - 1].url();
+    let id = rejoin(&mut c, second, &l4);
+    assert_eq!(id, 5);
+    assert_eq!(kv_get(&c.nodes[second - 1].url(), "before").unwrap().as_deref(), Some("1"));
+}
+
+/// Two nodes join at the same moment: both promotions must stand. The later one used to
+/// compute its new voter set before retrying behind the first, then install that stale set,
+/// dropping the first node from the voters (seen by `cargo xtask chaos`: a quorum loss
+/// rejoined two nodes at once, the leader's voters became {4, 7} while node 8 believed it
+/// was one, and the cluster lost its quorum as soon as node 7 stopped).
+#[test]
+fn two_nodes_joining_at_once_both_stay_voters() {
+    for round in 0..3 {
+        let mut c = Cluster::new(22040, 5, 3);
+        let leader = c.boot(3, T);
+        let lurl = c.nodes[leader - 1].url();
+        kv_put(&lurl, "before", "1").unwrap();
+        let (t4, _) = join_token(&lurl, 60).unwrap();
+        let (t5, _) = join_token(&lurl, 60).unwrap();
+        assert!(c.nodes[3].xp_join(&t4).status.success());
+        assert!(c.nodes[4].xp_join(&t5).status.success());
+        c.node(4).start();
+        c.node(5).start();
+        wait_for("both joins to finish", T, || {
+            let done = [4, 5].iter().all(|i| c.nodes[i - 1].log().contains("joined the cluster"));
+            done.then_some(()).ok_or_else(|| "not yet".to_owned())
+        });
+        let v = wait_for("five voters on every node", T, || {
+            let all: Vec<serde_json::Value> = (1..=5).map(|i| voters(&c, i)).collect();
+            let five = all.iter().all(|v| v.as_array().is_some_and(|a| a.len() == 5));
+            five.then(|| all[0].clone()).ok_or(format!("{all:?}"))
+        });
+        assert_eq!(v, json!([1, 2, 3, 4, 5]), "round {round}");
+    }
+}

@@ -226,12 +226,11 @@ fn ours(labels: Option<&HashMap<String, String>>, project: Projects<'_>) -> bool
     }
 }
 
-/// Removes containers, networks and volumes of `project` (or of every runner project).
-/// Returns how many of each were removed.
-pub async fn sweep(
+/// The ids of the containers, the names of the networks and of the volumes of `project`.
+async fn ours_all(
     docker: &Docker,
     project: Projects<'_>,
-) -> Result<(usize, usize, usize), BackendError> {
+) -> Result<(Vec<String>, Vec<String>, Vec<String>), BackendError> {
     let filters = HashMap::from([("label".to_owned(), vec![PROJECT_LABEL.to_owned()])]);
     let containers = docker
         .list_containers(Some(ListContainersOptions {
@@ -239,30 +238,61 @@ pub async fn sweep(
             filters: filters.clone(),
             ..Default::default()
         }))
-        .await?;
-    let mut counts = (0, 0, 0);
-    for c in containers.iter().filter(|c| ours(c.labels.as_ref(), project)) {
-        let id = c.id.clone().unwrap_or_default();
+        .await?
+        .into_iter()
+        .filter(|c| ours(c.labels.as_ref(), project))
+        .map(|c| c.id.unwrap_or_default())
+        .collect();
+    let networks = docker
+        .list_networks(Some(ListNetworksOptions { filters: filters.clone() }))
+        .await?
+        .into_iter()
+        .filter(|n| ours(n.labels.as_ref(), project))
+        .map(|n| n.name.unwrap_or_default())
+        .collect();
+    let volumes = docker
+        .list_volumes(Some(ListVolumesOptions { filters }))
+        .await?
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| ours(Some(&v.labels), project))
+        .map(|v| v.name)
+        .collect();
+    Ok((containers, networks, volumes))
+}
+
+/// How many containers, networks and volumes of `project` exist (after a teardown: none).
+pub async fn leftovers(
+    docker: &Docker,
+    project: Projects<'_>,
+) -> Result<(usize, usize, usize), BackendError> {
+    let (c, n, v) = ours_all(docker, project).await?;
+    Ok((c.len(), n.len(), v.len()))
+}
+
+/// Removes containers, networks and volumes of `project` (or of every runner project).
+/// Returns how many of each were removed.
+pub async fn sweep(
+    docker: &Docker,
+    project: Projects<'_>,
+) -> Result<(usize, usize, usize), BackendError> {
+    let (containers, networks, volumes) = ours_all(docker, project).await?;
+    for id in &containers {
         docker
             .remove_container(
-                &id,
+                id,
                 Some(RemoveContainerOptions { force: true, v: true, ..Default::default() }),
             )
             .await?;
-        counts.0 += 1;
     }
-    let networks =
-        docker.list_networks(Some(ListNetworksOptions { filters: filters.clone() })).await?;
-    for n in networks.iter().filter(|n| ours(n.labels.as_ref(), project)) {
-        docker.remove_network(n.name.as_deref().unwrap_or_default()).await?;
-        counts.1 += 1;
+    for n in &networks {
+        docker.remove_network(n).await?;
     }
-    let volumes = docker.list_volumes(Some(ListVolumesOptions { filters })).await?;
-    for v in volumes.volumes.unwrap_or_default().iter().filter(|v| ours(Some(&v.labels), project)) {
-        docker.remove_volume(&v.name, Some(RemoveVolumeOptions { force: true })).await?;
-        counts.2 += 1;
+    for v in &volumes {
+        docker.remove_volume(v, Some(RemoveVolumeOptions { force: true })).await?;
     }
-    Ok(counts)
+    Ok((containers.len(), networks.len(), volumes.len()))
 }
 
 /// Where an isolated node was attached, to reattach it identically.

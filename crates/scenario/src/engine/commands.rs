@@ -14,10 +14,26 @@ impl<B: Backend> Engine<B> {
         }
     }
 
+    /// Joins each selected node in turn (the next one once the previous one was started).
     pub(super) async fn join(&mut self, j: &crate::format::Join) -> StepResult {
         let timeout = self.timeout(j.timeout);
-        let node = self.resolve_one(j.node.get_ref(), timeout).await?;
-        self.require_stopped(&node, "join")?;
+        let nodes = self.resolve(j.node.get_ref(), timeout).await?;
+        for n in &nodes {
+            self.require_stopped(n, "join")?;
+        }
+        let mut done = Vec::new();
+        for node in nodes {
+            done.push(self.join_one(j, node, timeout).await?);
+        }
+        Ok(done.join("\n"))
+    }
+
+    async fn join_one(
+        &mut self,
+        j: &crate::format::Join,
+        node: String,
+        timeout: Duration,
+    ) -> StepResult {
         let at_ms = self.now_ms();
         self.generations.push(GenerationEvent::Rejoined { node: node.clone(), at_ms });
         let via_sel = or_default(&j.via, "leader");
@@ -179,8 +195,23 @@ impl<B: Backend> Engine<B> {
             return Err(format!("no candidate has Raft state:\n{}", lines.join("\n")));
         };
         self.captures.insert(c.capture.clone(), Value::String(chosen.clone()));
+        let others = match &c.others {
+            Some(name) => {
+                let rest: Vec<Value> = self
+                    .profile
+                    .nodes
+                    .iter()
+                    .filter(|n| n.name != chosen)
+                    .map(|n| Value::String(n.name.clone()))
+                    .collect();
+                let shown = Value::Array(rest.clone()).to_string();
+                self.captures.insert(name.clone(), Value::Array(rest));
+                format!(", {name} = {shown}")
+            }
+            None => String::new(),
+        };
         Ok(format!(
-            "{} = {chosen} (highest last log term, then index; ties: lowest id)\n{}",
+            "{} = {chosen}{others} (highest last log term, then index; ties: lowest id)\n{}",
             c.capture,
             lines.join("\n")
         ))

@@ -65,7 +65,15 @@ impl<B: Backend> Engine<B> {
             };
             found.push(Some(got));
         }
-        let r = workload::tally(&writes, &found, &self.stale_spans());
+        let last_recovery = self
+            .generations
+            .iter()
+            .filter_map(|g| match g {
+                GenerationEvent::Recovered { at_ms, .. } => Some(*at_ms),
+                _ => None,
+            })
+            .max();
+        let r = workload::tally(&writes, &found, &self.stale_spans(), last_recovery);
         let summary = r.summary();
         // The stale-acknowledged writes get a line of their own, under the summary.
         let stale = r.stale_line().map(|l| format!("\n{l}")).unwrap_or_default();
@@ -77,10 +85,14 @@ impl<B: Backend> Engine<B> {
                 v.min_acked.unwrap_or(1)
             ));
         }
-        if r.lost > v.max_lost {
+        // With `recovery_may_lose`, what a recovery lost is the RPO, reported but not bounded.
+        let counted = if v.recovery_may_lose { r.lost - r.lost_before_recovery } else { r.lost };
+        if counted > v.max_lost {
             let shown: Vec<&str> = r.lost_keys.iter().take(10).map(String::as_str).collect();
+            let which =
+                if v.recovery_may_lose { " acknowledged after the last recovery" } else { "" };
             return Err(format!(
-                "{summary}; more than max_lost = {}; lost keys include {}{stale}",
+                "{summary}; {counted} lost{which}, more than max_lost = {}; lost keys include {}{stale}",
                 v.max_lost,
                 shown.join(", ")
             ));

@@ -84,7 +84,49 @@ impl<B: Backend> Engine<B> {
                 write_after_ms: write.filter(|_| !writes.is_empty()),
             });
         }
+        self.scan_logs(report).await;
         report.verification = self.verification.clone();
+        let ops = self.register_ops.lock().unwrap().clone();
+        if !ops.is_empty() {
+            let recoveries: Vec<u64> = self
+                .generations
+                .iter()
+                .filter_map(|g| match g {
+                    GenerationEvent::Recovered { at_ms, .. } => Some(*at_ms),
+                    _ => None,
+                })
+                .collect();
+            let check = crate::register::check(&ops, &recoveries);
+            self.say(&check.line());
+            for v in check.violations.iter().take(10) {
+                self.say(&format!(
+                    "  {} read at {}-{} ms via {}: {} ({})",
+                    v.key,
+                    v.read_start_ms,
+                    v.read_end_ms,
+                    v.node.as_deref().unwrap_or("?"),
+                    v.returned,
+                    v.why
+                ));
+            }
+            if !check.passed() {
+                let why = format!(
+                    "{} register reads stale or impossible (first: {} {} at {} ms: {})",
+                    check.violations.len(),
+                    check.violations[0].key,
+                    check.violations[0].returned,
+                    check.violations[0].read_start_ms,
+                    check.violations[0].why
+                );
+                let why = match (&report.outcome, report.reason.take()) {
+                    (crate::report::Outcome::Failed, Some(earlier)) => format!("{earlier}; {why}"),
+                    _ => why,
+                };
+                report.fail(why);
+            }
+            report.register_check = Some(check);
+            report.registers = ops;
+        }
         report.timeline = samples;
         report.writes = writes;
         let detector = self.detector.lock().unwrap().clone();
@@ -98,6 +140,35 @@ impl<B: Backend> Engine<B> {
         if let Some(why) =
             crate::split_brain::failure(&report.split_brains, self.scenario.allow_split_brain)
         {
+            let why = match (&report.outcome, report.reason.take()) {
+                (crate::report::Outcome::Failed, Some(earlier)) => format!("{earlier}; {why}"),
+                _ => why,
+            };
+            report.fail(why);
+        }
+    }
+
+    /// Keeps every node's whole log and fails the run on a line matching one of the profile's
+    /// `crash_patterns` (a node that panicked, even if it was restarted since).
+    async fn scan_logs(&mut self, report: &mut Report) {
+        if self.profile.crash_patterns.is_empty() {
+            return;
+        }
+        for n in self.profile.nodes.clone() {
+            let log = self.redact(&self.backend.logs(&n.name, 1_000_000).await);
+            for line in log.lines() {
+                if self.profile.crash_patterns.iter().any(|p| line.contains(p.as_str())) {
+                    report.crash_lines.push(format!("{}: {}", n.name, line.trim_end()));
+                }
+            }
+            report.node_logs.insert(n.name.clone(), log);
+        }
+        if let Some(first) = report.crash_lines.first() {
+            self.say(&format!("CRASH {} log lines: {first}", report.crash_lines.len()));
+            let why = format!(
+                "{} log lines match the profile's crash_patterns (first: {first})",
+                report.crash_lines.len()
+            );
             let why = match (&report.outcome, report.reason.take()) {
                 (crate::report::Outcome::Failed, Some(earlier)) => format!("{earlier}; {why}"),
                 _ => why,

@@ -95,6 +95,8 @@ pub struct Engine<B: Backend> {
     /// Recoveries, wipes and joins: which nodes belong to a stale generation when.
     generations: Vec<GenerationEvent>,
     writes: Arc<Mutex<Vec<WriteRecord>>>,
+    /// Every operation on the registers (`workload-start` with `registers`).
+    register_ops: Arc<Mutex<Vec<crate::register::RegisterOp>>>,
     sampler: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
     writer: Option<(watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)>,
     /// Workloads started so far: a later one writes under another key prefix, so it never
@@ -146,6 +148,7 @@ impl<B: Backend> Engine<B> {
             detector: Arc::new(Mutex::new(detector)),
             generations: Vec::new(),
             writes: Arc::default(),
+            register_ops: Arc::default(),
             sampler: None,
             writer: None,
             workload_runs: 0,
@@ -519,7 +522,7 @@ impl<B: Backend> Engine<B> {
                     prefix = format!("{prefix}r{}.", self.workload_runs);
                 }
                 let (tx, rx) = watch::channel(false);
-                let tasks = (0..writers)
+                let mut tasks: Vec<tokio::task::JoinHandle<()>> = (0..writers)
                     .map(|i| {
                         let spec = WorkloadSpec {
                             rate_per_sec: (rate / writers).max(1),
@@ -539,11 +542,42 @@ impl<B: Backend> Engine<B> {
                         ))
                     })
                     .collect();
+                let registers = w.registers.unwrap_or(0);
+                let keys: Vec<String> =
+                    (0..registers).map(|i| format!("{prefix}reg-{i}")).collect();
+                let shared = crate::register::Tasks {
+                    endpoints: self.endpoints.clone(),
+                    target: self.writer_target(0),
+                    epoch: self.epoch,
+                    out: self.register_ops.clone(),
+                    stop: rx.clone(),
+                };
+                for (i, key) in keys.iter().enumerate() {
+                    tasks.push(tokio::spawn(crate::register::write_loop(
+                        shared.clone(),
+                        key.clone(),
+                        Duration::from_millis(200),
+                        Duration::from_secs(2),
+                    )));
+                    tasks.push(tokio::spawn(crate::register::read_loop(
+                        shared.clone(),
+                        keys.clone(),
+                        i,
+                        Duration::from_millis(100),
+                    )));
+                }
                 self.writer = Some((tx, tasks));
                 let spread =
                     if w.spread { ", each write starting at the next node in turn" } else { "" };
+                let regs = if registers > 0 {
+                    format!(
+                        "; {registers} registers {prefix}reg-N, each written 5 times/s and read by one of {registers} readers 10 times/s"
+                    )
+                } else {
+                    String::new()
+                };
                 Ok(format!(
-                    "{writers} writers, {rate} writes/s in all, keys {prefix}<writer>-NNNNNN{spread}"
+                    "{writers} writers, {rate} writes/s in all, keys {prefix}<writer>-NNNNNN{spread}{regs}"
                 ))
             }
             Step::WorkloadStop(_) => {

@@ -76,12 +76,22 @@ impl<B: Backend> Engine<B> {
                             .captures
                             .get(cap)
                             .ok_or_else(|| format!("nothing captured as {cap:?}"))?;
-                        let name = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
-                        let node =
-                            self.profile.nodes.iter().find(|n| n.name == name).ok_or_else(
-                                || format!("capture {cap:?} is {v}, not a node name"),
-                            )?;
-                        vec![node.name.clone()]
+                        // A capture holds one name, or a list of them (`others`).
+                        let names: Vec<Value> = match v {
+                            Value::Array(a) => a.clone(),
+                            one => vec![one.clone()],
+                        };
+                        let mut out = Vec::new();
+                        for x in &names {
+                            let name =
+                                x.as_str().map(str::to_owned).unwrap_or_else(|| x.to_string());
+                            let node =
+                                self.profile.nodes.iter().find(|n| n.name == name).ok_or_else(
+                                    || format!("capture {cap:?} is {v}, not a node name"),
+                                )?;
+                            out.push(node.name.clone());
+                        }
+                        out
                     }
                     None => vec![w.to_owned()],
                 },

@@ -11,7 +11,7 @@ use scenario::chaos::generate::{Marks, Schedule};
 use scenario::chaos::{Fault, Spec};
 use scenario::format;
 use scenario::profile::Profile;
-use scenario::report::{junit, Check, Outcome, Report};
+use scenario::report::{junit, Check, Outcome, Report, StepStatus};
 
 use crate::scenario::{random_u64, Run, Runner, DEFAULT_PROFILE};
 
@@ -48,10 +48,13 @@ pub struct Args {
     /// Also write JUnit XML (one test case per checker) here.
     #[arg(long)]
     junit: Option<PathBuf>,
-    /// On a failure, drop episodes one at a time while the failure still reproduces, and keep
-    /// the smallest schedule as repro.min.toml (each try is a full run).
+    /// On a failure, drop episodes while the failure still reproduces (halves first, then
+    /// smaller chunks) and keep the smallest schedule as repro.min.toml.
     #[arg(long)]
     shrink: bool,
+    /// The most runs shrinking may take (each is a full run of the smaller schedule).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=200))]
+    shrink_tries: u32,
     /// Print the schedule and where repro.toml would go, and change nothing.
     #[arg(long)]
     plan: bool,
@@ -166,7 +169,8 @@ pub async fn run(args: Args) -> Result<u8> {
         return Ok(0);
     }
     if args.shrink {
-        shrink(&mut runner, &profile, &schedule, seed, &dir, &report).await?;
+        shrink(&mut runner, &profile, &schedule, seed, &dir, &report, args.shrink_tries as usize)
+            .await?;
     } else {
         println!("replay: cargo xtask scenario {}", dir.join("repro.toml").display());
     }
@@ -237,8 +241,10 @@ fn failing(report: &Report) -> Vec<String> {
     report.checks.iter().filter(|c| !c.passed).map(|c| c.name.clone()).collect()
 }
 
-/// Drops one episode at a time; a drop is kept when some checker that failed first still
-/// fails without it. Writes `repro.min.toml`.
+/// Shrinks a failing schedule by delta debugging: drops chunks of episodes (halves, then
+/// quarters, ... then single ones), keeping a drop when one of the checkers that failed first
+/// still fails, and squeezes the time they took out of the schedule. Each try is a full run;
+/// at most `budget` of them. Writes `repro.min.toml`.
 async fn shrink(
     runner: &mut Runner,
     profile: &Profile,
@@ -246,42 +252,119 @@ async fn shrink(
     seed: u64,
     dir: &Path,
     first: &Report,
+    budget: usize,
 ) -> Result<()> {
     let wanted = failing(first);
     let mut kept = schedule.clone();
-    let ids: Vec<usize> = schedule.episodes.iter().map(|e| e.id).collect();
+    let total = schedule.episodes.len();
     println!(
-        "\nshrinking: {} episodes; a smaller schedule is kept while one of {} still fails",
-        ids.len(),
+        "\nshrinking {total} episodes (at most {budget} tries, each a full run); a smaller \
+         schedule is kept while one of {} still fails",
         wanted.join(", ")
     );
-    for (k, id) in ids.iter().enumerate() {
-        let trial = kept.without(&[*id]);
-        println!("--- shrink try {} of {}: without episode {id}", k + 1, ids.len());
-        let (report, interrupted) =
-            campaign(runner, profile, &trial, seed, false, dir, "repro.try.toml").await?;
-        if interrupted {
-            anyhow::bail!("interrupted while shrinking");
+    let mut t = Tries { runner, profile, seed, dir, wanted: &wanted, done: 0, budget };
+    // First the cheap cut: a run stops at its failing step, so the episodes that start after
+    // it took no part.
+    let (_, marks) = schedule.render();
+    if let Some(failed) = first.steps.iter().find(|s| s.status == StepStatus::Failed) {
+        let later: Vec<usize> = schedule
+            .episodes
+            .iter()
+            .zip(&marks.episode_steps)
+            .filter(|(_, step)| **step > failed.index)
+            .map(|(e, _)| e.id)
+            .collect();
+        if !later.is_empty() {
+            let trial = kept.without(&later).compact();
+            let what =
+                format!("the {} episodes after the failing step {}", later.len(), failed.index);
+            if t.run(&trial, what).await? {
+                kept = trial;
+            }
         }
-        if failing(&report).iter().any(|c| wanted.contains(c)) {
-            println!("    still fails without episode {id}: dropped");
-            kept = trial;
-        } else {
-            println!("    passes without episode {id}: kept");
+    }
+    let mut chunk = kept.episodes.len().div_ceil(2);
+    'sizes: while chunk >= 1 {
+        let mut i = 0;
+        while i < kept.episodes.len() {
+            if t.done >= budget {
+                break 'sizes;
+            }
+            let ids: Vec<usize> = kept.episodes[i..(i + chunk).min(kept.episodes.len())]
+                .iter()
+                .map(|e| e.id)
+                .collect();
+            let trial = kept.without(&ids).compact();
+            let shown: Vec<String> = ids.iter().map(|id| format!("#{id}")).collect();
+            let what = format!("without episodes {}", shown.join(" "));
+            if t.run(&trial, what).await? {
+                kept = trial;
+            } else {
+                i += chunk;
+            }
         }
+        if chunk == 1 {
+            break;
+        }
+        chunk = chunk.div_ceil(2).min(chunk - 1);
     }
     let (text, _) = kept.render();
     let min = dir.join("repro.min.toml");
     std::fs::write(&min, text).with_context(|| format!("writing {}", min.display()))?;
     let _ = std::fs::remove_file(dir.join("repro.try.toml"));
     println!(
-        "smallest failing schedule: {} of {} episodes — replay: cargo xtask scenario {}",
+        "smallest failing schedule after {} tries: {} of {total} episodes, {} of faults — \
+         replay: cargo xtask scenario {}",
+        t.done,
         kept.episodes.len(),
-        ids.len(),
+        humantime::format_duration(kept.spec.duration),
         min.display()
     );
     for e in &kept.episodes {
         println!("  {}", e.describe());
     }
     Ok(())
+}
+
+/// Shrinking's tries: each runs a smaller schedule in full.
+struct Tries<'a> {
+    runner: &'a mut Runner,
+    profile: &'a Profile,
+    seed: u64,
+    dir: &'a Path,
+    /// The checkers that failed first; a try reproduces when one of them fails again.
+    wanted: &'a [String],
+    done: usize,
+    budget: usize,
+}
+
+impl Tries<'_> {
+    /// Runs `trial`; whether the failure still reproduces without what it left out.
+    async fn run(&mut self, trial: &Schedule, what: String) -> Result<bool> {
+        self.done += 1;
+        println!("--- shrink try {} of at most {}: {what}", self.done, self.budget);
+        let (report, interrupted) = campaign(
+            self.runner,
+            self.profile,
+            trial,
+            self.seed,
+            false,
+            self.dir,
+            "repro.try.toml",
+        )
+        .await?;
+        if interrupted {
+            anyhow::bail!("interrupted while shrinking");
+        }
+        let still = failing(&report).iter().any(|c| self.wanted.contains(c));
+        println!(
+            "    {}",
+            if still {
+                "still fails: the smaller schedule is kept"
+            } else {
+                "passes: this try is dropped"
+            }
+        );
+        Ok(still)
+    }
 }

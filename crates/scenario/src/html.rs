@@ -57,6 +57,9 @@ fn ms(v: Option<u64>) -> String {
 }
 
 /// The SVG timeline.
+/// Rows of fault labels above the lanes before the timeline switches to tooltips.
+const MAX_LABEL_ROWS: usize = 6;
+
 pub fn timeline_svg(r: &Report) -> String {
     let mut nodes: Vec<String> = r.timeline.iter().map(|s| s.node.clone()).collect();
     nodes.sort();
@@ -78,7 +81,10 @@ pub fn timeline_svg(r: &Report) -> String {
     let spans: Vec<(f64, f64)> =
         marked.iter().zip(&texts).map(|(st, t)| (x(st.start_ms) + 2.0, text_width(t))).collect();
     let rows = label_rows(&spans);
-    let label_rows_used = rows.iter().max().map_or(1, |m| m + 1);
+    // A campaign marks hundreds of steps: past a few rows of labels, the lanes would be pushed
+    // off the page, so each marker keeps its label as a tooltip and one line says so.
+    let compact = rows.iter().any(|r| *r >= MAX_LABEL_ROWS);
+    let label_rows_used = if compact { 1 } else { rows.iter().max().map_or(1, |m| m + 1) };
     let top = 22.0 + label_rows_used as f64 * row_h + 14.0;
     let lanes = nodes.len() + usize::from(!r.writes.is_empty());
     let height = top + lanes as f64 * (lane + gap) + 40.0;
@@ -148,11 +154,28 @@ pub fn timeline_svg(r: &Report) -> String {
             top - 3.0
         );
     }
-    // Fault and recovery markers, labels on rows where they do not overlap.
+    // Fault and recovery markers, labels on rows where they do not overlap (or, compact, in
+    // tooltips).
+    if compact {
+        let _ = write!(
+            s,
+            r##"<text x="{left}" y="14" fill="#c62828">{} faults, recoveries and changes marked: hover a line for its step</text>"##,
+            marked.len()
+        );
+    }
     for ((st, text), row) in marked.iter().zip(&texts).zip(&rows) {
         let xm = x(st.start_ms);
         let color =
             if st.action == "recover" || st.action == "join" { "#6a1b9a" } else { "#c62828" };
+        if compact {
+            let _ = write!(
+                s,
+                r#"<line x1="{xm:.1}" y1="{}" x2="{xm:.1}" y2="{bottom}" stroke="{color}" stroke-opacity="0.6"><title>{}</title></line>"#,
+                top - 10.0,
+                esc(text)
+            );
+            continue;
+        }
         let ly = 14.0 + *row as f64 * row_h;
         let _ = write!(
             s,
@@ -363,5 +386,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_campaign_s_hundreds_of_markers_become_tooltips_above_lanes_that_stay_in_view() {
+        use crate::report::{StepReport, StepStatus};
+        let step = |i: usize| StepReport {
+            index: i,
+            line: i,
+            action: "kill".into(),
+            fault: Some(crate::format::FaultKind::Outage),
+            status: StepStatus::Passed,
+            start_ms: i as u64 * 1000,
+            duration_ms: 10,
+            nodes: vec!["node1".into()],
+            detail: String::new(),
+        };
+        let height = |r: &Report| -> f64 {
+            let svg = timeline_svg(r);
+            let h = svg.split("height=\"").nth(1).unwrap().split('"').next().unwrap();
+            h.parse().unwrap()
+        };
+        let mut few = Report::new("s", std::path::Path::new("s.toml"), "", "docker", 1);
+        few.duration_ms = 600_000;
+        few.steps = (1..=3).map(step).collect();
+        let svg = timeline_svg(&few);
+        assert!(svg.contains(">2 kill node1</text>"), "a few markers keep their labels");
+        let mut many = few.clone();
+        many.steps = (1..=300).map(step).collect();
+        let svg = timeline_svg(&many);
+        assert!(svg.contains("300 faults, recoveries and changes marked"), "{svg}");
+        assert!(svg.contains("<title>250 kill node1</title>"));
+        assert!(!svg.contains(">250 kill node1</text>"));
+        assert!(height(&many) <= height(&few) + 1.0, "the lanes stay where they were");
     }
 }

@@ -187,7 +187,7 @@ impl DockerTeardown {
                 .arg(file)
                 .args(["down", "-v", "--remove-orphans", "--timeout", "2"])
                 .env("CHAOS_IMAGE", image)
-                .env("CHAOS_SUBNET", "10.0.0.0/24")
+                .envs(subnet_vars("10.0.0.0/24"))
                 .env("CHAOS_ENV_DIR", "/nonexistent")
                 .env("CHAOS_TLS_DIR", "/nonexistent")
                 .stdout(std::process::Stdio::null())
@@ -406,7 +406,7 @@ impl DockerBackend {
             .arg(&self.compose_file)
             .args(args)
             .env("CHAOS_IMAGE", &self.image)
-            .env("CHAOS_SUBNET", &self.subnet)
+            .envs(subnet_vars(&self.subnet))
             .envs(run_env(&self.profile, &self.run_dir))
             .output()
             .await
@@ -523,6 +523,21 @@ impl DockerBackend {
             (ONEOFF_LABEL.to_owned(), node.to_owned()),
         ])
     }
+}
+
+/// The compose variables of the cluster network `subnet` (`a.b.c.0/24`): the subnet, its
+/// first three octets, from which each node's fixed address is made (`${CHAOS_NET}.11` for
+/// node1), and the range docker hands out addresses from (its upper half). Nodes keep their
+/// addresses across stops, isolations and partitions, and a one-off container (a wipe, a join)
+/// never takes the address of a stopped node, which that node's next start would then find in
+/// use ("403 Address already in use", seen in a campaign on xp-5).
+pub fn subnet_vars(subnet: &str) -> [(&'static str, String); 3] {
+    let net = subnet.trim_end_matches("/24").trim_end_matches(".0").to_owned();
+    [
+        ("CHAOS_SUBNET", subnet.to_owned()),
+        ("CHAOS_DYNAMIC", format!("{net}.128/25")),
+        ("CHAOS_NET", net),
+    ]
 }
 
 /// A /24 in 10.199.0.0/16 that no existing network uses.
@@ -981,5 +996,48 @@ impl Backend for DockerBackend {
              remove it with `cargo xtask clean`",
             p = self.project
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nodes_have_fixed_addresses_outside_the_range_docker_hands_out() {
+        let vars = super::subnet_vars("10.199.42.0/24");
+        assert_eq!(
+            vars.map(|(k, v)| format!("{k}={v}")),
+            [
+                "CHAOS_SUBNET=10.199.42.0/24",
+                "CHAOS_DYNAMIC=10.199.42.128/25",
+                "CHAOS_NET=10.199.42"
+            ]
+        );
+        // Every compose file pins each node below the dynamic range and gives docker that range.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../compose");
+        let mut files = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_none_or(|x| x != "yml") {
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(&p).unwrap();
+            assert!(text.contains("ip_range: ${CHAOS_DYNAMIC}"), "{}", p.display());
+            let nodes = text
+                .lines()
+                .filter(|l| {
+                    l.strip_prefix("  node")
+                        .and_then(|r| r.strip_suffix(':'))
+                        .is_some_and(|n| n.parse::<u8>().is_ok())
+                })
+                .count();
+            let pinned = text.matches("ipv4_address: ${CHAOS_NET}.1").count();
+            assert!(
+                nodes > 0 && pinned == nodes,
+                "{}: {pinned} of {nodes} nodes pinned",
+                p.display()
+            );
+        }
+        assert!(files >= 6);
     }
 }

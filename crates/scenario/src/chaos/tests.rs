@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::generate::{Aim, Schedule};
+use super::generate::{self, Aim, Schedule};
 use super::*;
 use crate::format;
 
@@ -92,6 +92,35 @@ fn safe_faults_never_hold_a_majority_and_everything_heals_in_time() {
             assert!(total <= sp.minority(), "{name} {seed}: {} holds a majority", e.describe());
             assert!(overlapping.iter().all(|o| !o.exclusive()));
         }
+    }
+}
+
+#[test]
+fn a_compacted_schedule_keeps_each_group_s_timing_and_its_invariants() {
+    for (name, seed) in (1..40).flat_map(|s| [("xp-3", s), ("xp-5", s)]) {
+        let s = Schedule::generate(&spec(name, seed, &Fault::ALL, 4));
+        let ids: Vec<usize> = s.episodes.iter().map(|e| e.id).step_by(2).collect();
+        let c = s.without(&ids).compact();
+        assert!(c.spec.duration <= s.spec.duration);
+        let (orig, comp) = (s.without(&ids), &c);
+        // Pairwise: overlapping before iff overlapping after, same distance when they overlap.
+        for a in &orig.episodes {
+            for b in &orig.episodes {
+                let overlap = |x: &generate::Episode, y: &generate::Episode| {
+                    x.at <= y.at && y.at < x.at + x.hold
+                };
+                let find = |id| comp.episodes.iter().find(|e| e.id == id).unwrap();
+                let (ca, cb) = (find(a.id), find(b.id));
+                assert_eq!(overlap(a, b), overlap(ca, cb), "{name} {seed}: {} / {}", a.id, b.id);
+                if overlap(a, b) {
+                    assert_eq!(b.at - a.at, cb.at - ca.at);
+                }
+            }
+        }
+        for e in &comp.episodes {
+            assert!(e.at + e.hold <= comp.spec.duration, "{name} {seed}");
+        }
+        format::parse(&PathBuf::from("r.toml"), &c.render().0, &profile(name)).unwrap();
     }
 }
 

@@ -141,9 +141,10 @@ pub async fn read_loop(t: Tasks, keys: Vec<String>, offset: usize, every: Durati
     let mut turn = offset;
     loop {
         let tick = tokio::time::Instant::now() + every;
-        let key = keys[turn % keys.len().max(1)].clone();
         let up: Vec<String> = endpoints.all().into_iter().filter_map(|(_, u)| u).collect();
-        let base = up.get(turn % up.len().max(1)).cloned();
+        let (k, n) = pick(turn, keys.len(), up.len());
+        let key = keys[k].clone();
+        let base = up.get(n).cloned();
         turn = turn.wrapping_add(1);
         if let Some(base) = base {
             let start_ms = ms(epoch);
@@ -173,6 +174,13 @@ pub async fn read_loop(t: Tasks, keys: Vec<String>, offset: usize, every: Durati
             _ = stop.changed() => return,
         }
     }
+}
+
+/// The key and the node of a reader's `turn`-th read: every key through every node in turn
+/// (one counter for both would read each key through one node only when there are as many
+/// keys as nodes: seen in an etcd campaign, where every stale read of a key came from one node).
+fn pick(turn: usize, keys: usize, nodes: usize) -> (usize, usize) {
+    (turn % keys.max(1), (turn / keys.max(1) + turn) % nodes.max(1))
 }
 
 /// A read the check refuses, and why.
@@ -348,6 +356,16 @@ mod tests {
             outcome: WriteOutcome::Acked,
             node: Some("n1".into()),
         }
+    }
+
+    #[test]
+    fn every_key_is_read_through_every_node() {
+        for (keys, nodes) in [(3, 3), (3, 5), (1, 3), (4, 2), (3, 1)] {
+            let seen: std::collections::BTreeSet<(usize, usize)> =
+                (0..keys * nodes * 2).map(|t| pick(t, keys, nodes)).collect();
+            assert_eq!(seen.len(), keys * nodes, "{keys} keys, {nodes} nodes");
+        }
+        assert_eq!(pick(5, 3, 0), (2, 0), "no node up: the caller finds none at 0");
     }
 
     #[test]

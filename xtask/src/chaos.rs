@@ -241,10 +241,9 @@ fn failing(report: &Report) -> Vec<String> {
     report.checks.iter().filter(|c| !c.passed).map(|c| c.name.clone()).collect()
 }
 
-/// Shrinks a failing schedule by delta debugging: drops chunks of episodes (halves, then
-/// quarters, ... then single ones), keeping a drop when one of the checkers that failed first
-/// still fails, and squeezes the time they took out of the schedule. Each try is a full run;
-/// at most `budget` of them. Writes `repro.min.toml`.
+/// Shrinks a failing schedule (`scenario::chaos::shrink`): a try reproduces when one of the
+/// checkers that failed first fails again; each is a full run, at most `budget` of them.
+/// Writes `repro.min.toml`.
 async fn shrink(
     runner: &mut Runner,
     profile: &Profile,
@@ -255,7 +254,6 @@ async fn shrink(
     budget: usize,
 ) -> Result<()> {
     let wanted = failing(first);
-    let mut kept = schedule.clone();
     let total = schedule.episodes.len();
     println!(
         "\nshrinking {total} episodes (at most {budget} tries, each a full run); a smaller \
@@ -263,51 +261,17 @@ async fn shrink(
         wanted.join(", ")
     );
     let mut t = Tries { runner, profile, seed, dir, wanted: &wanted, done: 0, budget };
-    // First the cheap cut: a run stops at its failing step, so the episodes that start after
-    // it took no part.
     let (_, marks) = schedule.render();
-    if let Some(failed) = first.steps.iter().find(|s| s.status == StepStatus::Failed) {
-        let later: Vec<usize> = schedule
-            .episodes
-            .iter()
-            .zip(&marks.episode_steps)
-            .filter(|(_, step)| **step > failed.index)
-            .map(|(e, _)| e.id)
-            .collect();
-        if !later.is_empty() {
-            let trial = kept.without(&later).compact();
-            let what =
-                format!("the {} episodes after the failing step {}", later.len(), failed.index);
-            if t.run(&trial, what).await? {
-                kept = trial;
-            }
-        }
-    }
-    let mut chunk = kept.episodes.len().div_ceil(2);
-    'sizes: while chunk >= 1 {
-        let mut i = 0;
-        while i < kept.episodes.len() {
-            if t.done >= budget {
-                break 'sizes;
-            }
-            let ids: Vec<usize> = kept.episodes[i..(i + chunk).min(kept.episodes.len())]
-                .iter()
-                .map(|e| e.id)
-                .collect();
-            let trial = kept.without(&ids).compact();
-            let shown: Vec<String> = ids.iter().map(|id| format!("#{id}")).collect();
-            let what = format!("without episodes {}", shown.join(" "));
-            if t.run(&trial, what).await? {
-                kept = trial;
-            } else {
-                i += chunk;
-            }
-        }
-        if chunk == 1 {
-            break;
-        }
-        chunk = chunk.div_ceil(2).min(chunk - 1);
-    }
+    let failed_step = first.steps.iter().find(|s| s.status == StepStatus::Failed).map(|s| s.index);
+    let shrunk = scenario::chaos::shrink::ddmin(
+        schedule,
+        &marks,
+        failed_step,
+        budget,
+        async |trial: &Schedule, what: String| t.run(trial, what).await,
+    )
+    .await?;
+    let kept = shrunk.kept;
     let (text, _) = kept.render();
     let min = dir.join("repro.min.toml");
     std::fs::write(&min, text).with_context(|| format!("writing {}", min.display()))?;
@@ -315,7 +279,7 @@ async fn shrink(
     println!(
         "smallest failing schedule after {} tries: {} of {total} episodes, {} of faults — \
          replay: cargo xtask scenario {}",
-        t.done,
+        shrunk.tries,
         kept.episodes.len(),
         humantime::format_duration(kept.spec.duration),
         min.display()

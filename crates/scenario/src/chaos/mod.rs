@@ -10,6 +10,7 @@ use crate::profile::Profile;
 
 pub mod check;
 pub mod generate;
+pub mod shrink;
 #[cfg(test)]
 mod tests;
 

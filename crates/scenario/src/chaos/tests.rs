@@ -314,3 +314,51 @@ mod checkers {
         assert_eq!(got.len(), all.len());
     }
 }
+
+mod shrinking {
+    use super::*;
+    use crate::chaos::shrink::ddmin;
+
+    /// Runs `ddmin` with a failure that needs the episodes `culprits`, counting the trials.
+    fn shrink(
+        s: &Schedule,
+        culprits: &[usize],
+        failed_step: Option<usize>,
+        budget: usize,
+    ) -> (Vec<usize>, usize) {
+        let (_, marks) = s.render();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let got = rt
+            .block_on(ddmin(s, &marks, failed_step, budget, async |t: &Schedule, _what: String| {
+                let ids: Vec<usize> = t.episodes.iter().map(|e| e.id).collect();
+                Ok::<bool, ()>(culprits.iter().all(|c| ids.contains(c)))
+            }))
+            .unwrap();
+        (got.kept.episodes.iter().map(|e| e.id).collect(), got.tries)
+    }
+
+    #[test]
+    fn the_smallest_failing_schedule_is_found_within_the_budget() {
+        let s = Schedule::generate(&spec("xp-5", 9, &Fault::SAFE, 10));
+        let n = s.episodes.len();
+        assert!(n >= 30, "{n}");
+        // One culprit, then two far apart: all found, in far fewer runs than one per episode.
+        for culprits in [vec![7], vec![3, n - 2]] {
+            let (kept, tries) = shrink(&s, &culprits, None, 200);
+            assert_eq!(kept, culprits);
+            assert!(tries < n, "{tries} trials for {n} episodes");
+        }
+        // The budget is a hard stop; what is kept still holds the culprit.
+        let (kept, tries) = shrink(&s, &[7], None, 3);
+        assert_eq!(tries, 3);
+        assert!(kept.contains(&7) && kept.len() < n);
+        // A failure at a step: the episodes after it go in the first trial.
+        let (_, marks) = s.render();
+        let step = marks.episode_steps[10];
+        let (kept, _) = shrink(&s, &[7], Some(step), 1);
+        assert_eq!(kept.len(), 11, "episodes 1 to 11 are left after the first cut");
+        // A failure without any fault: everything goes.
+        let (kept, _) = shrink(&s, &[], None, 200);
+        assert!(kept.is_empty());
+    }
+}

@@ -195,6 +195,21 @@ pub struct Violation {
     pub why: String,
 }
 
+impl Violation {
+    /// `wreg-1 read 474954-475105 ms via node2: r1799 (stale: ...)`.
+    pub fn line(&self) -> String {
+        format!(
+            "{} read {}-{} ms via {}: {} ({})",
+            self.key,
+            self.read_start_ms,
+            self.read_end_ms,
+            self.node.as_deref().unwrap_or("?"),
+            self.returned,
+            self.why
+        )
+    }
+}
+
 /// What the check found.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RegisterCheck {

@@ -116,15 +116,7 @@ pub fn run(report: &Report, schedule: &Schedule, marks: &Marks) -> Vec<Check> {
         Some(c) => {
             let mut ev = c.line();
             for v in c.violations.iter().take(10) {
-                ev.push_str(&format!(
-                    "\n{} read {}-{} ms via {}: {} ({})",
-                    v.key,
-                    v.read_start_ms,
-                    v.read_end_ms,
-                    v.node.as_deref().unwrap_or("?"),
-                    v.returned,
-                    v.why
-                ));
+                ev.push_str(&format!("\n{}", v.line()));
             }
             check(READS, c.passed() && c.reads_checked > 0, ev)
         }

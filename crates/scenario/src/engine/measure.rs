@@ -99,15 +99,7 @@ impl<B: Backend> Engine<B> {
             let check = crate::register::check(&ops, &recoveries);
             self.say(&check.line());
             for v in check.violations.iter().take(10) {
-                self.say(&format!(
-                    "  {} read at {}-{} ms via {}: {} ({})",
-                    v.key,
-                    v.read_start_ms,
-                    v.read_end_ms,
-                    v.node.as_deref().unwrap_or("?"),
-                    v.returned,
-                    v.why
-                ));
+                self.say(&format!("  {}", v.line()));
             }
             if !check.passed() {
                 let why = format!(

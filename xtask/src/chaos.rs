@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use scenario::chaos::check::{self, LEFTOVERS};
 use scenario::chaos::generate::{Marks, Schedule};
 use scenario::chaos::{Fault, Spec};
-use scenario::format;
+use scenario::parse;
 use scenario::profile::Profile;
 use scenario::report::{junit, Check, Outcome, Report, StepStatus};
 
@@ -137,7 +137,7 @@ pub async fn run(args: Args) -> Result<u8> {
     let mut runner = Runner::new(&args.backend, &[&profile], args.no_tls).await?;
     for f in &spec.faults {
         for a in f.actions() {
-            if let Some((backend, why)) = runner.refuses(a) {
+            if let Some((backend, why)) = runner.refuses(*a) {
                 let hint = if explicit { "" } else { " (pass --faults without it)" };
                 return refuse(format!(
                     "fault {f}: the {backend} backend cannot `{a}`: {why}{hint}"
@@ -190,7 +190,7 @@ async fn campaign(
     let (text, marks) = schedule.render();
     let repro = dir.join(file);
     std::fs::write(&repro, &text).with_context(|| format!("writing {}", repro.display()))?;
-    let scenario = format::parse(&repro, &text, profile)
+    let scenario = parse::parse(&repro, &text, profile)
         .map_err(|e| anyhow::anyhow!("the generated schedule does not parse (a bug): {e}"))?;
     println!("\n=== {} — {}\n    file {}", scenario.name, scenario.summary, repro.display());
     let Run { mut report, interrupted, cleanup } =

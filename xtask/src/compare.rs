@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use scenario::compare::{markdown, Row};
+use scenario::report::compare::{markdown, Row};
 use scenario::report::RepeatSummary;
 
 /// (what the drill does, the xp drill, the etcd drill)

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
             Command::Bench { what, args } => bench::run(&what, &args),
             Command::Schema => {
                 let path = root().join("docs/scenario.schema.json");
-                std::fs::write(&path, ::scenario::format::json_schema())
+                std::fs::write(&path, ::scenario::parse::json_schema())
                     .map_err(anyhow::Error::from)?;
                 println!("wrote {}", path.display());
                 Ok(0)

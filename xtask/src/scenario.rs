@@ -5,15 +5,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use std::panic::AssertUnwindSafe;
-
 use anyhow::{bail, Context, Result};
-use futures_util::FutureExt;
 use scenario::backend::docker::{self, ComposeCli, DockerBackend};
-use scenario::backend::{Backend, LocalBackend, Teardown};
-use scenario::engine::{Engine, RunOptions};
-use scenario::format::{self, Scenario};
+use scenario::backend::LocalBackend;
+use scenario::engine::RunOptions;
+use scenario::model::{Action, Scenario};
+use scenario::parse;
 use scenario::profile::Profile;
+use scenario::run::{run_one, Ended};
 
 /// The cluster of a scenario that names none.
 pub const DEFAULT_PROFILE: &str = "xp-3";
@@ -123,7 +122,7 @@ fn load_all(files: &[PathBuf], root: &Path) -> Result<Vec<(Scenario, Profile)>, 
                 continue;
             }
         };
-        let cluster = format::cluster_of(&src, DEFAULT_PROFILE);
+        let cluster = parse::cluster_of(&src, DEFAULT_PROFILE);
         let profile = match Profile::load(&Profile::path_for(root, &cluster)) {
             Ok(p) => p,
             Err(e) => {
@@ -131,7 +130,7 @@ fn load_all(files: &[PathBuf], root: &Path) -> Result<Vec<(Scenario, Profile)>, 
                 continue;
             }
         };
-        match format::parse(f, &src, &profile) {
+        match parse::parse(f, &src, &profile) {
             Ok(s) => out.push((s, profile)),
             Err(e) => errors.push(e.to_string()),
         }
@@ -252,62 +251,6 @@ fn getrandom_fill(b: &mut [u8]) {
     b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
 }
 
-/// Runs one scenario on a backend, with teardown on success, failure, panic and Ctrl-C.
-async fn run_one<B: Backend>(
-    scenario: Scenario,
-    profile: Profile,
-    backend: B,
-    seed: u64,
-    keep: bool,
-) -> (Report, bool, Result<(), String>) {
-    let mut report =
-        Report::new(&scenario.name, &scenario.file, &scenario.summary, backend.name(), seed);
-    let teardown: Teardown = backend.teardown();
-    let hint = backend.keep_hint();
-    let started = Instant::now();
-    let mut engine = Engine::new(scenario, profile, backend, RunOptions { seed, verbose: true });
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    // A panic in a step is caught here so that the teardown below still runs.
-    let interrupted = {
-        let run = AssertUnwindSafe(engine.run(&mut report)).catch_unwind();
-        tokio::select! {
-            r = run => {
-                if let Err(p) = r {
-                    let msg = p.downcast_ref::<String>().cloned().or(p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-                    report.fail(format!("the runner panicked: {msg}"));
-                }
-                None
-            }
-            _ = tokio::signal::ctrl_c() => Some("Ctrl-C"),
-            _ = term.recv() => Some("SIGTERM"),
-        }
-    };
-    if let Some(what) = interrupted {
-        println!("\ninterrupted by {what}: tearing the cluster down");
-        report.fail(format!("interrupted by {what}"));
-    }
-    let interrupted = interrupted.is_some();
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    let torn = if keep && !interrupted {
-        println!("{hint}");
-        Err("kept running (--keep)".to_owned())
-    } else {
-        let t = Instant::now();
-        match teardown.run().await {
-            Ok(()) => {
-                println!("cluster torn down in {:.1}s", t.elapsed().as_secs_f64());
-                Ok(())
-            }
-            Err(e) => {
-                eprintln!("warning: teardown incomplete ({e}); run `cargo xtask clean`");
-                Err(e.to_string())
-            }
-        }
-    };
-    (report, interrupted, torn)
-}
-
 /// What one run left: its report, whether it was interrupted, and whether anything of it is
 /// still there after the teardown (`Ok(what was checked)` or `Err(what is left)`).
 pub struct Run {
@@ -333,7 +276,7 @@ impl Runner {
     }
 
     /// The backend's name and why it cannot run `action`, if it cannot.
-    pub fn refuses(&self, action: &str) -> Option<(&'static str, String)> {
+    pub fn refuses(&self, action: Action) -> Option<(&'static str, String)> {
         match &self.chosen {
             Chosen::Docker(..) => None,
             Chosen::Local => {
@@ -384,8 +327,9 @@ impl Runner {
                 )
                 .await?;
                 println!("    compose project {project}, {}", tls_note(&profile));
-                let (report, interrupted, torn) =
-                    run_one(scenario, profile, backend, seed, keep).await;
+                let Ended { report, interrupted, teardown: torn } =
+                    run_one(scenario, profile, backend, RunOptions { seed, verbose: true }, keep)
+                        .await;
                 let cleanup = match torn {
                     Err(e) => Err(e),
                     Ok(()) => match docker::leftovers(d, docker::Projects::One(&project)).await {
@@ -405,8 +349,9 @@ impl Runner {
                 let profile = run_profile(profile, self.no_tls, &dir.join("tls"))?;
                 println!("    {}", tls_note(&profile));
                 let backend = LocalBackend::new(profile.clone(), self.bins.clone(), dir)?;
-                let (report, interrupted, torn) =
-                    run_one(scenario, profile, backend, seed, keep).await;
+                let Ended { report, interrupted, teardown: torn } =
+                    run_one(scenario, profile, backend, RunOptions { seed, verbose: true }, keep)
+                        .await;
                 let cleanup = torn.map(|()| {
                     "the local backend's teardown stopped every process it started".to_owned()
                 });
@@ -434,12 +379,12 @@ pub async fn run(args: Args) -> Result<u8> {
     }
     if args.plan {
         for (s, p) in &loaded {
-            print!("{}", format::render_plan(s, p));
+            print!("{}", parse::render_plan(s, p));
             // The local backend's refusals are known without starting anything; docker's
             // availability is not, so `auto` is checked against the local backend too.
             if args.backend != "docker" {
                 for (i, step) in s.steps.iter().enumerate() {
-                    if let Err(why) = scenario::backend::local::supports(step.step.action()) {
+                    if let Err(why) = scenario::backend::local::supports(step.step.kind()) {
                         println!(
                             "     step {} `{}`: the local backend cannot run it: {why}",
                             i + 1,

@@ -33,8 +33,20 @@ pub struct NodeSpec {
     pub url: String,
     /// Port the node listens on inside its container.
     pub port: u16,
+    /// The URL the node's peers reach it at, when it is not `url` (etcd's peer port). The
+    /// local backend gives it a loopback port of its own; commands name it `{node_peer_url}`
+    /// and its port `{peer_port}`.
+    #[serde(default)]
+    pub peer_url: Option<String>,
     /// The node's env file, relative to the profile.
     pub env_file: PathBuf,
+}
+
+impl NodeSpec {
+    /// The port of `peer_url` (absent: none; a URL without one: its scheme's default).
+    pub fn peer_port(&self) -> Option<u16> {
+        reqwest::Url::parse(self.peer_url.as_deref()?).ok()?.port_or_known_default()
+    }
 }
 
 /// How a node (a stopped one, with an empty disk) joins a running cluster.
@@ -96,9 +108,14 @@ pub struct InspectSpec {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalSpec {
-    /// Flag the binaries take to name the env file.
-    pub env_file_flag: String,
-    /// Env keys set for a local run; `{data_dir}`, `{port}`, `{node}` are filled in.
+    /// Flag the node's binaries take to name the env file (xp's `--env-file`), added to the
+    /// node's command and to every one-off. Absent: the env file's variables are the node
+    /// process's environment, and one-offs run without them (as compose's `env_file:` does).
+    #[serde(default)]
+    pub env_file_flag: Option<String>,
+    /// Env keys set for a local run; `{data_dir}`, `{port}`, `{peer_port}`, `{node}` are
+    /// filled in.
+    #[serde(default)]
     pub set: BTreeMap<String, String>,
 }
 
@@ -171,7 +188,7 @@ impl Profile {
             .map_err(|e| ProfileError::Invalid { path: path.to_owned(), message: e.to_string() })?;
         p.dir = path.parent().unwrap_or(Path::new(".")).to_owned();
         if let Err(e) = p.target.check() {
-            let (line, col) = crate::format::line_col(&text, e.span.start);
+            let (line, col) = crate::parse::line_col(&text, e.span.start);
             return Err(ProfileError::At { path: path.to_owned(), line, col, message: e.message });
         }
         let invalid = |message: String| ProfileError::Invalid { path: path.to_owned(), message };
@@ -191,6 +208,22 @@ impl Profile {
                 }
             }
         }
+        for (name, source) in &p.target.sources {
+            let crate::target::spec::SourceSpec::Command(c) = source else { continue };
+            let first = &c.command.get_ref()[0];
+            if !programs.contains(first) {
+                let (line, col) = crate::parse::line_col(&text, c.command.span().start);
+                return Err(ProfileError::At {
+                    path: path.to_owned(),
+                    line,
+                    col,
+                    message: format!(
+                        "target.sources.{name}: {first:?} is no program of the image ({})",
+                        programs.join(", ")
+                    ),
+                });
+            }
+        }
         if p.crash_patterns.iter().any(|c| c.trim().is_empty()) {
             return Err(invalid("crash_patterns: an empty pattern would match every line".into()));
         }
@@ -199,6 +232,13 @@ impl Profile {
                 path: path.to_owned(),
                 message: "no [[node]]".into(),
             });
+        }
+        if let Some(n) = p.nodes.iter().find(|n| n.peer_url.is_some() && n.peer_port().is_none()) {
+            return Err(invalid(format!(
+                "node {}: peer_url {:?} is no URL with a port",
+                n.name,
+                n.peer_url.as_deref().unwrap_or_default()
+            )));
         }
         let wants_file = p.join.command.iter().any(|w| w.contains("{token_file}"));
         if p.join.command.iter().any(|w| w.contains("{token}")) {
@@ -308,7 +348,10 @@ impl Profile {
         self.target
             .sources
             .get(self.target.primary())
-            .map(|r| r.path.get_ref().as_str())
+            .and_then(|s| match s {
+                crate::target::spec::SourceSpec::Http(r) => Some(r.path.get_ref().as_str()),
+                crate::target::spec::SourceSpec::Command(_) => None,
+            })
             .unwrap_or("/")
     }
 
@@ -318,13 +361,20 @@ impl Profile {
         self.binaries.iter().cloned().chain(files).collect()
     }
 
-    /// `words` with `{node}` and `{node_url}` (and any of `extra`) filled in for `node`.
+    /// `words` with `{node}`, `{node_url}` and `{node_peer_url}` (and any of `extra`) filled
+    /// in for `node`. `{port}` and `{peer_port}` are left to the backend, which knows where the
+    /// node listens.
     pub fn command(&self, words: &[String], node: &str, extra: &[(&str, &str)]) -> Vec<String> {
-        let url = self.node(node).map(|n| n.url.as_str()).unwrap_or("");
+        let spec = self.node(node);
+        let url = spec.map(|n| n.url.as_str()).unwrap_or("");
+        let peer_url = spec.and_then(|n| n.peer_url.as_deref()).unwrap_or(url);
         words
             .iter()
             .map(|w| {
-                let mut w = w.replace("{node_url}", url).replace("{node}", node);
+                let mut w = w
+                    .replace("{node_url}", url)
+                    .replace("{node_peer_url}", peer_url)
+                    .replace("{node}", node);
                 for (k, v) in extra {
                     w = w.replace(&format!("{{{k}}}"), v);
                 }

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use scenario::format::{parse, Matcher, Step};
+use scenario::model::{Matcher, Step};
+use scenario::parse::parse;
 use scenario::profile::Profile;
 
 fn root() -> PathBuf {
@@ -159,7 +160,7 @@ fn every_shipped_scenario_parses() {
         let path = e.unwrap().path();
         if path.extension().is_some_and(|x| x == "toml") {
             let src = std::fs::read_to_string(&path).unwrap();
-            let cluster = scenario::format::cluster_of(&src, "xp-3");
+            let cluster = scenario::parse::cluster_of(&src, "xp-3");
             let p = Profile::load(&Profile::path_for(&root(), &cluster)).unwrap();
             let s = parse(&path, &src, &p).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(
@@ -232,7 +233,7 @@ fn checked_in_schema_is_current() {
     let path = root().join("docs/scenario.schema.json");
     let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
-        on_disk == scenario::format::json_schema(),
+        on_disk == scenario::parse::json_schema(),
         "{} is stale: run `cargo xtask schema` and commit it",
         path.display()
     );
@@ -324,12 +325,60 @@ fn a_broken_profile_is_refused_before_anything_starts() {
     }
 }
 
+/// The same for what only the etcd profile has: a command source, peer URLs.
+#[test]
+fn a_broken_command_source_or_peer_url_is_refused_before_anything_starts() {
+    let good = std::fs::read_to_string(root().join("compose/etcd-3.profile.toml")).unwrap();
+    // (replace this, with that, the error must contain)
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "command = [\"etcdctl\", \"--endpoints\"",
+            "command = [\"etcdctl3\", \"--endpoints\"",
+            "bad.profile.toml:128:11: target.sources.cluster: \"etcdctl3\" is no program of the image (etcd, etcdctl, busybox)",
+        ),
+        (
+            "[target.sources.cluster]\n",
+            "[target.sources.cluster]\npath = \"/v3/cluster/member/list\"\n",
+            "a source is an HTTP request (`path`) or a `command`, not both",
+        ),
+        (
+            "[target.sources.cluster]\n",
+            "[target.sources.cluster]\nmethod = \"POST\"\n",
+            "a command source takes no `method` or `body`",
+        ),
+        (
+            "command = [\"etcdctl\", \"--endpoints\", \"http://127.0.0.1:{port}\", \"--command-timeout\", \"2s\", \"member\", \"list\", \"-w\", \"json\"]",
+            "command = []",
+            "`command` is empty",
+        ),
+        (
+            "primary = \"status\"",
+            "primary = \"cluster\"",
+            "the primary source \"cluster\" is read several times a second",
+        ),
+        (
+            "peer_url = \"http://node2:2380\"",
+            "peer_url = \"node2\"",
+            "node node2: peer_url \"node2\" is no URL with a port",
+        ),
+    ];
+    for (from, to, want) in cases {
+        assert!(good.contains(from), "the profile no longer has {from:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.profile.toml");
+        std::fs::write(&path, good.replacen(from, to, 1)).unwrap();
+        let err = Profile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("bad.profile.toml"), "{err}");
+        assert!(err.contains(want), "{from:?} -> {to:?}:\n   got: {err}\n  want: {want}");
+    }
+}
+
 /// One answer per action for what it does to the cluster: recovery times are measured after
 /// outages, restarts and recoveries; changes are only marked; observation steps are neither.
 #[test]
 fn every_action_has_one_fault_kind() {
-    use scenario::format::FaultKind::*;
-    let cases: &[(&str, Option<scenario::format::FaultKind>)] = &[
+    use scenario::model::FaultKind::*;
+    let cases: &[(&str, Option<scenario::model::FaultKind>)] = &[
         ("stop = { nodes = \"node1\" }", Some(Outage)),
         ("kill = { nodes = \"node1\" }", Some(Outage)),
         ("pause = { nodes = \"node1\" }", Some(Outage)),

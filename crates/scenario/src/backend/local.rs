@@ -9,22 +9,34 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{poll, Backend, BackendError, CmdOutput, Teardown};
+use super::{poll, Backend, BackendError, CmdOutput, Exec, ExecFuture, Teardown};
+use crate::model::Action;
 use crate::profile::Profile;
 
 struct LocalNode {
     port: u16,
+    /// The loopback port standing in for the node's `peer_url`.
+    peer_port: Option<u16>,
     env_file: PathBuf,
     log_file: PathBuf,
-    /// Length of the log when the node was last started.
-    started_at_byte: u64,
+    /// What the container's data volume is here.
+    data_dir: PathBuf,
 }
 
-pub struct LocalBackend {
+/// Where everything of the run is, fixed when the backend is made: shared with the
+/// [`LocalExec`] the sampler holds.
+struct Layout {
     profile: Profile,
+    /// Programs by name: this build's binaries and the profile's host files.
     bins: BTreeMap<String, PathBuf>,
     dir: PathBuf,
     nodes: BTreeMap<String, LocalNode>,
+}
+
+pub struct LocalBackend {
+    layout: Arc<Layout>,
+    /// Length of each node's log when it was last started.
+    started_at_byte: BTreeMap<String, u64>,
     children: Arc<Mutex<BTreeMap<String, Child>>>,
     http: reqwest::Client,
 }
@@ -69,8 +81,13 @@ pub fn kill_processes_under(dir: &Path) -> usize {
         if pid == std::process::id() {
             continue;
         }
+        // A node started through a shell that exec'd it (etcd) names the run's directory in
+        // its environment only (`PATH` leads with the run's `bin/`).
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+        let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle)
+            || String::from_utf8_lossy(&environ).contains(&needle)
+        {
             let _ = signal(pid, "SIGCONT");
             if signal(pid, "SIGKILL").is_ok() {
                 n += 1;
@@ -87,10 +104,11 @@ fn free_port() -> Result<u16, BackendError> {
 }
 
 impl LocalBackend {
-    /// Prepares env files and data dirs under `dir` (a fresh directory for this run).
+    /// Prepares env files and data dirs under `dir` (a fresh directory for this run). `bins`
+    /// are this build's binaries; the profile's host files (an installed etcd) are added.
     pub fn new(
         profile: Profile,
-        bins: BTreeMap<String, PathBuf>,
+        mut bins: BTreeMap<String, PathBuf>,
         dir: PathBuf,
     ) -> Result<LocalBackend, BackendError> {
         if profile.local.is_none() {
@@ -100,87 +118,48 @@ impl LocalBackend {
                 profile.name
             )));
         }
-        let mut ports = BTreeMap::new();
-        for n in &profile.nodes {
-            ports.insert(n.name.clone(), free_port()?);
+        for f in profile.host_files.iter().filter(|f| !f.library) {
+            if !f.from.exists() {
+                let install =
+                    f.package.as_ref().map(|p| format!(": install {p}")).unwrap_or_default();
+                return Err(BackendError::Command(format!(
+                    "the {} cluster runs {} as a local process, and it is missing{install}",
+                    profile.name,
+                    f.from.display()
+                )));
+            }
+            bins.insert(f.to.clone(), f.from.clone());
         }
-        let nodes = profile
-            .nodes
-            .iter()
-            .map(|n| {
-                let node_dir = dir.join(&n.name);
-                let node = LocalNode {
-                    port: ports[&n.name],
-                    env_file: node_dir.join("node.env"),
-                    log_file: node_dir.join("node.log"),
-                    started_at_byte: 0,
-                };
-                (n.name.clone(), node)
-            })
-            .collect();
+        let mut nodes = BTreeMap::new();
+        for n in &profile.nodes {
+            let node_dir = dir.join(&n.name);
+            let peer_port = match n.peer_url {
+                Some(_) => Some(free_port()?),
+                None => None,
+            };
+            let node = LocalNode {
+                port: free_port()?,
+                peer_port,
+                env_file: node_dir.join("node.env"),
+                log_file: node_dir.join("node.log"),
+                data_dir: node_dir.join("data"),
+            };
+            nodes.insert(n.name.clone(), node);
+        }
         let http =
             profile.client_builder().timeout(Duration::from_secs(2)).build().expect("http client");
-        let backend = LocalBackend { profile, bins, dir, nodes, children: Arc::default(), http };
-        backend.prepare()?;
-        Ok(backend)
-    }
-
-    /// Writes each node's env file and creates its empty data dir under the run dir; again
-    /// after a `down` removed them, with the same ports.
-    fn prepare(&self) -> Result<(), BackendError> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| BackendError::Io { path, source }
-        };
-        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        for n in &self.profile.nodes {
-            let node = &self.nodes[&n.name];
-            let tls_dir = match &self.profile.run_tls {
-                Some(t) => t.dir.join(&n.name).to_string_lossy().into_owned(),
-                None => String::new(),
-            };
-            let mut text = self
-                .profile
-                .env_text(&n.name, &tls_dir)
-                .map_err(|e| BackendError::Command(e.to_string()))?;
-            // Peers' URLs inside the cluster network become loopback URLs.
-            let scheme = self.profile.scheme();
-            for other in &self.profile.nodes {
-                text = text.replace(
-                    &other.url,
-                    &format!("{scheme}://127.0.0.1:{}", self.nodes[&other.name].port),
-                );
-            }
-            let data_dir = self.dir.join(&n.name).join("data");
-            std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;
-            for (key, template) in &self.local().set {
-                let value = template
-                    .replace("{data_dir}", &data_dir.to_string_lossy())
-                    .replace("{port}", &node.port.to_string())
-                    .replace("{node}", &n.name);
-                text = set_env_key(&text, key, &value);
-            }
-            write_private(&node.env_file, text.as_bytes()).map_err(io(&node.env_file))?;
-        }
-        Ok(())
-    }
-
-    fn local(&self) -> &crate::profile::LocalSpec {
-        self.profile.local.as_ref().expect("checked by LocalBackend::new")
+        let layout = Arc::new(Layout { profile, bins, dir, nodes });
+        layout.prepare()?;
+        Ok(LocalBackend {
+            layout,
+            started_at_byte: BTreeMap::new(),
+            children: Arc::default(),
+            http,
+        })
     }
 
     fn node(&self, name: &str) -> Result<&LocalNode, BackendError> {
-        self.nodes.get(name).ok_or_else(|| BackendError::Command(format!("no node {name:?}")))
-    }
-
-    fn command(&self, node: &str, words: &[String]) -> Result<Command, BackendError> {
-        let n = self.node(node)?;
-        let bin = self.bins.get(&words[0]).ok_or_else(|| {
-            BackendError::Command(format!("no binary {:?} in this build", words[0]))
-        })?;
-        let mut c = Command::new(bin);
-        c.args(&words[1..]).arg(&self.local().env_file_flag).arg(&n.env_file);
-        Ok(c)
+        self.layout.node(name)
     }
 
     fn pid(&self, node: &str) -> Option<u32> {
@@ -211,6 +190,152 @@ impl LocalBackend {
     }
 }
 
+/// Whether a process is the node itself or a one-off beside it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Node,
+    OneOff,
+}
+
+impl Layout {
+    fn local(&self) -> &crate::profile::LocalSpec {
+        self.profile.local.as_ref().expect("checked by LocalBackend::new")
+    }
+
+    fn node(&self, name: &str) -> Result<&LocalNode, BackendError> {
+        self.nodes.get(name).ok_or_else(|| BackendError::Command(format!("no node {name:?}")))
+    }
+
+    fn bin_dir(&self) -> PathBuf {
+        self.dir.join("bin")
+    }
+
+    /// Writes each node's env file and creates its empty data dir under the run dir, and the
+    /// `bin/` directory every process finds the programs in; again after a `down` removed
+    /// them, with the same ports.
+    fn prepare(&self) -> Result<(), BackendError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| BackendError::Io { path, source }
+        };
+        let bin_dir = self.bin_dir();
+        std::fs::create_dir_all(&bin_dir).map_err(io(&bin_dir))?;
+        for (name, path) in &self.bins {
+            let link = bin_dir.join(name);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(path, &link).map_err(io(&link))?;
+        }
+        for n in &self.profile.nodes {
+            let node = &self.nodes[&n.name];
+            let tls_dir = match &self.profile.run_tls {
+                Some(t) => t.dir.join(&n.name).to_string_lossy().into_owned(),
+                None => String::new(),
+            };
+            let text = self
+                .profile
+                .env_text(&n.name, &tls_dir)
+                .map_err(|e| BackendError::Command(e.to_string()))?;
+            let mut text = self.localize_text(&n.name, &text)?;
+            std::fs::create_dir_all(&node.data_dir).map_err(io(&node.data_dir))?;
+            for (key, template) in &self.local().set {
+                let value = template
+                    .replace("{data_dir}", &node.data_dir.to_string_lossy())
+                    .replace("{node}", &n.name);
+                let value = self.localize_text(&n.name, &value)?;
+                text = set_env_key(&text, key, &value);
+            }
+            write_private(&node.env_file, text.as_bytes()).map_err(io(&node.env_file))?;
+        }
+        Ok(())
+    }
+
+    /// What a container path or cluster URL is here: every node's URL (and peer URL) becomes
+    /// its loopback port, the data volume's path `node`'s data dir, and `{port}` and
+    /// `{peer_port}` `node`'s ports.
+    fn localize_text(&self, node: &str, text: &str) -> Result<String, BackendError> {
+        let own = self.node(node)?;
+        let scheme = self.profile.scheme();
+        let mut text = super::fill_ports(&[text.to_owned()], own.port, own.peer_port).remove(0);
+        for other in &self.profile.nodes {
+            let local = &self.nodes[&other.name];
+            text = text.replace(&other.url, &format!("{scheme}://127.0.0.1:{}", local.port));
+            if let (Some(url), Some(port)) = (&other.peer_url, local.peer_port) {
+                let scheme = url.split("://").next().unwrap_or("http");
+                text = text.replace(url, &format!("{scheme}://127.0.0.1:{port}"));
+            }
+        }
+        Ok(text.replace(&self.profile.data_dir_in_container, &own.data_dir.to_string_lossy()))
+    }
+
+    /// A process for `node`: the node itself, or a one-off beside it. Its first word is a
+    /// program of the build or the profile; `bin/` comes first on its `PATH`.
+    fn command(&self, node: &str, words: &[String], role: Role) -> Result<Command, BackendError> {
+        let n = self.node(node)?;
+        let words =
+            words.iter().map(|w| self.localize_text(node, w)).collect::<Result<Vec<_>, _>>()?;
+        let bin = self.bins.get(&words[0]).ok_or_else(|| {
+            BackendError::Command(format!("no program {:?} in this build or profile", words[0]))
+        })?;
+        let mut c = Command::new(bin);
+        c.args(&words[1..]);
+        let path = std::env::var("PATH").unwrap_or_default();
+        c.env("PATH", format!("{}:{path}", self.bin_dir().display()));
+        match &self.local().env_file_flag {
+            Some(flag) => {
+                c.arg(flag).arg(&n.env_file);
+            }
+            None if role == Role::Node => {
+                let text = std::fs::read_to_string(&n.env_file)
+                    .map_err(|source| BackendError::Io { path: n.env_file.clone(), source })?;
+                c.envs(env_vars(&text));
+            }
+            None => {}
+        }
+        Ok(c)
+    }
+
+    async fn output(
+        &self,
+        node: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<CmdOutput, BackendError> {
+        let mut c = tokio::process::Command::from(self.command(node, cmd, Role::OneOff)?);
+        c.kill_on_drop(true);
+        let out = tokio::time::timeout(timeout, c.output())
+            .await
+            .map_err(|_| BackendError::Timeout {
+                after: timeout,
+                what: format!("running {}", cmd.join(" ")),
+            })?
+            .map_err(|e| BackendError::Command(format!("{}: {e}", cmd[0])))?;
+        Ok(CmdOutput {
+            code: out.status.code().unwrap_or(-1) as i64,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+/// An env file's `KEY=VALUE` lines (comments and blank lines skipped, quotes kept off).
+fn env_vars(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        .collect()
+}
+
+/// Runs a profile's command sources as local processes.
+struct LocalExec(Arc<Layout>);
+
+impl Exec for LocalExec {
+    fn exec<'a>(&'a self, node: &'a str, cmd: Vec<String>, timeout: Duration) -> ExecFuture<'a> {
+        Box::pin(async move { self.0.output(node, &cmd, timeout).await })
+    }
+}
+
 fn set_env_key(text: &str, key: &str, value: &str) -> String {
     let mut found = false;
     let mut out: Vec<String> = text
@@ -231,12 +356,12 @@ fn set_env_key(text: &str, key: &str, value: &str) -> String {
 }
 
 /// What the local backend cannot do, and why (also asked by `--plan --backend local`).
-pub fn supports(action: &str) -> Result<(), String> {
+pub fn supports(action: Action) -> Result<(), String> {
     match action {
-        "isolate" | "heal" => {
+        Action::Isolate | Action::Heal => {
             Err("the local backend has no network to cut a node off (use --backend docker)".into())
         }
-        "partition" | "heal-partition" => Err(
+        Action::Partition | Action::HealPartition => Err(
             "the local backend runs every node on loopback, with no network to partition (use --backend docker)"
                 .into(),
         ),
@@ -249,20 +374,20 @@ impl Backend for LocalBackend {
         "local"
     }
 
-    fn supports(&self, action: &str) -> Result<(), String> {
+    fn supports(&self, action: Action) -> Result<(), String> {
         supports(action)
     }
 
     async fn up(&mut self) -> Result<(), BackendError> {
-        if !self.dir.exists() {
-            self.prepare()?; // a `down` step removed the run dir
+        if !self.layout.dir.exists() {
+            self.layout.prepare()?; // a `down` step removed the run dir
         }
-        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        let names: Vec<String> = self.layout.nodes.keys().cloned().collect();
         for n in &names {
             self.start(n).await?;
         }
         for n in &names {
-            let url = format!("{}{}", self.endpoint(n).await?, self.profile.ready_path());
+            let url = format!("{}{}", self.endpoint(n).await?, self.layout.profile.ready_path());
             let http = self.http.clone();
             poll(&format!("{n} to answer {url}"), Duration::from_secs(30), Duration::from_millis(50), || {
                 let (http, url) = (http.clone(), url.clone());
@@ -309,7 +434,8 @@ impl Backend for LocalBackend {
             .map_err(|source| BackendError::Io { path: n.log_file.clone(), source })?;
         let at = log.metadata().map(|m| m.len()).unwrap_or(0);
         let child = self
-            .command(node, &self.profile.run.clone())?
+            .layout
+            .command(node, &self.layout.profile.run, Role::Node)?
             .stdout(
                 log.try_clone()
                     .map_err(|source| BackendError::Io { path: n.log_file.clone(), source })?,
@@ -319,9 +445,7 @@ impl Backend for LocalBackend {
             .spawn()
             .map_err(|e| BackendError::Command(format!("cannot start {node}: {e}")))?;
         self.children.lock().unwrap().insert(node.to_owned(), child);
-        if let Some(n) = self.nodes.get_mut(node) {
-            n.started_at_byte = at;
-        }
+        self.started_at_byte.insert(node.to_owned(), at);
         Ok(())
     }
 
@@ -334,19 +458,19 @@ impl Backend for LocalBackend {
     }
 
     async fn isolate(&mut self, _node: &str) -> Result<(), BackendError> {
-        Err(BackendError::Command(self.supports("isolate").unwrap_err()))
+        Err(BackendError::Command(self.supports(Action::Isolate).unwrap_err()))
     }
 
     async fn heal(&mut self, _node: &str) -> Result<(), BackendError> {
-        Err(BackendError::Command(self.supports("heal").unwrap_err()))
+        Err(BackendError::Command(self.supports(Action::Heal).unwrap_err()))
     }
 
     async fn partition(&mut self, _groups: &[Vec<String>]) -> Result<(), BackendError> {
-        Err(BackendError::Command(self.supports("partition").unwrap_err()))
+        Err(BackendError::Command(self.supports(Action::Partition).unwrap_err()))
     }
 
     async fn heal_partition(&mut self) -> Result<(), BackendError> {
-        Err(BackendError::Command(self.supports("heal-partition").unwrap_err()))
+        Err(BackendError::Command(self.supports(Action::HealPartition).unwrap_err()))
     }
 
     async fn oneoff(
@@ -355,20 +479,7 @@ impl Backend for LocalBackend {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<CmdOutput, BackendError> {
-        let mut c = tokio::process::Command::from(self.command(node, cmd)?);
-        c.kill_on_drop(true);
-        let out = tokio::time::timeout(timeout, c.output())
-            .await
-            .map_err(|_| BackendError::Timeout {
-                after: timeout,
-                what: format!("running {}", cmd.join(" ")),
-            })?
-            .map_err(|e| BackendError::Command(format!("{}: {e}", cmd[0])))?;
-        Ok(CmdOutput {
-            code: out.status.code().unwrap_or(-1) as i64,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        self.layout.output(node, cmd, timeout).await
     }
 
     async fn put_file(
@@ -378,7 +489,7 @@ impl Backend for LocalBackend {
         bytes: &[u8],
     ) -> Result<String, BackendError> {
         self.node(node)?;
-        let path = self.dir.join(node).join("data").join(name);
+        let path = self.node(node)?.data_dir.join(name);
         // Inputs may be secrets (a join token): owner-only.
         let _ = std::fs::remove_file(&path);
         std::fs::OpenOptions::new()
@@ -391,8 +502,12 @@ impl Backend for LocalBackend {
         Ok(path.to_string_lossy().into_owned())
     }
 
+    fn executor(&self) -> Arc<dyn Exec> {
+        Arc::new(LocalExec(self.layout.clone()))
+    }
+
     async fn endpoint(&self, node: &str) -> Result<String, BackendError> {
-        Ok(format!("{}://127.0.0.1:{}", self.profile.scheme(), self.node(node)?.port))
+        Ok(format!("{}://127.0.0.1:{}", self.layout.profile.scheme(), self.node(node)?.port))
     }
 
     async fn alive(&self, node: &str) -> Result<bool, BackendError> {
@@ -409,25 +524,27 @@ impl Backend for LocalBackend {
     async fn logs_since_start(&self, node: &str, lines: usize) -> String {
         let Ok(n) = self.node(node) else { return String::new() };
         let bytes = std::fs::read(&n.log_file).unwrap_or_default();
-        let from = (n.started_at_byte as usize).min(bytes.len());
+        let at = self.started_at_byte.get(node).copied().unwrap_or(0);
+        let from = (at as usize).min(bytes.len());
         let text = String::from_utf8_lossy(&bytes[from..]);
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     fn teardown(&self) -> Teardown {
-        Teardown::Local(LocalTeardown { dir: self.dir.clone() })
+        Teardown::Local(LocalTeardown { dir: self.layout.dir.clone() })
     }
 
     fn keep_hint(&self) -> String {
         let urls: Vec<String> = self
+            .layout
             .nodes
             .iter()
-            .map(|(n, l)| format!("{n}={}://127.0.0.1:{}", self.profile.scheme(), l.port))
+            .map(|(n, l)| format!("{n}={}://127.0.0.1:{}", self.layout.profile.scheme(), l.port))
             .collect();
         format!(
             "local cluster kept in {}: {}; remove it with `cargo xtask clean`",
-            self.dir.display(),
+            self.layout.dir.display(),
             urls.join(" ")
         )
     }

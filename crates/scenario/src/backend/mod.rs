@@ -6,13 +6,16 @@
 pub mod docker;
 pub mod local;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use docker::DockerBackend;
+
+use crate::model::Action;
 pub use local::LocalBackend;
 
-/// Signals a `kill` step may send.
-pub const SIGNALS: &[&str] = &["SIGKILL", "SIGTERM", "SIGINT", "SIGHUP", "SIGSTOP", "SIGCONT"];
 
 /// A backend operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +48,7 @@ pub struct CmdOutput {
 pub trait Backend {
     fn name(&self) -> &'static str;
     /// `Err(reason)` when this backend cannot do `action`; the scenario is then skipped.
-    fn supports(&self, action: &str) -> Result<(), String>;
+    fn supports(&self, action: Action) -> Result<(), String>;
     /// Creates and starts every node.
     async fn up(&mut self) -> Result<(), BackendError>;
     /// SIGTERM, then SIGKILL after `timeout`.
@@ -78,6 +81,9 @@ pub trait Backend {
         name: &str,
         bytes: &[u8],
     ) -> Result<String, BackendError>;
+    /// Runs commands beside running nodes (a profile's command sources); it outlives borrows
+    /// of the backend, so the sampler's task can hold it.
+    fn executor(&self) -> Arc<dyn Exec>;
     /// The node's API base URL as reachable from the runner.
     async fn endpoint(&self, node: &str) -> Result<String, BackendError>;
     /// Whether the node's process is alive (it may have exited by itself).
@@ -91,6 +97,24 @@ pub trait Backend {
     fn teardown(&self) -> Teardown;
     /// How a developer reaches the cluster when it is kept (`--keep`).
     fn keep_hint(&self) -> String;
+}
+
+/// A future an [`Exec`] returns.
+pub type ExecFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<CmdOutput, BackendError>> + Send + 'a>>;
+
+/// Runs a command beside a running node: inside its container (`docker exec`), or as a local
+/// process. The command's first word is one of the profile's programs; `{port}` and
+/// `{peer_port}` are filled with where the node listens, as the command sees it.
+pub trait Exec: Send + Sync {
+    fn exec<'a>(&'a self, node: &'a str, cmd: Vec<String>, timeout: Duration) -> ExecFuture<'a>;
+}
+
+/// `words` with `{port}` and `{peer_port}` filled in (a node without a peer URL: its port).
+pub fn fill_ports(words: &[String], port: u16, peer_port: Option<u16>) -> Vec<String> {
+    let peer = peer_port.unwrap_or(port).to_string();
+    let port = port.to_string();
+    words.iter().map(|w| w.replace("{peer_port}", &peer).replace("{port}", &port)).collect()
 }
 
 /// Everything needed to remove a run's resources, detached from the backend.

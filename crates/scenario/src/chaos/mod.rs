@@ -6,6 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::model::Action;
 use crate::profile::Profile;
 
 pub mod check;
@@ -73,18 +74,17 @@ impl Fault {
     }
 
     /// The scenario actions the fault and its healing use (what the backend must support).
-    pub fn actions(self) -> &'static [&'static str] {
+    pub fn actions(self) -> &'static [Action] {
+        use Action::*;
         match self {
-            Fault::Kill => &["kill", "start"],
-            Fault::Stop => &["stop", "start"],
-            Fault::Restart => &["restart"],
-            Fault::Pause => &["pause", "unpause"],
-            Fault::Isolate => &["isolate", "heal"],
-            Fault::Partition => &["partition", "heal-partition"],
-            Fault::WipeRejoin => &["stop", "wipe", "join"],
-            Fault::QuorumLoss => {
-                &["kill", "stop", "wipe", "choose-survivor", "recover", "start", "join"]
-            }
+            Fault::Kill => &[Kill, Start],
+            Fault::Stop => &[Stop, Start],
+            Fault::Restart => &[Restart],
+            Fault::Pause => &[Pause, Unpause],
+            Fault::Isolate => &[Isolate, Heal],
+            Fault::Partition => &[Partition, HealPartition],
+            Fault::WipeRejoin => &[Stop, Wipe, Join],
+            Fault::QuorumLoss => &[Kill, Stop, Wipe, ChooseSurvivor, Recover, Start, Join],
         }
     }
 

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use super::generate::{self, Aim, Schedule};
 use super::*;
-use crate::format;
+use crate::parse;
 
 fn profile(name: &str) -> Profile {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -45,7 +45,7 @@ fn every_schedule_is_a_valid_scenario_of_its_profile() {
             let s = Schedule::generate(&spec(name, seed, &faults_for(name), 3));
             assert!(!s.episodes.is_empty(), "{name} seed {seed}: no episode");
             let (text, marks) = s.render();
-            let parsed = format::parse(&PathBuf::from("repro.toml"), &text, &p)
+            let parsed = parse::parse(&PathBuf::from("repro.toml"), &text, &p)
                 .unwrap_or_else(|e| panic!("{name} seed {seed}: {e}\n{text}"));
             assert_eq!(parsed.steps.len(), marks.verify, "{name} seed {seed}");
             assert_eq!(parsed.steps[marks.convergence - 1].step.action(), "expect");
@@ -53,7 +53,7 @@ fn every_schedule_is_a_valid_scenario_of_its_profile() {
             assert_eq!(marks.episode_steps.len(), s.episodes.len());
             // Shrinking keeps it valid.
             let fewer = s.without(&[1]);
-            format::parse(&PathBuf::from("repro.toml"), &fewer.render().0, &p).unwrap();
+            parse::parse(&PathBuf::from("repro.toml"), &fewer.render().0, &p).unwrap();
         }
     }
 }
@@ -120,7 +120,7 @@ fn a_compacted_schedule_keeps_each_group_s_timing_and_its_invariants() {
         for e in &comp.episodes {
             assert!(e.at + e.hold <= comp.spec.duration, "{name} {seed}");
         }
-        format::parse(&PathBuf::from("r.toml"), &c.render().0, &profile(name)).unwrap();
+        parse::parse(&PathBuf::from("r.toml"), &c.render().0, &profile(name)).unwrap();
     }
 }
 
@@ -226,8 +226,10 @@ mod checkers {
             });
         }
         r.verification = Some(Default::default());
-        r.register_check =
-            Some(crate::register::RegisterCheck { reads_checked: 10, ..Default::default() });
+        r.register_check = Some(crate::measure::register::RegisterCheck {
+            reads_checked: 10,
+            ..Default::default()
+        });
         r.node_logs.insert("node1".into(), "started\n".into());
         edit(&mut r);
         (r, s)
@@ -262,7 +264,7 @@ mod checkers {
             (
                 check::SPLIT_BRAIN,
                 Box::new(|r: &mut Report| {
-                    r.split_brains.push(crate::split_brain::SplitBrain {
+                    r.split_brains.push(crate::measure::split_brain::SplitBrain {
                         start_ms: 1,
                         end_ms: 2,
                         leaders: vec![],
@@ -272,14 +274,16 @@ mod checkers {
             (
                 check::READS,
                 Box::new(|r: &mut Report| {
-                    r.register_check.as_mut().unwrap().violations.push(crate::register::Violation {
-                        key: "k".into(),
-                        read_start_ms: 1,
-                        read_end_ms: 2,
-                        node: None,
-                        returned: "r1".into(),
-                        why: "stale".into(),
-                    })
+                    r.register_check.as_mut().unwrap().violations.push(
+                        crate::measure::register::Violation {
+                            key: "k".into(),
+                            read_start_ms: 1,
+                            read_end_ms: 2,
+                            node: None,
+                            returned: "r1".into(),
+                            why: "stale".into(),
+                        },
+                    )
                 }),
             ),
             (

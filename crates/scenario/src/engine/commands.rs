@@ -15,7 +15,7 @@ impl<B: Backend> Engine<B> {
     }
 
     /// Joins each selected node in turn (the next one once the previous one was started).
-    pub(super) async fn join(&mut self, j: &crate::format::Join) -> StepResult {
+    pub(super) async fn join(&mut self, j: &crate::model::Join) -> StepResult {
         let timeout = self.timeout(j.timeout);
         let nodes = self.resolve(j.node.get_ref(), timeout).await?;
         for n in &nodes {
@@ -30,7 +30,7 @@ impl<B: Backend> Engine<B> {
 
     async fn join_one(
         &mut self,
-        j: &crate::format::Join,
+        j: &crate::model::Join,
         node: String,
         timeout: Duration,
     ) -> StepResult {
@@ -158,10 +158,7 @@ impl<B: Backend> Engine<B> {
     }
 
     /// Inspects each stopped candidate and captures the one with the most up-to-date log.
-    pub(super) async fn choose_survivor(
-        &mut self,
-        c: &crate::format::ChooseSurvivor,
-    ) -> StepResult {
+    pub(super) async fn choose_survivor(&mut self, c: &crate::model::ChooseSurvivor) -> StepResult {
         let sel = or_default(&c.among, "stopped");
         let candidates = self.resolve(&sel, self.scenario.default_timeout()).await?;
         let mut lines = Vec::new();

@@ -14,10 +14,10 @@ impl<B: Backend> Engine<B> {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client");
-        Target::new(std::sync::Arc::new(self.profile.target.clone()), http)
+        Target::new(std::sync::Arc::new(self.profile.target.clone()), http, self.backend.executor())
     }
 
-    pub(super) async fn verify(&mut self, v: &crate::format::Verify) -> StepResult {
+    pub(super) async fn verify(&mut self, v: &crate::model::Verify) -> StepResult {
         self.stop_writer().await;
         let timeout = self.timeout(v.timeout);
         let writes = self.writes.lock().unwrap().clone();
@@ -73,7 +73,7 @@ impl<B: Backend> Engine<B> {
                 _ => None,
             })
             .max();
-        let r = workload::tally(&writes, &found, &self.stale_spans(), last_recovery);
+        let r = crate::measure::tally(&writes, &found, &self.stale_spans(), last_recovery);
         let summary = r.summary();
         // The stale-acknowledged writes get a line of their own, under the summary.
         let stale = r.stale_line().map(|l| format!("\n{l}")).unwrap_or_default();
@@ -107,7 +107,7 @@ impl<B: Backend> Engine<B> {
         Ok(format!("{summary}{stale}"))
     }
 
-    pub(super) async fn write(&mut self, w: &crate::format::Write) -> StepResult {
+    pub(super) async fn write(&mut self, w: &crate::model::Write) -> StepResult {
         let timeout = self.timeout(w.timeout);
         let via_sel = or_default(&w.via, "leader");
         let mut keys: Vec<(String, String)> =
@@ -115,7 +115,7 @@ impl<B: Backend> Engine<B> {
         let prefix = w.prefix.clone().unwrap_or_else(|| "key".into());
         for i in 0..w.count {
             let value = format!("{prefix}-value-{i}");
-            let value = workload::sized_value(&value, w.value_bytes.unwrap_or(0) as usize);
+            let value = crate::measure::sized_value(&value, w.value_bytes.unwrap_or(0) as usize);
             keys.push((format!("{prefix}-{i}"), value));
         }
         let start = Instant::now();
@@ -138,7 +138,7 @@ impl<B: Backend> Engine<B> {
         Ok(format!("{} keys acknowledged via {via_used}", keys.len()))
     }
 
-    pub(super) async fn read(&mut self, r: &crate::format::Read) -> StepResult {
+    pub(super) async fn read(&mut self, r: &crate::model::Read) -> StepResult {
         let timeout = self.timeout(r.timeout);
         let via_sel = or_default(&r.via, "leader");
         let mut keys: BTreeMap<String, String> = r.keys.clone();

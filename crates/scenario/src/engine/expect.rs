@@ -77,7 +77,7 @@ impl<B: Backend> Engine<B> {
 
     pub(super) async fn expect(
         &mut self,
-        e: &crate::format::Expect,
+        e: &crate::model::Expect,
         matchers: &[(String, Matcher)],
     ) -> StepResult {
         let timeout = self.timeout(e.timeout);
@@ -127,7 +127,7 @@ impl<B: Backend> Engine<B> {
 
     /// Waits (bounded) until every selected node's process has exited by itself; they are
     /// stopped from then on. Says what each last logged.
-    pub(super) async fn expect_down(&mut self, s: &crate::format::ExpectDown) -> StepResult {
+    pub(super) async fn expect_down(&mut self, s: &crate::model::ExpectDown) -> StepResult {
         let timeout = self.timeout(s.timeout);
         let nodes = self.resolve(s.nodes.get_ref(), timeout).await?;
         for n in &nodes {

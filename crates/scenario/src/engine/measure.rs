@@ -2,7 +2,7 @@
 //! the recovery times, split brains and stale generations that go into the report.
 
 use super::*;
-use crate::format::FaultKind;
+use crate::model::FaultKind;
 
 impl<B: Backend> Engine<B> {
     pub(super) fn start_sampler(&mut self) {
@@ -19,9 +19,13 @@ impl<B: Backend> Engine<B> {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client");
-        let task = tokio::spawn(workload::sample(
+        let task = tokio::spawn(crate::measure::sample(
             self.endpoints.clone(),
-            Target::new(std::sync::Arc::new(self.profile.target.clone()), http),
+            Target::new(
+                std::sync::Arc::new(self.profile.target.clone()),
+                http,
+                self.backend.executor(),
+            ),
             self.epoch,
             every,
             self.samples.clone(),
@@ -65,7 +69,7 @@ impl<B: Backend> Engine<B> {
             let (hit_may_lead, is_recovery) = kind(s).expect("filtered");
             let done = s.start_ms + s.duration_ms;
             let at = if is_recovery { done } else { s.start_ms };
-            let m = workload::Measured {
+            let m = crate::measure::Measured {
                 at_ms: at,
                 done_ms: done,
                 until_ms: measured.get(i + 1).map(|n| n.start_ms),
@@ -74,8 +78,8 @@ impl<B: Backend> Engine<B> {
                 is_recovery,
             };
             let (leader, write) =
-                workload::recovery_times(&samples, &writes, &m, Role::Leader.as_str());
-            report.recoveries.push(workload::Recovery {
+                crate::measure::recovery_times(&samples, &writes, &m, Role::Leader.as_str());
+            report.recoveries.push(crate::measure::Recovery {
                 step: s.index,
                 action: s.action.clone(),
                 nodes: s.nodes.clone(),
@@ -96,7 +100,7 @@ impl<B: Backend> Engine<B> {
                     _ => None,
                 })
                 .collect();
-            let check = crate::register::check(&ops, &recoveries);
+            let check = crate::measure::register::check(&ops, &recoveries);
             self.say(&check.line());
             for v in check.violations.iter().take(10) {
                 self.say(&format!("  {}", v.line()));
@@ -129,9 +133,10 @@ impl<B: Backend> Engine<B> {
                 if self.scenario.allow_split_brain { " (allowed: allow_split_brain)" } else { "" };
             self.say(&format!("{}{allowed}", sb.line()));
         }
-        if let Some(why) =
-            crate::split_brain::failure(&report.split_brains, self.scenario.allow_split_brain)
-        {
+        if let Some(why) = crate::measure::split_brain::failure(
+            &report.split_brains,
+            self.scenario.allow_split_brain,
+        ) {
             let why = match (&report.outcome, report.reason.take()) {
                 (crate::report::Outcome::Failed, Some(earlier)) => format!("{earlier}; {why}"),
                 _ => why,

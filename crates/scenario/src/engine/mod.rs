@@ -12,15 +12,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::backend::{Backend, BackendError};
-use crate::format::{references, Matcher, PlacedStep, Scenario, Selector, Step};
-use crate::generation::{GenerationEvent, StaleSpans};
+use crate::measure::generation::{GenerationEvent, StaleSpans};
+use crate::measure::split_brain::Detector;
+use crate::measure::{Sample, Verification, WorkloadSpec, WriteRecord};
+use crate::model::{references, Matcher, PlacedStep, Scenario, Selector, Step};
 use crate::profile::Profile;
 use crate::report::{NodeEvidence, Report, StepReport, StepStatus};
-use crate::split_brain::Detector;
+use crate::target::{Endpoints, WriteOutcome};
 use crate::target::{Observed, ReadError, Role, Target};
-use crate::workload::{
-    self, Endpoints, Sample, Verification, WorkloadSpec, WriteOutcome, WriteRecord,
-};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -96,7 +95,7 @@ pub struct Engine<B: Backend> {
     generations: Vec<GenerationEvent>,
     writes: Arc<Mutex<Vec<WriteRecord>>>,
     /// Every operation on the registers (`workload-start` with `registers`).
-    register_ops: Arc<Mutex<Vec<crate::register::RegisterOp>>>,
+    register_ops: Arc<Mutex<Vec<crate::measure::register::RegisterOp>>>,
     sampler: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
     writer: Option<(watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)>,
     /// Workloads started so far: a later one writes under another key prefix, so it never
@@ -128,7 +127,11 @@ impl<B: Backend> Engine<B> {
             .filter_map(|n| profile.env_value(&n.name, profile.admin_token_key.as_deref()?))
             .collect();
         let detector = Detector::new();
-        let target = Target::new(std::sync::Arc::new(profile.target.clone()), http.clone());
+        let target = Target::new(
+            std::sync::Arc::new(profile.target.clone()),
+            http.clone(),
+            backend.executor(),
+        );
         Engine {
             scenario,
             profile,
@@ -185,7 +188,7 @@ impl<B: Backend> Engine<B> {
                 return;
             }
         }
-        for action in steps.iter().map(|s| s.step.action()) {
+        for action in steps.iter().map(|s| s.step.kind()) {
             if let Err(reason) = self.backend.supports(action) {
                 report.skip(format!("step `{action}`: {reason}"));
                 self.say(&format!(
@@ -277,7 +280,7 @@ impl<B: Backend> Engine<B> {
         }
     }
 
-    fn timeout(&self, t: Option<crate::format::Dur>) -> Duration {
+    fn timeout(&self, t: Option<crate::model::Dur>) -> Duration {
         t.map(|d| d.0).unwrap_or(self.scenario.default_timeout())
     }
 
@@ -308,7 +311,7 @@ impl<B: Backend> Engine<B> {
     async fn fetch_info(&mut self, node: &str) -> Result<Observed, String> {
         let res = async {
             let base = self.backend.endpoint(node).await.map_err(|e| e.to_string())?;
-            self.target.read(&base).await.map_err(|e: ReadError| e.to_string())
+            self.target.read(node, &base).await.map_err(|e: ReadError| e.to_string())
         }
         .await;
         self.last_info.insert(node.to_owned(), res.clone());
@@ -532,7 +535,7 @@ impl<B: Backend> Engine<B> {
                             offset: i as usize,
                             value_bytes: w.value_bytes.unwrap_or(0) as usize,
                         };
-                        tokio::spawn(workload::write_loop(
+                        tokio::spawn(crate::measure::write_loop(
                             self.endpoints.clone(),
                             self.writer_target(spec.value_bytes),
                             spec,
@@ -545,7 +548,7 @@ impl<B: Backend> Engine<B> {
                 let registers = w.registers.unwrap_or(0);
                 let keys: Vec<String> =
                     (0..registers).map(|i| format!("{prefix}reg-{i}")).collect();
-                let shared = crate::register::Tasks {
+                let shared = crate::measure::register::Tasks {
                     endpoints: self.endpoints.clone(),
                     target: self.writer_target(0),
                     epoch: self.epoch,
@@ -553,13 +556,13 @@ impl<B: Backend> Engine<B> {
                     stop: rx.clone(),
                 };
                 for (i, key) in keys.iter().enumerate() {
-                    tasks.push(tokio::spawn(crate::register::write_loop(
+                    tasks.push(tokio::spawn(crate::measure::register::write_loop(
                         shared.clone(),
                         key.clone(),
                         Duration::from_millis(200),
                         Duration::from_secs(2),
                     )));
-                    tasks.push(tokio::spawn(crate::register::read_loop(
+                    tasks.push(tokio::spawn(crate::measure::register::read_loop(
                         shared.clone(),
                         keys.clone(),
                         i,

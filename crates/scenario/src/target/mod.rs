@@ -2,11 +2,13 @@
 //!
 //! What sqllogictest's `AsyncDB` is to its runner, [`Target`] is to the step engine: the one
 //! place that speaks a system's wire format. It is declared by the profile's `[target]`
-//! ([`spec`]): HTTP requests answered with JSON, JSON pointers into the answers, role names,
-//! and the KV requests with their own notion of "acknowledged" and of redirects. Each system
-//! is one profile (etcd's is its v3 JSON gateway). Membership changes, recovery and inspection
-//! are the profile's commands, run by the backend.
+//! ([`spec`]): HTTP requests answered with JSON or commands run beside a node that print JSON
+//! (`etcdctl member list -w json`), JSON pointers into the answers, role names, and the KV
+//! requests with their own notion of "acknowledged" and of redirects. Each system is one
+//! profile (etcd's is its v3 JSON gateway and etcdctl). Membership changes, recovery and
+//! inspection are the profile's commands, run by the backend.
 
+mod endpoints;
 pub mod spec;
 pub mod state;
 
@@ -15,11 +17,24 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::Value;
 
+pub use endpoints::Endpoints;
 pub use spec::TargetSpec;
 pub use state::{Member, NodeStatus, Observed, Role};
 
-use crate::workload::{Endpoints, WriteOutcome};
-use spec::{Encoding, RequestSpec};
+use crate::backend::Exec;
+use spec::{CommandSpec, Encoding, RequestSpec, SourceSpec};
+
+/// One write's fate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteOutcome {
+    /// The cluster answered success.
+    Acked,
+    /// Refused before it could have been applied (no leader, connection refused).
+    Failed,
+    /// Timed out or broke mid-flight: it may or may not have been applied.
+    Unknown,
+}
 
 /// Why a node's state could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,35 +61,57 @@ pub struct PutError {
     pub detail: String,
 }
 
-/// A profile's target with an HTTP client (each user picks its own timeouts).
+/// A profile's target with an HTTP client (each user picks its own timeouts) and the
+/// backend's way of running commands beside a node.
 #[derive(Clone)]
 pub struct Target {
     spec: std::sync::Arc<TargetSpec>,
     http: reqwest::Client,
+    exec: std::sync::Arc<dyn Exec>,
 }
+
+/// How long a command source may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Target {
     /// `http` must not follow redirects itself (the target maps them to runner URLs).
-    pub fn new(spec: std::sync::Arc<TargetSpec>, http: reqwest::Client) -> Target {
-        Target { spec, http }
+    pub fn new(
+        spec: std::sync::Arc<TargetSpec>,
+        http: reqwest::Client,
+        exec: std::sync::Arc<dyn Exec>,
+    ) -> Target {
+        Target { spec, http, exec }
     }
 
     pub fn spec(&self) -> &TargetSpec {
         &self.spec
     }
 
-    /// Every source of the node at `base`, mapped to its state. The primary source must
-    /// answer; another that fails (an etcd learner refuses the member list) is left out, so
-    /// the fields read from it are absent.
-    pub async fn read(&self, base: &str) -> Result<Observed, ReadError> {
+    /// Every source of `node` (whose API is at `base`), mapped to its state. The primary
+    /// source must answer; another that fails (an etcd learner refuses the member list) is
+    /// left out, so the fields read from it are absent.
+    pub async fn read(&self, node: &str, base: &str) -> Result<Observed, ReadError> {
+        self.read_sources(node, base, true).await
+    }
+
+    /// The primary source alone: role, term, leader and indexes, as often as the sampler
+    /// asks (a command source costs a process).
+    pub async fn read_primary(&self, node: &str, base: &str) -> Result<Observed, ReadError> {
+        self.read_sources(node, base, false).await
+    }
+
+    async fn read_sources(&self, node: &str, base: &str, all: bool) -> Result<Observed, ReadError> {
         let mut sources = serde_json::Map::new();
         let primary = self.spec.primary().to_owned();
-        let names: Vec<&String> = std::iter::once(&primary)
-            .chain(self.spec.sources.keys().filter(|n| **n != primary))
-            .collect();
+        let others = self.spec.sources.keys().filter(|n| all && **n != primary);
+        let names: Vec<&String> = std::iter::once(&primary).chain(others).collect();
         for name in names {
-            let Some(req) = self.spec.sources.get(name) else { continue };
-            match self.read_source(base, req).await {
+            let Some(source) = self.spec.sources.get(name) else { continue };
+            let answer = match source {
+                SourceSpec::Http(req) => self.read_source(base, req).await,
+                SourceSpec::Command(c) => self.run_source(node, c).await,
+            };
+            match answer {
                 Ok(v) => {
                     sources.insert(name.clone(), v);
                 }
@@ -88,7 +125,24 @@ impl Target {
         Ok(Observed { status, doc })
     }
 
-    /// One source's answer.
+    /// A command source's JSON, printed by the command run beside `node`.
+    async fn run_source(&self, node: &str, c: &CommandSpec) -> Result<Value, ReadError> {
+        let shown = c.command.get_ref().join(" ");
+        let cmd = c.command.get_ref().iter().map(|w| w.replace("{node}", node)).collect();
+        let out = self
+            .exec
+            .exec(node, cmd, COMMAND_TIMEOUT)
+            .await
+            .map_err(|e| ReadError::NoAnswer(format!("{shown}: {e}")))?;
+        if out.code != 0 {
+            let why = out.stderr.lines().next().unwrap_or("").trim().to_owned();
+            return Err(ReadError::NoAnswer(format!("{shown} exited {}: {why}", out.code)));
+        }
+        serde_json::from_str(&out.stdout)
+            .map_err(|e| ReadError::NoAnswer(format!("{shown} printed no JSON document: {e}")))
+    }
+
+    /// One HTTP source's answer.
     async fn read_source(&self, base: &str, req: &RequestSpec) -> Result<Value, ReadError> {
         let answer = self.send(base, req, None, None).await.map_err(|e| {
             let what = format!("{}: {e}", req.path.get_ref());

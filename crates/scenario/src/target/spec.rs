@@ -32,6 +32,97 @@ impl RequestSpec {
     }
 }
 
+/// Where a piece of a node's state comes from: an HTTP request to the node, or a command run
+/// beside it (in its container, or as a local process) that prints one JSON document.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "RawSource")]
+pub enum SourceSpec {
+    Http(RequestSpec),
+    Command(CommandSpec),
+}
+
+/// A command source: `{port}` and `{peer_port}` (where the node listens, as the command sees
+/// it) and `{node}` are filled in.
+#[derive(Clone, Debug)]
+pub struct CommandSpec {
+    pub command: Spanned<Vec<String>>,
+    pub fields: Vec<String>,
+}
+
+/// A source as written: `path` (with `method`, `body`) or `command`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    #[serde(default)]
+    method: Option<Spanned<String>>,
+    #[serde(default)]
+    path: Option<Spanned<String>>,
+    #[serde(default)]
+    body: Option<toml::Value>,
+    #[serde(default)]
+    command: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    fields: Vec<String>,
+}
+
+impl TryFrom<RawSource> for SourceSpec {
+    type Error = String;
+
+    fn try_from(r: RawSource) -> Result<SourceSpec, String> {
+        match (r.path, r.command) {
+            (Some(path), None) => Ok(SourceSpec::Http(RequestSpec {
+                method: r.method,
+                path,
+                body: r.body,
+                fields: r.fields,
+            })),
+            (None, Some(command)) if r.method.is_some() || r.body.is_some() => {
+                let _ = command;
+                Err("a command source takes no `method` or `body` (those are HTTP's)".into())
+            }
+            (None, Some(command)) if command.get_ref().is_empty() => {
+                Err("`command` is empty: name a program and its arguments".into())
+            }
+            (None, Some(command)) => {
+                Ok(SourceSpec::Command(CommandSpec { command, fields: r.fields }))
+            }
+            (Some(_), Some(_)) => {
+                Err("a source is an HTTP request (`path`) or a `command`, not both".into())
+            }
+            (None, None) => {
+                Err("a source needs a `path` (an HTTP request) or a `command` (run beside the \
+                     node, printing JSON)"
+                    .into())
+            }
+        }
+    }
+}
+
+impl SourceSpec {
+    pub fn fields(&self) -> &[String] {
+        match self {
+            SourceSpec::Http(r) => &r.fields,
+            SourceSpec::Command(c) => &c.fields,
+        }
+    }
+
+    /// Where it is declared (for errors).
+    pub fn span(&self) -> std::ops::Range<usize> {
+        match self {
+            SourceSpec::Http(r) => r.path.span(),
+            SourceSpec::Command(c) => c.command.span(),
+        }
+    }
+
+    /// How it is shown: the path, or the command line.
+    pub fn shown(&self) -> String {
+        match self {
+            SourceSpec::Http(r) => r.path.get_ref().clone(),
+            SourceSpec::Command(c) => c.command.get_ref().join(" "),
+        }
+    }
+}
+
 /// Where each piece of a node's state is, as JSON pointers whose first segment names a source
 /// (`/info/term` is `/term` in the `info` source's answer).
 #[derive(Clone, Debug, Deserialize)]
@@ -134,7 +225,7 @@ pub struct KvSpec {
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
     /// Documents read from every node, by name.
-    pub sources: BTreeMap<String, RequestSpec>,
+    pub sources: BTreeMap<String, SourceSpec>,
     /// The source whose fields also appear at the top level of what `expect` steps see;
     /// absent: the first in name order.
     #[serde(default)]
@@ -158,8 +249,22 @@ impl TargetSpec {
     /// Every pointer names a declared source (and, where the source lists its fields, one of
     /// them), every request is a method this runner sends to a path.
     pub fn check(&self) -> Result<(), SpecError> {
-        for r in self.sources.values().chain([&self.kv.write, &self.kv.read]) {
+        let http = self.sources.values().filter_map(|s| match s {
+            SourceSpec::Http(r) => Some(r),
+            SourceSpec::Command(_) => None,
+        });
+        for r in http.chain([&self.kv.write, &self.kv.read]) {
             check_request(r)?;
+        }
+        if let Some(SourceSpec::Command(c)) = self.sources.get(self.primary()) {
+            return Err(SpecError {
+                span: c.command.span(),
+                message: format!(
+                    "the primary source {:?} is read several times a second and tells when a \
+                     node answers: make it an HTTP request, and a command another source",
+                    self.primary()
+                ),
+            });
         }
         if let Some(p) = self.primary.as_ref().filter(|p| !self.sources.contains_key(p.get_ref())) {
             return Err(SpecError {
@@ -186,7 +291,7 @@ impl TargetSpec {
         if let Some(name) = self.sources.keys().find(|n| super::state::FIELDS.contains(&n.as_str()))
         {
             return Err(SpecError {
-                span: self.sources[name].path.span(),
+                span: self.sources[name].span(),
                 message: format!(
                     "a source may not be called {name:?}: that is a field of every node's state"
                 ),
@@ -286,10 +391,11 @@ impl TargetSpec {
             )));
         };
         if let Some(field) = segs.next() {
-            if !spec.fields.is_empty() && !spec.fields.iter().any(|f| f == field) {
+            let fields = spec.fields();
+            if !fields.is_empty() && !fields.iter().any(|f| f == field) {
                 return Err(err(format!(
                     "{text:?}: the {source} source has no field {field:?} (its fields: {})",
-                    spec.fields.join(", ")
+                    fields.join(", ")
                 )));
             }
         }

@@ -233,12 +233,12 @@ pub fn document(spec: &TargetSpec, status: &NodeStatus, sources: &Value) -> Valu
 /// declared fields.
 pub fn fields(spec: &TargetSpec) -> Option<Vec<String>> {
     let primary = spec.sources.get(spec.primary())?;
-    if primary.fields.is_empty() {
+    if primary.fields().is_empty() {
         return None;
     }
     let mut out: Vec<String> = FIELDS.iter().map(|s| s.to_string()).collect();
     out.extend(spec.sources.keys().cloned());
-    out.extend(primary.fields.iter().cloned());
+    out.extend(primary.fields().iter().cloned());
     out.sort();
     out.dedup();
     Some(out)

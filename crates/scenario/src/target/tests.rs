@@ -117,10 +117,12 @@ fn etcd_status_and_members_map_to_a_node_state() {
     let spec = shipped("etcd-3");
     let me = "10276657743932975437";
     let other = "9372538179322589801";
+    // As `etcdctl member list -w json` prints it: ids are JSON numbers (the gateway's status
+    // has them as strings), and a learner not started yet has no name.
     let members = json!({"members": [
-        {"ID": me, "name": "node1", "peerURLs": ["http://node1:2380"], "clientURLs": ["http://node1:2379"]},
-        {"ID": other, "name": "node2", "peerURLs": ["http://node2:2380"], "clientURLs": ["http://node2:2379"]},
-        {"ID": "77", "peerURLs": ["http://node3:2380"], "isLearner": true}
+        {"ID": 10276657743932975437u64, "name": "node1", "peerURLs": ["http://node1:2380"], "clientURLs": ["http://node1:2379"]},
+        {"ID": 9372538179322589801u64, "name": "node2", "peerURLs": ["http://node2:2380"], "clientURLs": ["http://node2:2379"]},
+        {"ID": 77, "peerURLs": ["http://node3:2380"], "isLearner": true}
     ]});
     // (leader field of the status, the role the runner derives)
     let cases: &[(Option<&str>, Role)] =
@@ -201,4 +203,124 @@ fn kv_bodies_fill_placeholders_and_encode() {
         _ => None,
     });
     assert_eq!(body, json!({"key": "K", "nested": ["V", "{other}"], "n": 1}));
+}
+
+/// A fake backend: what each command prints, and how many commands ran.
+struct FakeExec {
+    out: crate::backend::CmdOutput,
+    ran: std::sync::Mutex<Vec<(String, Vec<String>)>>,
+}
+
+impl crate::backend::Exec for FakeExec {
+    fn exec<'a>(
+        &'a self,
+        node: &'a str,
+        cmd: Vec<String>,
+        _timeout: std::time::Duration,
+    ) -> crate::backend::ExecFuture<'a> {
+        self.ran.lock().unwrap().push((node.to_owned(), cmd));
+        let out = self.out.clone();
+        Box::pin(async move { Ok(out) })
+    }
+}
+
+fn target_with(out: crate::backend::CmdOutput) -> (super::Target, std::sync::Arc<FakeExec>) {
+    let exec = std::sync::Arc::new(FakeExec { out, ran: Default::default() });
+    let t = super::Target::new(
+        std::sync::Arc::new(shipped("etcd-3")),
+        reqwest::Client::new(),
+        exec.clone(),
+    );
+    (t, exec)
+}
+
+/// A command source runs beside the node it reads (`{node}` filled in, the ports left to the
+/// backend) and its stdout is the document; a failed or garbled run is no answer, saying why.
+#[tokio::test]
+async fn a_command_source_is_run_beside_its_node_and_read_as_json() {
+    use crate::backend::CmdOutput;
+    let spec = shipped("etcd-3");
+    let super::spec::SourceSpec::Command(c) = &spec.sources["cluster"] else {
+        panic!("etcd's member list is a command source")
+    };
+    // (what the command does, what the read gives)
+    let cases: &[(CmdOutput, Result<Value, &str>)] = &[
+        (
+            CmdOutput { code: 0, stdout: r#"{"members": [{"ID": 7}]}"#.into(), stderr: "".into() },
+            Ok(json!({"members": [{"ID": 7}]})),
+        ),
+        (
+            CmdOutput {
+                code: 1,
+                stdout: "".into(),
+                stderr: "Error: rpc not supported for learner\nmore".into(),
+            },
+            Err("exited 1: Error: rpc not supported for learner"),
+        ),
+        (
+            CmdOutput { code: 0, stdout: "not json".into(), stderr: "".into() },
+            Err("printed no JSON document"),
+        ),
+    ];
+    for (out, want) in cases {
+        let (target, exec) = target_with(out.clone());
+        let got = target.run_source("node2", c).await;
+        match (want, got) {
+            (Ok(w), Ok(g)) => assert_eq!(&g, w),
+            (Err(w), Err(super::ReadError::NoAnswer(g))) => {
+                assert!(g.contains(w) && g.contains("etcdctl"), "{g}")
+            }
+            (w, g) => panic!("want {w:?}, got {g:?}"),
+        }
+        let ran = exec.ran.lock().unwrap();
+        assert_eq!(ran.len(), 1);
+        assert_eq!(ran[0].0, "node2");
+        assert!(ran[0].1.contains(&"http://127.0.0.1:{port}".to_owned()), "{:?}", ran[0].1);
+    }
+}
+
+/// Answers every HTTP request on a loopback port with `body` (JSON); returns the base URL.
+async fn serve_json(body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(answer.as_bytes()).await;
+        }
+    });
+    base
+}
+
+/// The sampler reads only the primary source: a command source would cost a process per node
+/// several times a second. A full read runs the command; a node whose primary source does not
+/// answer is asked nothing else.
+#[tokio::test]
+async fn reading_the_primary_alone_runs_no_command() {
+    let members =
+        r#"{"members": [{"ID": 42, "name": "node1", "clientURLs": ["http://node1:2379"]}]}"#;
+    let out = crate::backend::CmdOutput { code: 0, stdout: members.into(), stderr: "".into() };
+    let (target, exec) = target_with(out);
+    let base = serve_json(
+        r#"{"header": {"member_id": "42"}, "leader": "42", "raftTerm": "3", "raftIndex": "9"}"#,
+    )
+    .await;
+    let primary = target.read_primary("node1", &base).await.unwrap();
+    assert_eq!(primary.status.role, super::Role::Leader);
+    assert!(primary.status.voters.is_empty(), "no member list read");
+    assert!(exec.ran.lock().unwrap().is_empty(), "the primary alone runs no command");
+    let full = target.read("node1", &base).await.unwrap();
+    assert_eq!(full.status.voters, vec!["42".to_owned()], "members from the command");
+    assert_eq!(full.status.name.as_deref(), Some("node1"));
+    assert_eq!(exec.ran.lock().unwrap().len(), 1);
+    // Nothing listens on port 9 of loopback: the primary fails, and nothing else is asked.
+    assert!(target.read("node1", "http://127.0.0.1:9").await.is_err());
+    assert_eq!(exec.ran.lock().unwrap().len(), 1, "no command ran when the primary failed");
 }

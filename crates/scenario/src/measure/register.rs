@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::target::Target;
-use crate::workload::{Endpoints, WriteOutcome};
+use crate::target::{Endpoints, WriteOutcome};
 
 /// A write or a read of one register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

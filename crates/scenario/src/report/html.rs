@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::report::{Outcome, Report, StepStatus};
-use crate::workload::WriteOutcome;
+use crate::target::WriteOutcome;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -395,7 +395,7 @@ mod tests {
             index: i,
             line: i,
             action: "kill".into(),
-            fault: Some(crate::format::FaultKind::Outage),
+            fault: Some(crate::model::FaultKind::Outage),
             status: StepStatus::Passed,
             start_ms: i as u64 * 1000,
             duration_ms: 10,

@@ -1,0 +1,103 @@
+//! Commands run inside a running node's container (`docker exec`): a profile's command
+//! sources, such as `etcdctl member list -w json` against the member beside it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use super::find_container;
+use crate::backend::{fill_ports, BackendError, CmdOutput, Exec, ExecFuture};
+use crate::profile::Profile;
+
+/// What an exec needs of the backend, detached from it (the sampler's task holds one).
+pub(super) struct DockerExec {
+    pub(super) docker: Docker,
+    pub(super) project: String,
+    pub(super) profile: Arc<Profile>,
+    /// Container ids by node; a node's container keeps its id across stops and starts, and a
+    /// failed exec forgets it (the container may have been recreated).
+    pub(super) ids: Mutex<BTreeMap<String, String>>,
+}
+
+impl DockerExec {
+    async fn run(
+        &self,
+        node: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> Result<CmdOutput, BackendError> {
+        let spec = self
+            .profile
+            .node(node)
+            .ok_or_else(|| BackendError::Command(format!("no node {node:?}")))?;
+        let mut words = fill_ports(&cmd, spec.port, spec.peer_port());
+        // The image keeps its programs at `/`.
+        words[0] = format!("/{}", words[0]);
+        let cached = self.ids.lock().unwrap().get(node).cloned();
+        let id = match cached {
+            Some(id) => id,
+            None => {
+                let id = find_container(&self.docker, &self.project, &spec.service).await?;
+                self.ids.lock().unwrap().insert(node.to_owned(), id.clone());
+                id
+            }
+        };
+        let shown = words.join(" ");
+        let result = tokio::time::timeout(timeout, self.exec_in(&id, words)).await;
+        match result {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => {
+                self.ids.lock().unwrap().remove(node);
+                Err(e)
+            }
+            Err(_) => Err(BackendError::Timeout {
+                after: timeout,
+                what: format!("running {shown} in {node}'s container"),
+            }),
+        }
+    }
+
+    async fn exec_in(&self, id: &str, cmd: Vec<String>) -> Result<CmdOutput, BackendError> {
+        let created = self
+            .docker
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(cmd),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        if let StartExecResults::Attached { mut output, .. } =
+            self.docker.start_exec(&created.id, None).await?
+        {
+            while let Some(item) = output.next().await {
+                match item? {
+                    LogOutput::StdOut { message } => {
+                        stdout.push_str(&String::from_utf8_lossy(&message))
+                    }
+                    LogOutput::StdErr { message } => {
+                        stderr.push_str(&String::from_utf8_lossy(&message))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let code = self.docker.inspect_exec(&created.id).await?.exit_code.unwrap_or(-1);
+        Ok(CmdOutput { code, stdout, stderr })
+    }
+}
+
+impl Exec for DockerExec {
+    fn exec<'a>(&'a self, node: &'a str, cmd: Vec<String>, timeout: Duration) -> ExecFuture<'a> {
+        Box::pin(self.run(node, cmd, timeout))
+    }
+}

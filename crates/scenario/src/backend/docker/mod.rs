@@ -1,0 +1,448 @@
+//! The docker backend: the profile's compose file, brought up under a project name unique to
+//! the run. bollard does every container operation; the compose CLI (v2 `docker compose` or
+//! v1 `docker-compose`, whichever is installed) only does `up` and `down`. Containers are found
+//! by their compose labels, never by name (v1 and v2 name them differently).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bollard::container::{
+    InspectContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
+    StartContainerOptions, StopContainerOptions,
+};
+use bollard::network::CreateNetworkOptions;
+use bollard::Docker;
+use futures_util::StreamExt;
+
+mod compose;
+mod exec;
+mod image;
+mod network;
+mod oneoff;
+mod sweep;
+
+use compose::{free_subnet, write_run_files};
+pub use compose::{subnet_vars, ComposeCli};
+pub use image::ensure_image;
+use network::{Attachment, Moved, Partitioned};
+pub use sweep::{leftovers, sweep, DockerTeardown, Projects};
+
+use super::{poll, Backend, BackendError, CmdOutput, Exec, Teardown};
+use crate::profile::Profile;
+
+/// Every compose project a runner creates starts with this, so `clean` can find leftovers.
+const PROJECT_LABEL: &str = "com.docker.compose.project";
+const SERVICE_LABEL: &str = "com.docker.compose.service";
+/// Marks one-off containers (recover, join, ops) so they are cleaned up too.
+const ONEOFF_LABEL: &str = "chaos-runner.oneoff";
+
+/// Connects to the local engine and agrees on an API version it speaks (e.g. 1.41).
+pub async fn connect() -> Result<Docker, BackendError> {
+    let docker = Docker::connect_with_local_defaults()?;
+    let docker = docker.negotiate_version().await?;
+    docker.ping().await?;
+    Ok(docker)
+}
+
+pub struct DockerBackend {
+    docker: Docker,
+    profile: Profile,
+    cli: ComposeCli,
+    project: String,
+    image: String,
+    subnet: String,
+    compose_file: PathBuf,
+    /// This run's files: `env/<node>.env` (`CHAOS_ENV_DIR`) and, without TLS, empty
+    /// `no-tls/<node>/` directories (`CHAOS_TLS_DIR`; with TLS it is the run CA's directory).
+    run_dir: PathBuf,
+    isolated: BTreeMap<String, Vec<Attachment>>,
+    partitioned: Option<Partitioned>,
+    exec: std::sync::Arc<exec::DockerExec>,
+}
+
+impl DockerBackend {
+    /// A backend for a new project; nothing is created until `up`.
+    pub async fn new(
+        docker: Docker,
+        profile: Profile,
+        cli: ComposeCli,
+        image: String,
+        project: String,
+        run_dir: PathBuf,
+    ) -> Result<DockerBackend, BackendError> {
+        let subnet = free_subnet(&docker).await?;
+        let compose_file = profile.resolve(&profile.compose_file);
+        write_run_files(&profile, &run_dir)?;
+        let exec = std::sync::Arc::new(exec::DockerExec {
+            docker: docker.clone(),
+            project: project.clone(),
+            profile: std::sync::Arc::new(profile.clone()),
+            ids: Default::default(),
+        });
+        Ok(DockerBackend {
+            exec,
+            run_dir,
+            docker,
+            profile,
+            cli,
+            project,
+            image,
+            subnet,
+            compose_file,
+            isolated: BTreeMap::new(),
+            partitioned: None,
+        })
+    }
+
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    async fn container(&self, node: &str) -> Result<String, BackendError> {
+        let service = &self
+            .profile
+            .node(node)
+            .ok_or_else(|| BackendError::Command(format!("no node {node:?}")))?
+            .service;
+        find_container(&self.docker, &self.project, service).await
+    }
+
+    async fn running(&self, id: &str) -> Result<bool, BackendError> {
+        let i = self.docker.inspect_container(id, None::<InspectContainerOptions>).await?;
+        Ok(i.state.and_then(|s| s.running).unwrap_or(false))
+    }
+}
+
+/// The id of `service`'s container in compose project `project` (found by labels; one-offs
+/// excluded).
+async fn find_container(
+    docker: &Docker,
+    project: &str,
+    service: &str,
+) -> Result<String, BackendError> {
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{PROJECT_LABEL}={project}"), format!("{SERVICE_LABEL}={service}")],
+    )]);
+    let list = docker
+        .list_containers(Some(ListContainersOptions { all: true, filters, ..Default::default() }))
+        .await?;
+    list.iter()
+        .find(|c| !c.labels.as_ref().is_some_and(|l| l.contains_key(ONEOFF_LABEL)))
+        .and_then(|c| c.id.clone())
+        .ok_or_else(|| {
+            BackendError::Command(format!(
+                "no container for service {service} in project {project}"
+            ))
+        })
+}
+
+impl Backend for DockerBackend {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn supports(&self, _action: crate::model::Action) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn up(&mut self) -> Result<(), BackendError> {
+        self.compose(&["up", "-d"]).await?;
+        for n in self.profile.nodes.clone() {
+            let url = format!("{}{}", self.endpoint(&n.name).await?, self.profile.ready_path());
+            let http = self
+                .profile
+                .client_builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("http client");
+            poll(&format!("{} to answer {url}", n.name), Duration::from_secs(60), Duration::from_millis(100), || {
+                let (http, url) = (http.clone(), url.clone());
+                async move { http.get(&url).send().await.map(|_| ()).map_err(|e| e.to_string()) }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self, node: &str, timeout: Duration) -> Result<(), BackendError> {
+        let id = self.container(node).await?;
+        // Engines below API 1.42 take no signal on stop: this sends the image's stop signal
+        // (SIGTERM) and SIGKILL after `t` seconds.
+        let t = timeout.as_secs().max(1) as i64;
+        if let Err(e) = self.docker.unpause_container(&id).await {
+            let _ = e; // not paused: fine
+        }
+        self.docker.stop_container(&id, Some(StopContainerOptions { t })).await?;
+        Ok(())
+    }
+
+    async fn kill(&mut self, node: &str, signal: &str) -> Result<(), BackendError> {
+        let id = self.container(node).await?;
+        self.docker.kill_container(&id, Some(KillContainerOptions { signal })).await?;
+        if matches!(signal, "SIGKILL" | "SIGTERM" | "SIGINT") {
+            let docker = self.docker.clone();
+            poll(
+                &format!("{node} to exit after {signal}"),
+                Duration::from_secs(15),
+                Duration::from_millis(20),
+                || {
+                    let (docker, id) = (docker.clone(), id.clone());
+                    async move {
+                        let i = docker
+                            .inspect_container(&id, None::<InspectContainerOptions>)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        if i.state.and_then(|s| s.running).unwrap_or(false) {
+                            Err("still running".into())
+                        } else {
+                            Ok(())
+                        }
+                    }
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn start(&mut self, node: &str) -> Result<(), BackendError> {
+        let id = self.container(node).await?;
+        if !self.running(&id).await? {
+            self.docker.start_container(&id, None::<StartContainerOptions<String>>).await?;
+        }
+        Ok(())
+    }
+
+    async fn pause(&mut self, node: &str) -> Result<(), BackendError> {
+        let id = self.container(node).await?;
+        Ok(self.docker.pause_container(&id).await?)
+    }
+
+    async fn unpause(&mut self, node: &str) -> Result<(), BackendError> {
+        let id = self.container(node).await?;
+        Ok(self.docker.unpause_container(&id).await?)
+    }
+
+    async fn isolate(&mut self, node: &str) -> Result<(), BackendError> {
+        let id = self.container(node).await?;
+        let attachments = self.attachments(&id).await?;
+        for a in &attachments {
+            self.detach(&id, &a.network).await?;
+        }
+        self.isolated.insert(node.to_owned(), attachments);
+        Ok(())
+    }
+
+    async fn heal(&mut self, node: &str) -> Result<(), BackendError> {
+        let id = self.container(node).await?;
+        let Some(attachments) = self.isolated.remove(node) else {
+            return Err(BackendError::Command(format!("{node} is not isolated")));
+        };
+        for a in attachments {
+            // Same IPv4 address and DNS aliases: `network disconnect` dropped both.
+            self.attach(&id, &a).await?;
+        }
+        Ok(())
+    }
+
+    /// The first group stays on the cluster network; each other group moves to a network of its
+    /// own (labelled with the project, so teardown and `clean` remove it). A container is
+    /// connected to its group network (with its DNS aliases) before it leaves the cluster
+    /// network: docker then publishes its ports on the new network, so the runner keeps
+    /// reaching it, on a new host port that [`Backend::endpoint`] reads afresh.
+    async fn partition(&mut self, groups: &[Vec<String>]) -> Result<(), BackendError> {
+        if self.partitioned.is_some() {
+            return Err(BackendError::Command(
+                "the cluster is already partitioned; add a `heal-partition` step first".into(),
+            ));
+        }
+        // Recorded as it goes, so that a failure half-way can still be healed.
+        self.partitioned = Some(Partitioned::default());
+        for (k, group) in groups.iter().enumerate().skip(1) {
+            let network = format!("{}_partition{k}", self.project);
+            self.docker
+                .create_network(CreateNetworkOptions {
+                    name: network.clone(),
+                    check_duplicate: true,
+                    driver: "bridge".to_owned(),
+                    labels: HashMap::from([(PROJECT_LABEL.to_owned(), self.project.clone())]),
+                    ..Default::default()
+                })
+                .await?;
+            self.partitioned.as_mut().expect("set above").networks.push(network.clone());
+            for node in group {
+                let id = self.container(node).await?;
+                let from = self.attachments(&id).await?;
+                let mut aliases: Vec<String> =
+                    from.iter().flat_map(|a| a.aliases.iter().cloned()).collect();
+                aliases.sort();
+                aliases.dedup();
+                let to = Attachment { network: network.clone(), ip: String::new(), aliases };
+                self.attach(&id, &to).await?;
+                self.partitioned.as_mut().expect("set above").moved.push(Moved {
+                    node: node.clone(),
+                    from: from.clone(),
+                    to: network.clone(),
+                });
+                for a in &from {
+                    self.detach(&id, &a.network).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn heal_partition(&mut self) -> Result<(), BackendError> {
+        let Some(p) = self.partitioned.take() else {
+            return Err(BackendError::Command("the cluster is not partitioned".into()));
+        };
+        for m in &p.moved {
+            let id = self.container(&m.node).await?;
+            let now: Vec<String> =
+                self.attachments(&id).await?.into_iter().map(|a| a.network).collect();
+            for a in m.from.iter().filter(|a| !now.contains(&a.network)) {
+                // Same IPv4 address and DNS aliases as before the partition. A node restarted
+                // meanwhile on the cluster network may have been given that address (compose
+                // pins none): then the aliases alone, which is what peers resolve.
+                match self.attach(&id, a).await {
+                    Err(BackendError::Docker(
+                        bollard::errors::Error::DockerResponseServerError {
+                            status_code: 403, ..
+                        },
+                    )) => {
+                        let any_ip = Attachment { ip: String::new(), ..a.clone() };
+                        self.attach(&id, &any_ip).await?;
+                    }
+                    other => other?,
+                }
+            }
+            if now.contains(&m.to) {
+                self.detach(&id, &m.to).await?;
+            }
+        }
+        for n in &p.networks {
+            self.docker.remove_network(n).await?;
+        }
+        Ok(())
+    }
+
+    async fn oneoff(
+        &mut self,
+        node: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<CmdOutput, BackendError> {
+        self.run_oneoff(node, cmd, timeout).await
+    }
+
+    async fn put_file(
+        &mut self,
+        node: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<String, BackendError> {
+        self.put_in_volume(node, name, bytes).await
+    }
+
+    fn executor(&self) -> std::sync::Arc<dyn Exec> {
+        self.exec.clone()
+    }
+
+    async fn endpoint(&self, node: &str) -> Result<String, BackendError> {
+        let spec = self
+            .profile
+            .node(node)
+            .ok_or_else(|| BackendError::Command(format!("no node {node:?}")))?;
+        let id = self.container(node).await?;
+        let info = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await?;
+        let port = info
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|p| p.get(&format!("{}/tcp", spec.port)).cloned().flatten())
+            .and_then(|b| b.into_iter().find_map(|b| b.host_port))
+            .ok_or_else(|| {
+                BackendError::Command(format!(
+                    "{node} has no published port (stopped or isolated?)"
+                ))
+            })?;
+        Ok(format!("{}://127.0.0.1:{port}", self.profile.scheme()))
+    }
+
+    async fn alive(&self, node: &str) -> Result<bool, BackendError> {
+        let id = self.container(node).await?;
+        self.running(&id).await
+    }
+
+    async fn logs(&self, node: &str, lines: usize) -> String {
+        let Ok(id) = self.container(node).await else { return String::new() };
+        let mut out = String::new();
+        let mut logs = self.docker.logs(
+            &id,
+            Some(LogsOptions::<String> {
+                stdout: true,
+                stderr: true,
+                tail: lines.to_string(),
+                ..Default::default()
+            }),
+        );
+        while let Some(Ok(item)) = logs.next().await {
+            out.push_str(&item.to_string());
+        }
+        out
+    }
+
+    async fn logs_since_start(&self, node: &str, lines: usize) -> String {
+        let Ok(id) = self.container(node).await else { return String::new() };
+        let Ok(info) = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await
+        else {
+            return String::new();
+        };
+        let Some(started) = info
+            .state
+            .and_then(|s| s.started_at)
+            .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
+        else {
+            return String::new();
+        };
+        // Each line comes with docker's timestamp; keep those of this start.
+        let mut logs = self.docker.logs(
+            &id,
+            Some(LogsOptions::<String> {
+                stdout: true,
+                stderr: true,
+                timestamps: true,
+                tail: (lines * 4).to_string(),
+                ..Default::default()
+            }),
+        );
+        let mut kept = Vec::new();
+        while let Some(Ok(item)) = logs.next().await {
+            for line in item.to_string().lines() {
+                let Some((ts, text)) = line.split_once(' ') else { continue };
+                match humantime::parse_rfc3339_weak(ts) {
+                    Ok(t) if t >= started => kept.push(text.to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        kept[kept.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn teardown(&self) -> Teardown {
+        Teardown::Docker(DockerTeardown {
+            project: self.project.clone(),
+            compose: Some((self.cli, self.compose_file.clone(), self.image.clone())),
+            run_dir: Some(self.run_dir.clone()),
+        })
+    }
+
+    fn keep_hint(&self) -> String {
+        format!(
+            "cluster kept as compose project {p}: inspect with `docker ps --filter label={PROJECT_LABEL}={p}`; \
+             remove it with `cargo xtask clean`",
+            p = self.project
+        )
+    }
+}

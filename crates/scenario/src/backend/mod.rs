@@ -16,7 +16,6 @@ pub use docker::DockerBackend;
 use crate::model::Action;
 pub use local::LocalBackend;
 
-
 /// A backend operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {

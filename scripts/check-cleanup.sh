@@ -12,6 +12,10 @@ leftovers() {
     n=$(( $(docker ps -aq --filter label=com.docker.compose.project | xargs -r docker inspect --format '{{index .Config.Labels "com.docker.compose.project"}}' | grep -c '^xpchaos' || true) ))
     n=$(( n + $(docker network ls -q --filter label=com.docker.compose.project | xargs -r docker network inspect --format '{{index .Labels "com.docker.compose.project"}}' | grep -c '^xpchaos' || true) ))
     n=$(( n + $(docker volume ls -q --filter label=com.docker.compose.project | xargs -r docker volume inspect --format '{{index .Labels "com.docker.compose.project"}}' | grep -c '^xpchaos' || true) ))
+    if [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ]; then
+      n=$(( n + $(docker service ls -q --filter label=com.docker.compose.project | xargs -r docker service inspect --format '{{index .Spec.Labels "com.docker.compose.project"}}' | grep -c '^xpchaos' || true) ))
+      n=$(( n + $(docker secret ls -q --filter label=com.docker.compose.project | xargs -r docker secret inspect --format '{{index .Spec.Labels "com.docker.compose.project"}}' | grep -c '^xpchaos' || true) ))
+    fi
   fi
   n=$(( n + $(pgrep -fc 'target/xp-chaos-local' || true) ))
   # A docker run's env files and certificates (keys!) go with the run.
@@ -35,8 +39,14 @@ start_run() {
 cargo build --quiet -p xtask -p xp -p xp-ops
 cargo xtask clean >/dev/null
 log=$(mktemp)
-backends=(local)
-docker info >/dev/null 2>&1 && backends+=(docker)
+# CHECK_BACKENDS="swarm" (scripts/ci-swarm.sh) checks the swarm backend; by default local and,
+# when an engine answers, docker.
+if [ -n "${CHECK_BACKENDS:-}" ]; then
+  read -r -a backends <<<"$CHECK_BACKENDS"
+else
+  backends=(local)
+  docker info >/dev/null 2>&1 && backends+=(docker)
+fi
 
 for b in "${backends[@]}"; do
   echo "== $b: Ctrl-C mid-scenario"

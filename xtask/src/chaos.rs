@@ -36,8 +36,9 @@ pub struct Args {
     /// Faults started per minute, on average.
     #[arg(long, default_value_t = 6.0)]
     rate: f64,
-    /// Where the cluster runs: docker, local, or auto (docker when an engine answers).
-    #[arg(long, default_value = "auto", value_parser = ["docker", "local", "auto"])]
+    /// Where the cluster runs: docker, local, swarm (services on a swarm manager), or auto
+    /// (docker when an engine answers, else local).
+    #[arg(long, default_value = "auto", value_parser = ["docker", "local", "swarm", "auto"])]
     backend: String,
     /// Leave the cluster running afterwards.
     #[arg(long)]

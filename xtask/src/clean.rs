@@ -2,15 +2,19 @@
 //! by command line (local processes).
 
 use anyhow::Result;
-use scenario::backend::{docker, local};
+use scenario::backend::{docker, local, swarm};
 
 pub async fn run() -> Result<()> {
     match docker::connect().await {
         Ok(d) => {
             let prefix = crate::scenario::PROJECT_PREFIX;
-            let (c, n, v) = docker::sweep(&d, docker::Projects::Prefixed(prefix)).await?;
+            // Swarm services first: their tasks would come back if only containers went.
+            let (left, (c, n, v)) =
+                swarm::sweep::sweep(&d, docker::Projects::Prefixed(prefix)).await?;
             println!(
-                "docker: removed {c} container(s), {n} network(s), {v} volume(s) of compose projects {prefix}*"
+                "docker: removed {c} container(s), {n} network(s), {v} volume(s) of compose \
+                 projects {prefix}*; swarm: {} service(s), {} secret(s)",
+                left.services, left.secrets
             );
         }
         Err(e) => println!("docker: no engine answered ({e}); nothing to clean there"),

@@ -9,6 +9,7 @@ mod chaos;
 mod clean;
 mod compare;
 mod scenario;
+mod swarm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,9 @@ enum Command {
     Compare(compare::Args),
     /// Remove every container, network, volume and process a runner left behind.
     Clean,
+    /// Make or leave the single-node swarm `--backend swarm` runs on.
+    #[command(subcommand)]
+    Swarm(swarm::Args),
     /// Regenerate docs/scenario.schema.json from the scenario parser's types.
     Schema,
     /// Run a benchmark and print its numbers (`recover [ENTRIES...]`, `ops [KEYS]`).
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
             Command::Scenario(args) => scenario::run(args).await,
             Command::Chaos(args) => chaos::run(args).await,
             Command::Clean => clean::run().await.map(|_| 0),
+            Command::Swarm(args) => swarm::run(args).await,
             Command::Compare(args) => compare::run(args).await,
             Command::Bench { what, args } => bench::run(&what, &args),
             Command::Schema => {

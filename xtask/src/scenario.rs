@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use scenario::backend::docker::{self, ComposeCli, DockerBackend};
-use scenario::backend::LocalBackend;
+use scenario::backend::{swarm, LocalBackend, SwarmBackend};
 use scenario::engine::RunOptions;
 use scenario::model::{Action, Scenario};
 use scenario::parse;
@@ -31,8 +31,9 @@ pub struct Args {
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
-    /// Where the cluster runs: docker, local, or auto (docker when an engine answers).
-    #[arg(long, default_value = "auto", value_parser = ["docker", "local", "auto"])]
+    /// Where the cluster runs: docker, local, swarm (services on a swarm manager), or auto
+    /// (docker when an engine answers, else local).
+    #[arg(long, default_value = "auto", value_parser = ["docker", "local", "swarm", "auto"])]
     backend: String,
     /// Leave the cluster running afterwards and print how to reach and remove it.
     #[arg(long)]
@@ -196,6 +197,7 @@ fn build_binaries(profiles: &[&Profile]) -> Result<BTreeMap<String, PathBuf>> {
 enum Chosen {
     Docker(bollard::Docker, ComposeCli),
     Local,
+    Swarm(bollard::Docker),
 }
 
 async fn choose_backend(wanted: &str) -> Result<Chosen> {
@@ -215,6 +217,20 @@ async fn choose_backend(wanted: &str) -> Result<Chosen> {
     };
     match wanted {
         "docker" => docker.await.context("--backend docker"),
+        "swarm" => {
+            let d = tokio::time::timeout(std::time::Duration::from_secs(5), docker::connect())
+                .await
+                .map_err(|_| anyhow::anyhow!("the Docker engine did not answer within 5s"))?
+                .context("--backend swarm")?;
+            let node = swarm::manager_node(&d).await.context("--backend swarm")?;
+            let v = d.version().await?;
+            println!(
+                "backend: swarm (engine {}, API {}, manager node {node})",
+                v.version.unwrap_or_default(),
+                d.client_version()
+            );
+            Ok(Chosen::Swarm(d))
+        }
         "local" => {
             println!("backend: local (processes on loopback)");
             Ok(Chosen::Local)
@@ -259,6 +275,22 @@ pub struct Run {
     pub cleanup: Result<String, String>,
 }
 
+/// What project `project` left: `Ok` naming what was checked when nothing is left.
+async fn left_of(d: &bollard::Docker, project: &str) -> Result<String, String> {
+    let one = docker::Projects::One(project);
+    let swarm_left = swarm::sweep::leftovers(d, one).await;
+    match (docker::leftovers(d, one).await, swarm_left) {
+        (Ok((0, 0, 0)), Ok(s)) if s == Default::default() => Ok(format!(
+            "no container, network, volume, service or secret labelled with project {project} is left"
+        )),
+        (Ok((c, n, v)), Ok(s)) => Err(format!(
+            "project {project} left {c} containers, {n} networks, {v} volumes, {} services, {} secrets",
+            s.services, s.secrets
+        )),
+        (Err(e), _) | (_, Err(e)) => Err(format!("could not list what project {project} left: {e}")),
+    }
+}
+
 /// Runs scenarios on one backend, building each profile's image once.
 pub struct Runner {
     chosen: Chosen,
@@ -275,6 +307,16 @@ impl Runner {
         Ok(Runner { chosen, bins, image_for: BTreeMap::new(), no_tls })
     }
 
+    /// The profile's image, built once per run of the command.
+    async fn image(&mut self, d: &bollard::Docker, profile: &Profile) -> Result<String> {
+        if let Some(i) = self.image_for.get(&profile.name) {
+            return Ok(i.clone());
+        }
+        let i = docker::ensure_image(d, profile, &self.bins, &mut |m| println!("{m}")).await?;
+        self.image_for.insert(profile.name.clone(), i.clone());
+        Ok(i)
+    }
+
     /// The backend's name and why it cannot run `action`, if it cannot.
     pub fn refuses(&self, action: Action) -> Option<(&'static str, String)> {
         match &self.chosen {
@@ -282,6 +324,7 @@ impl Runner {
             Chosen::Local => {
                 scenario::backend::local::supports(action).err().map(|why| ("local", why))
             }
+            Chosen::Swarm(_) => swarm::supports(action).err().map(|why| ("swarm", why)),
         }
     }
 
@@ -289,6 +332,7 @@ impl Runner {
         match &self.chosen {
             Chosen::Docker(..) => "docker",
             Chosen::Local => "local",
+            Chosen::Swarm(_) => "swarm",
         }
     }
 
@@ -304,23 +348,15 @@ impl Runner {
         let name = scenario.name.clone();
         match &self.chosen {
             Chosen::Docker(d, cli) => {
-                let image = match self.image_for.get(&profile.name) {
-                    Some(i) => i.clone(),
-                    None => {
-                        let i =
-                            docker::ensure_image(d, profile, &self.bins, &mut |m| println!("{m}"))
-                                .await?;
-                        self.image_for.insert(profile.name.clone(), i.clone());
-                        i
-                    }
-                };
+                let (d, cli) = (&d.clone(), *cli);
+                let image = self.image(d, profile).await?;
                 let project = format!("{PROJECT_PREFIX}{}", random_u64() % 1_000_000);
                 let run_dir = docker_runs_dir().join(&project);
                 let profile = run_profile(profile, self.no_tls, &run_dir.join("tls"))?;
                 let backend = DockerBackend::new(
                     d.clone(),
                     profile.clone(),
-                    *cli,
+                    cli,
                     image,
                     project.clone(),
                     run_dir,
@@ -332,15 +368,26 @@ impl Runner {
                         .await;
                 let cleanup = match torn {
                     Err(e) => Err(e),
-                    Ok(()) => match docker::leftovers(d, docker::Projects::One(&project)).await {
-                        Ok((0, 0, 0)) => Ok(format!(
-                            "no container, network or volume labelled with project {project} is left"
-                        )),
-                        Ok((c, n, v)) => Err(format!(
-                            "project {project} left {c} containers, {n} networks, {v} volumes"
-                        )),
-                        Err(e) => Err(format!("could not list what project {project} left: {e}")),
-                    },
+                    Ok(()) => left_of(d, &project).await,
+                };
+                Ok(Run { report, interrupted, cleanup })
+            }
+            Chosen::Swarm(d) => {
+                let d = &d.clone();
+                let image = self.image(d, profile).await?;
+                let project = format!("{PROJECT_PREFIX}{}", random_u64() % 1_000_000);
+                let run_dir = docker_runs_dir().join(&project);
+                let profile = run_profile(profile, self.no_tls, &run_dir.join("tls"))?;
+                let backend =
+                    SwarmBackend::new(d.clone(), profile.clone(), image, project.clone(), run_dir)
+                        .await?;
+                println!("    swarm stack {project}, {}", tls_note(&profile));
+                let Ended { report, interrupted, teardown: torn } =
+                    run_one(scenario, profile, backend, RunOptions { seed, verbose: true }, keep)
+                        .await;
+                let cleanup = match torn {
+                    Err(e) => Err(e),
+                    Ok(()) => left_of(d, &project).await,
                 };
                 Ok(Run { report, interrupted, cleanup })
             }
@@ -380,9 +427,10 @@ pub async fn run(args: Args) -> Result<u8> {
     if args.plan {
         for (s, p) in &loaded {
             print!("{}", parse::render_plan(s, p));
-            // The local backend's refusals are known without starting anything; docker's
-            // availability is not, so `auto` is checked against the local backend too.
-            if args.backend != "docker" {
+            // The local backend's refusals are known without starting anything (docker and
+            // swarm do every step); docker's availability is not, so `auto` is checked against
+            // the local backend too.
+            if !matches!(args.backend.as_str(), "docker" | "swarm") {
                 for (i, step) in s.steps.iter().enumerate() {
                     if let Err(why) = scenario::backend::local::supports(step.step.kind()) {
                         println!(

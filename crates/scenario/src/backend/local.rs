@@ -318,7 +318,7 @@ impl Layout {
 }
 
 /// An env file's `KEY=VALUE` lines (comments and blank lines skipped, quotes kept off).
-fn env_vars(text: &str) -> Vec<(String, String)> {
+pub(crate) fn env_vars(text: &str) -> Vec<(String, String)> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))

@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod local;
+pub mod swarm;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ pub use docker::DockerBackend;
 
 use crate::model::Action;
 pub use local::LocalBackend;
+pub use swarm::SwarmBackend;
 
 /// A backend operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,15 @@ pub trait Backend {
     async fn up(&mut self) -> Result<(), BackendError>;
     /// SIGTERM, then SIGKILL after `timeout`.
     async fn stop(&mut self, node: &str, timeout: Duration) -> Result<(), BackendError>;
+    /// Stops `nodes` together: a step's nodes go down at one moment, as a zone does, so the
+    /// last ones up cannot elect a leader in between. One after the other by default, for
+    /// backends whose `stop` takes milliseconds; override where it takes seconds.
+    async fn stop_all(&mut self, nodes: &[String], timeout: Duration) -> Result<(), BackendError> {
+        for n in nodes {
+            self.stop(n, timeout).await?;
+        }
+        Ok(())
+    }
     async fn kill(&mut self, node: &str, signal: &str) -> Result<(), BackendError>;
     async fn start(&mut self, node: &str) -> Result<(), BackendError>;
     async fn pause(&mut self, node: &str) -> Result<(), BackendError>;
@@ -121,6 +132,7 @@ pub fn fill_ports(words: &[String], port: u16, peer_port: Option<u16>) -> Vec<St
 pub enum Teardown {
     Docker(docker::DockerTeardown),
     Local(local::LocalTeardown),
+    Swarm(swarm::SwarmTeardown),
 }
 
 impl Teardown {
@@ -128,6 +140,7 @@ impl Teardown {
         match self {
             Teardown::Docker(t) => t.run().await,
             Teardown::Local(t) => t.run(),
+            Teardown::Swarm(t) => t.run().await,
         }
     }
 }

@@ -345,9 +345,7 @@ impl<B: Backend> Engine<B> {
             Step::Stop(s) | Step::Restart(s) => {
                 let t = self.timeout(s.timeout);
                 let nodes = self.resolve(s.nodes.get_ref(), t).await?;
-                for n in &nodes {
-                    self.backend.stop(n, Duration::from_secs(10)).await.map_err(be)?;
-                }
+                self.backend.stop_all(&nodes, Duration::from_secs(10)).await.map_err(be)?;
                 self.set_state(&nodes, NodeState::Stopped);
                 if matches!(placed.step, Step::Restart(_)) {
                     for n in &nodes {

@@ -70,7 +70,7 @@ pub(super) fn run_env(profile: &Profile, run_dir: &Path) -> [(&'static str, Path
 }
 
 /// Writes the run's env files (owner-only) and, without TLS, the empty TLS directories.
-pub(super) fn write_run_files(profile: &Profile, run_dir: &Path) -> Result<(), BackendError> {
+pub(crate) fn write_run_files(profile: &Profile, run_dir: &Path) -> Result<(), BackendError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| BackendError::Io { path, source }

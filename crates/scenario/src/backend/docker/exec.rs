@@ -15,13 +15,13 @@ use crate::backend::{fill_ports, BackendError, CmdOutput, Exec, ExecFuture};
 use crate::profile::Profile;
 
 /// What an exec needs of the backend, detached from it (the sampler's task holds one).
-pub(super) struct DockerExec {
-    pub(super) docker: Docker,
-    pub(super) project: String,
-    pub(super) profile: Arc<Profile>,
+pub(crate) struct DockerExec {
+    pub(crate) docker: Docker,
+    pub(crate) project: String,
+    pub(crate) profile: Arc<Profile>,
     /// Container ids by node; a node's container keeps its id across stops and starts, and a
     /// failed exec forgets it (the container may have been recreated).
-    pub(super) ids: Mutex<BTreeMap<String, String>>,
+    pub(crate) ids: Mutex<BTreeMap<String, String>>,
 }
 
 impl DockerExec {

@@ -11,31 +11,30 @@ use bollard::container::{
     InspectContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
     StartContainerOptions, StopContainerOptions,
 };
-use bollard::network::CreateNetworkOptions;
 use bollard::Docker;
 use futures_util::StreamExt;
 
 mod compose;
-mod exec;
+pub(crate) mod exec;
 mod image;
-mod network;
-mod oneoff;
+pub(crate) mod network;
+pub(crate) mod oneoff;
 mod sweep;
 
-use compose::{free_subnet, write_run_files};
+use compose::free_subnet;
+pub(crate) use compose::write_run_files;
 pub use compose::{subnet_vars, ComposeCli};
 pub use image::ensure_image;
-use network::{Attachment, Moved, Partitioned};
 pub use sweep::{leftovers, sweep, DockerTeardown, Projects};
 
 use super::{poll, Backend, BackendError, CmdOutput, Exec, Teardown};
 use crate::profile::Profile;
 
 /// Every compose project a runner creates starts with this, so `clean` can find leftovers.
-const PROJECT_LABEL: &str = "com.docker.compose.project";
-const SERVICE_LABEL: &str = "com.docker.compose.service";
+pub(crate) const PROJECT_LABEL: &str = "com.docker.compose.project";
+pub(crate) const SERVICE_LABEL: &str = "com.docker.compose.service";
 /// Marks one-off containers (recover, join, ops) so they are cleaned up too.
-const ONEOFF_LABEL: &str = "chaos-runner.oneoff";
+pub(crate) const ONEOFF_LABEL: &str = "chaos-runner.oneoff";
 
 /// Connects to the local engine and agrees on an API version it speaks (e.g. 1.41).
 pub async fn connect() -> Result<Docker, BackendError> {
@@ -56,8 +55,7 @@ pub struct DockerBackend {
     /// This run's files: `env/<node>.env` (`CHAOS_ENV_DIR`) and, without TLS, empty
     /// `no-tls/<node>/` directories (`CHAOS_TLS_DIR`; with TLS it is the run CA's directory).
     run_dir: PathBuf,
-    isolated: BTreeMap<String, Vec<Attachment>>,
-    partitioned: Option<Partitioned>,
+    cuts: network::Cuts,
     exec: std::sync::Arc<exec::DockerExec>,
 }
 
@@ -80,23 +78,34 @@ impl DockerBackend {
             profile: std::sync::Arc::new(profile.clone()),
             ids: Default::default(),
         });
+        let cuts = network::Cuts::new(docker.clone(), project.clone(), "bridge");
         Ok(DockerBackend {
             exec,
             run_dir,
-            docker,
             profile,
             cli,
             project,
             image,
             subnet,
             compose_file,
-            isolated: BTreeMap::new(),
-            partitioned: None,
+            cuts,
+            docker,
         })
     }
 
     pub fn project(&self) -> &str {
         &self.project
+    }
+
+    /// Each node's container, for the nodes that have one.
+    async fn containers(&self) -> BTreeMap<String, String> {
+        let mut ids = BTreeMap::new();
+        for n in &self.profile.nodes {
+            if let Ok(id) = self.container(&n.name).await {
+                ids.insert(n.name.clone(), id);
+            }
+        }
+        ids
     }
 
     async fn container(&self, node: &str) -> Result<String, BackendError> {
@@ -116,7 +125,7 @@ impl DockerBackend {
 
 /// The id of `service`'s container in compose project `project` (found by labels; one-offs
 /// excluded).
-async fn find_container(
+pub(crate) async fn find_container(
     docker: &Docker,
     project: &str,
     service: &str,
@@ -128,8 +137,11 @@ async fn find_container(
     let list = docker
         .list_containers(Some(ListContainersOptions { all: true, filters, ..Default::default() }))
         .await?;
+    // Compose has one container per service; a swarm service keeps its earlier tasks'
+    // containers: the running one, else the newest.
     list.iter()
-        .find(|c| !c.labels.as_ref().is_some_and(|l| l.contains_key(ONEOFF_LABEL)))
+        .filter(|c| !c.labels.as_ref().is_some_and(|l| l.contains_key(ONEOFF_LABEL)))
+        .max_by_key(|c| (c.state.as_deref() == Some("running"), c.created.unwrap_or(0)))
         .and_then(|c| c.id.clone())
         .ok_or_else(|| {
             BackendError::Command(format!(
@@ -227,105 +239,22 @@ impl Backend for DockerBackend {
 
     async fn isolate(&mut self, node: &str) -> Result<(), BackendError> {
         let id = self.container(node).await?;
-        let attachments = self.attachments(&id).await?;
-        for a in &attachments {
-            self.detach(&id, &a.network).await?;
-        }
-        self.isolated.insert(node.to_owned(), attachments);
-        Ok(())
+        self.cuts.isolate(node, &id).await
     }
 
     async fn heal(&mut self, node: &str) -> Result<(), BackendError> {
         let id = self.container(node).await?;
-        let Some(attachments) = self.isolated.remove(node) else {
-            return Err(BackendError::Command(format!("{node} is not isolated")));
-        };
-        for a in attachments {
-            // Same IPv4 address and DNS aliases: `network disconnect` dropped both.
-            self.attach(&id, &a).await?;
-        }
-        Ok(())
+        self.cuts.heal(node, &id).await
     }
 
-    /// The first group stays on the cluster network; each other group moves to a network of its
-    /// own (labelled with the project, so teardown and `clean` remove it). A container is
-    /// connected to its group network (with its DNS aliases) before it leaves the cluster
-    /// network: docker then publishes its ports on the new network, so the runner keeps
-    /// reaching it, on a new host port that [`Backend::endpoint`] reads afresh.
     async fn partition(&mut self, groups: &[Vec<String>]) -> Result<(), BackendError> {
-        if self.partitioned.is_some() {
-            return Err(BackendError::Command(
-                "the cluster is already partitioned; add a `heal-partition` step first".into(),
-            ));
-        }
-        // Recorded as it goes, so that a failure half-way can still be healed.
-        self.partitioned = Some(Partitioned::default());
-        for (k, group) in groups.iter().enumerate().skip(1) {
-            let network = format!("{}_partition{k}", self.project);
-            self.docker
-                .create_network(CreateNetworkOptions {
-                    name: network.clone(),
-                    check_duplicate: true,
-                    driver: "bridge".to_owned(),
-                    labels: HashMap::from([(PROJECT_LABEL.to_owned(), self.project.clone())]),
-                    ..Default::default()
-                })
-                .await?;
-            self.partitioned.as_mut().expect("set above").networks.push(network.clone());
-            for node in group {
-                let id = self.container(node).await?;
-                let from = self.attachments(&id).await?;
-                let mut aliases: Vec<String> =
-                    from.iter().flat_map(|a| a.aliases.iter().cloned()).collect();
-                aliases.sort();
-                aliases.dedup();
-                let to = Attachment { network: network.clone(), ip: String::new(), aliases };
-                self.attach(&id, &to).await?;
-                self.partitioned.as_mut().expect("set above").moved.push(Moved {
-                    node: node.clone(),
-                    from: from.clone(),
-                    to: network.clone(),
-                });
-                for a in &from {
-                    self.detach(&id, &a.network).await?;
-                }
-            }
-        }
-        Ok(())
+        let ids = self.containers().await;
+        self.cuts.partition(groups, &ids).await
     }
 
     async fn heal_partition(&mut self) -> Result<(), BackendError> {
-        let Some(p) = self.partitioned.take() else {
-            return Err(BackendError::Command("the cluster is not partitioned".into()));
-        };
-        for m in &p.moved {
-            let id = self.container(&m.node).await?;
-            let now: Vec<String> =
-                self.attachments(&id).await?.into_iter().map(|a| a.network).collect();
-            for a in m.from.iter().filter(|a| !now.contains(&a.network)) {
-                // Same IPv4 address and DNS aliases as before the partition. A node restarted
-                // meanwhile on the cluster network may have been given that address (compose
-                // pins none): then the aliases alone, which is what peers resolve.
-                match self.attach(&id, a).await {
-                    Err(BackendError::Docker(
-                        bollard::errors::Error::DockerResponseServerError {
-                            status_code: 403, ..
-                        },
-                    )) => {
-                        let any_ip = Attachment { ip: String::new(), ..a.clone() };
-                        self.attach(&id, &any_ip).await?;
-                    }
-                    other => other?,
-                }
-            }
-            if now.contains(&m.to) {
-                self.detach(&id, &m.to).await?;
-            }
-        }
-        for n in &p.networks {
-            self.docker.remove_network(n).await?;
-        }
-        Ok(())
+        let ids = self.containers().await;
+        self.cuts.heal_partition(&ids).await
     }
 
     async fn oneoff(

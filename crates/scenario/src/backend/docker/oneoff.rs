@@ -10,6 +10,7 @@ use bollard::container::{
     RemoveContainerOptions, StartContainerOptions, WaitContainerOptions,
 };
 use bollard::models::HostConfig;
+use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::{DockerBackend, ONEOFF_LABEL, PROJECT_LABEL};
@@ -79,59 +80,7 @@ impl DockerBackend {
             self.project,
             suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
-        let created = self
-            .docker
-            .create_container(
-                Some(CreateContainerOptions { name: name.clone(), platform: None }),
-                config,
-            )
-            .await?;
-        let result = async {
-            self.docker.start_container(&created.id, None::<StartContainerOptions<String>>).await?;
-            let mut wait =
-                self.docker.wait_container(&created.id, None::<WaitContainerOptions<String>>);
-            let code = match tokio::time::timeout(timeout, wait.next()).await {
-                Err(_) => {
-                    return Err(BackendError::Timeout {
-                        after: timeout,
-                        what: format!("running {}", cmd.join(" ")),
-                    })
-                }
-                Ok(Some(Ok(r))) => r.status_code,
-                // bollard reports a non-zero exit as an error carrying the code.
-                Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError {
-                    code, ..
-                }))) => code,
-                Ok(Some(Err(e))) => return Err(e.into()),
-                Ok(None) => -1,
-            };
-            let (mut stdout, mut stderr) = (String::new(), String::new());
-            let mut logs = self.docker.logs(
-                &created.id,
-                Some(LogsOptions::<String> { stdout: true, stderr: true, ..Default::default() }),
-            );
-            while let Some(item) = logs.next().await {
-                match item? {
-                    LogOutput::StdOut { message } => {
-                        stdout.push_str(&String::from_utf8_lossy(&message))
-                    }
-                    LogOutput::StdErr { message } => {
-                        stderr.push_str(&String::from_utf8_lossy(&message))
-                    }
-                    _ => {}
-                }
-            }
-            Ok(CmdOutput { code, stdout, stderr })
-        }
-        .await;
-        let _ = self
-            .docker
-            .remove_container(
-                &created.id,
-                Some(RemoveContainerOptions { force: true, ..Default::default() }),
-            )
-            .await;
-        result
+        run_container(&self.docker, name, config, timeout, &cmd.join(" ")).await
     }
 
     pub(super) async fn put_in_volume(
@@ -148,47 +97,114 @@ impl DockerBackend {
             info.mounts.as_deref().unwrap_or_default(),
             Some(&self.profile.data_dir_in_container),
         );
-        let labels = self.oneoff_labels(node);
-        let config = Config {
-            image: Some(self.image.clone()),
-            labels: Some(labels),
-            host_config: Some(HostConfig {
-                binds: Some(binds),
-                network_mode: Some("none".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let created =
-            self.docker.create_container(None::<CreateContainerOptions<String>>, config).await?;
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o600);
-        header.set_cksum();
-        tar.append_data(&mut header, name, bytes)
-            .map_err(|source| BackendError::Io { path: name.into(), source })?;
-        let body =
-            tar.into_inner().map_err(|source| BackendError::Io { path: name.into(), source })?;
-        let res = self
-            .docker
-            .upload_to_container(
-                &created.id,
-                Some(bollard::container::UploadToContainerOptions {
-                    path: self.profile.data_dir_in_container.clone(),
-                    ..Default::default()
-                }),
-                bytes::Bytes::from(body),
-            )
-            .await;
-        let _ = self
-            .docker
-            .remove_container(
-                &created.id,
-                Some(RemoveContainerOptions { force: true, ..Default::default() }),
-            )
-            .await;
-        res?;
+        let dir = &self.profile.data_dir_in_container;
+        upload_file(&self.docker, &self.image, binds, self.oneoff_labels(node), dir, name, bytes)
+            .await?;
         Ok(format!("{}/{name}", self.profile.data_dir_in_container))
     }
+}
+
+/// Runs `config` as a container called `name` to its end (at most `timeout`), then removes it.
+pub(crate) async fn run_container(
+    docker: &Docker,
+    name: String,
+    config: Config<String>,
+    timeout: Duration,
+    shown: &str,
+) -> Result<CmdOutput, BackendError> {
+    let created = docker
+        .create_container(Some(CreateContainerOptions { name, platform: None }), config)
+        .await?;
+    let result = async {
+        docker.start_container(&created.id, None::<StartContainerOptions<String>>).await?;
+        collect(docker, &created.id, timeout, shown).await
+    }
+    .await;
+    let _ = docker
+        .remove_container(
+            &created.id,
+            Some(RemoveContainerOptions { force: true, ..Default::default() }),
+        )
+        .await;
+    result
+}
+
+/// Waits (at most `timeout`) for the started container `id` to end; its exit code and output.
+pub(crate) async fn collect(
+    docker: &Docker,
+    id: &str,
+    timeout: Duration,
+    shown: &str,
+) -> Result<CmdOutput, BackendError> {
+    let mut wait = docker.wait_container(id, None::<WaitContainerOptions<String>>);
+    let code = match tokio::time::timeout(timeout, wait.next()).await {
+        Err(_) => {
+            return Err(BackendError::Timeout { after: timeout, what: format!("running {shown}") })
+        }
+        Ok(Some(Ok(r))) => r.status_code,
+        // bollard reports a non-zero exit as an error carrying the code.
+        Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
+        Ok(Some(Err(e))) => return Err(e.into()),
+        Ok(None) => -1,
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    let mut logs = docker
+        .logs(id, Some(LogsOptions::<String> { stdout: true, stderr: true, ..Default::default() }));
+    while let Some(item) = logs.next().await {
+        match item? {
+            LogOutput::StdOut { message } => stdout.push_str(&String::from_utf8_lossy(&message)),
+            LogOutput::StdErr { message } => stderr.push_str(&String::from_utf8_lossy(&message)),
+            _ => {}
+        }
+    }
+    Ok(CmdOutput { code, stdout, stderr })
+}
+
+/// Puts `bytes` as `dir/name` (owner-only) into the volume bound by `binds`, through a
+/// container of `image` that never starts.
+pub(crate) async fn upload_file(
+    docker: &Docker,
+    image: &str,
+    binds: Vec<String>,
+    labels: HashMap<String, String>,
+    dir: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), BackendError> {
+    let config = Config {
+        image: Some(image.to_owned()),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            binds: Some(binds),
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = docker.create_container(None::<CreateContainerOptions<String>>, config).await?;
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(0o600);
+    header.set_cksum();
+    tar.append_data(&mut header, name, bytes)
+        .map_err(|source| BackendError::Io { path: name.into(), source })?;
+    let body = tar.into_inner().map_err(|source| BackendError::Io { path: name.into(), source })?;
+    let res = docker
+        .upload_to_container(
+            &created.id,
+            Some(bollard::container::UploadToContainerOptions {
+                path: dir.to_owned(),
+                ..Default::default()
+            }),
+            bytes::Bytes::from(body),
+        )
+        .await;
+    let _ = docker
+        .remove_container(
+            &created.id,
+            Some(RemoveContainerOptions { force: true, ..Default::default() }),
+        )
+        .await;
+    res.map(|_| ()).map_err(Into::into)
 }

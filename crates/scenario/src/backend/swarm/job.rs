@@ -1,0 +1,173 @@
+//! One-off commands as swarm jobs (a `replicated-job` service of one task): the profile's
+//! recovery, wipe, join and inspect commands and `ops` steps, with the node's volume, its
+//! secrets and its overlay network, placed where the volume is.
+//!
+//! Why a job and not a plain container on the attachable network: a container attached to an
+//! overlay network while the node's last task is leaving it can fail with "network not found"
+//! and leak the network attachment task in the swarm, which then blocks removing the network
+//! until the engine leaves the swarm. A job's task is attached by swarm itself.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::container::{InspectContainerOptions, ListContainersOptions, RemoveContainerOptions};
+use bollard::models::{
+    ContainerStateStatusEnum, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicatedJob, TaskSpec,
+};
+use tokio::time::Instant;
+
+use super::{spec, SwarmBackend};
+use crate::backend::docker::oneoff::collect;
+use crate::backend::docker::{ONEOFF_LABEL, PROJECT_LABEL};
+use crate::backend::{fill_ports, poll, BackendError, CmdOutput};
+
+/// Why a job's task has no container yet, as `docker service ps` tells it (bollard has no
+/// task API); best effort, for the error message only.
+fn task_state(name: &str) -> String {
+    std::process::Command::new("docker")
+        .args(["service", "ps", "--no-trunc", "--format", "{{.CurrentState}} {{.Error}}", name])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+impl SwarmBackend {
+    async fn job_containers(&self, job: &str) -> Vec<String> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("com.docker.swarm.service.name={job}")],
+        )]);
+        self.docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters,
+                ..Default::default()
+            }))
+            .await
+            .map(|l| l.into_iter().filter_map(|c| c.id).collect())
+            .unwrap_or_default()
+    }
+
+    /// Runs `cmd` as a job beside `node` to its end (at most `timeout`), then removes the job.
+    pub(super) async fn run_job(
+        &self,
+        node: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<CmdOutput, BackendError> {
+        let start = Instant::now();
+        let n = self
+            .profile
+            .node(node)
+            .ok_or_else(|| BackendError::Command(format!("no node {node:?}")))?;
+        let cmd = fill_ports(cmd, n.port, n.peer_port());
+        let shown = cmd.join(" ");
+        let mut command = cmd.clone();
+        command[0] = format!("/{}", command[0]);
+        // The node's own secrets (its env file and certificates), where the node finds them.
+        let secrets = self.secrets.get(node).cloned().unwrap_or_default();
+        let labels = HashMap::from([
+            (PROJECT_LABEL.to_owned(), self.project.clone()),
+            (ONEOFF_LABEL.to_owned(), node.to_owned()),
+        ]);
+        let mut container = spec::container(&self.profile, &self.project, &self.image, &n.service);
+        container.labels = Some(labels.clone());
+        // Its own name, not the node's: a container resolves its hostname to itself.
+        container.hostname = None;
+        container.command = Some(command);
+        container.secrets = Some(secrets);
+        let mut suffix = [0u8; 3];
+        getrandom::getrandom(&mut suffix).expect("random source");
+        let name = format!(
+            "{}_oneoff-{node}-{}",
+            self.project,
+            suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let job = ServiceSpec {
+            name: Some(name.clone()),
+            labels: Some(labels),
+            task_template: Some(TaskSpec {
+                container_spec: Some(container),
+                // Not called by the node's name: the node's own task answers to that.
+                ..spec::task(&self.network(), None, &self.node_id)
+            }),
+            mode: Some(ServiceSpecMode {
+                replicated_job: Some(ServiceSpecModeReplicatedJob {
+                    max_concurrent: Some(1),
+                    total_completions: Some(1),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.docker.create_service(job, None).await?;
+        let result = async {
+            // The task runs on the manager (its placement), so its container is local.
+            let filters = HashMap::from([(
+                "label".to_owned(),
+                vec![format!("com.docker.swarm.service.name={name}")],
+            )]);
+            let what = format!("the job running {shown} to get a container");
+            let found = poll(&what, timeout, Duration::from_millis(100), || {
+                let filters = filters.clone();
+                async move {
+                    let list = self
+                        .docker
+                        .list_containers(Some(ListContainersOptions {
+                            all: true,
+                            filters,
+                            ..Default::default()
+                        }))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let Some(id) = list.into_iter().find_map(|c| c.id) else {
+                        return Err("no container yet".to_owned());
+                    };
+                    // Listed before it is fully made (a 404 then), and waiting on one that
+                    // was created but not started returns at once: wait until it ran.
+                    let state = self
+                        .docker
+                        .inspect_container(&id, None::<InspectContainerOptions>)
+                        .await
+                        .map_err(|e| format!("container {id}: {e}"))?
+                        .state
+                        .and_then(|s| s.status);
+                    match state {
+                        Some(
+                            ContainerStateStatusEnum::RUNNING
+                            | ContainerStateStatusEnum::EXITED
+                            | ContainerStateStatusEnum::DEAD,
+                        ) => Ok(id),
+                        other => Err(format!("container {id} is {other:?}")),
+                    }
+                }
+            })
+            .await;
+            let container = match found {
+                Ok(id) => id,
+                Err(e) => {
+                    return Err(BackendError::Command(format!(
+                        "{e}; swarm says: {}",
+                        task_state(&name)
+                    )))
+                }
+            };
+            let left = timeout.saturating_sub(start.elapsed());
+            collect(&self.docker, &container, left, &shown).await
+        }
+        .await;
+        // Removing a job's service leaves its containers behind: remove them too (teardown
+        // sweeps any this misses, by the run's label).
+        let _ = self.docker.delete_service(&name).await;
+        for id in self.job_containers(&name).await {
+            let _ = self
+                .docker
+                .remove_container(
+                    &id,
+                    Some(RemoveContainerOptions { force: true, ..Default::default() }),
+                )
+                .await;
+        }
+        result
+    }
+}

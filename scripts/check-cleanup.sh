@@ -40,7 +40,8 @@ cargo build --quiet -p xtask -p xp -p xp-ops
 cargo xtask clean >/dev/null
 log=$(mktemp)
 # CHECK_BACKENDS="swarm" (scripts/ci-swarm.sh) checks the swarm backend; by default local and,
-# when an engine answers, docker.
+# when an engine answers, docker. CTRL_C_STEP: the step of quorum-loss that Ctrl-C lands in
+# (default 6, a sleep with the workload running; 9 is the wipe, a one-off).
 if [ -n "${CHECK_BACKENDS:-}" ]; then
   read -r -a backends <<<"$CHECK_BACKENDS"
 else
@@ -49,8 +50,8 @@ else
 fi
 
 for b in "${backends[@]}"; do
-  echo "== $b: Ctrl-C mid-scenario"
-  start_run "$b" 6 "$log"
+  echo "== $b: Ctrl-C mid-scenario (as step ${CTRL_C_STEP:-6} starts)"
+  start_run "$b" "${CTRL_C_STEP:-6}" "$log"
   kill -INT -- "-$RUN_PID"
   rc=0; wait "$RUN_PID" || rc=$?
   left=$(leftovers)

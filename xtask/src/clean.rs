@@ -5,17 +5,20 @@ use anyhow::Result;
 use scenario::backend::{docker, local, swarm};
 
 pub async fn run() -> Result<()> {
+    let mut failed = None;
     match docker::connect().await {
         Ok(d) => {
             let prefix = crate::scenario::PROJECT_PREFIX;
             // Swarm services first: their tasks would come back if only containers went.
-            let (left, (c, n, v)) =
-                swarm::sweep::sweep(&d, docker::Projects::Prefixed(prefix)).await?;
-            println!(
-                "docker: removed {c} container(s), {n} network(s), {v} volume(s) of compose \
-                 projects {prefix}*; swarm: {} service(s), {} secret(s)",
-                left.services, left.secrets
-            );
+            // Whatever fails here, the run files and local processes below still go.
+            match swarm::sweep::sweep(&d, docker::Projects::Prefixed(prefix)).await {
+                Ok((left, (c, n, v))) => println!(
+                    "docker: removed {c} container(s), {n} network(s), {v} volume(s) of compose \
+                     projects {prefix}*; swarm: {} service(s), {} secret(s)",
+                    left.services, left.secrets
+                ),
+                Err(e) => failed = Some(format!("docker: {e}")),
+            }
         }
         Err(e) => println!("docker: no engine answered ({e}); nothing to clean there"),
     }
@@ -30,5 +33,8 @@ pub async fn run() -> Result<()> {
         std::fs::remove_dir_all(&runs)?;
     }
     println!("local: killed {killed} process(es), removed {}", runs.display());
-    Ok(())
+    match failed {
+        Some(e) => anyhow::bail!("{e}"),
+        None => Ok(()),
+    }
 }

@@ -57,6 +57,18 @@ pub async fn run(args: Args) -> Result<u8> {
                 println!("not in a swarm; nothing to do");
                 return Ok(0);
             }
+            // Only the kind of swarm `init` makes: one node, on loopback. Leaving a real
+            // swarm's manager is not this tool's call.
+            let info = d.info().await?.swarm.unwrap_or_default();
+            let (nodes, addr) = (info.nodes.unwrap_or(0), info.node_addr.unwrap_or_default());
+            if nodes > 1 || addr != "127.0.0.1" {
+                println!(
+                    "this engine is in a swarm of {nodes} node(s) advertised on {addr:?}, not a \
+                     single-node swarm on 127.0.0.1 as `cargo xtask swarm init` makes: not \
+                     leaving it (use `docker swarm leave` yourself if you mean to)"
+                );
+                return Ok(2);
+            }
             let left = swarm::sweep::leftovers(
                 &d,
                 docker::Projects::Prefixed(crate::scenario::PROJECT_PREFIX),

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// The backends a profile's `backends` list may name.
-pub const BACKENDS: &[&str] = &["docker", "local"];
+pub const BACKENDS: &[&str] = &["docker", "local", "swarm"];
 
 /// A profile file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +180,71 @@ pub struct Profile {
     pub dir: PathBuf,
 }
 
+/// What the backends rely on: a data dir they can map (absolute, not `/`, no trailing slash),
+/// nodes with distinct names and URLs that name a port, a `run` command where a backend starts
+/// nodes itself, and `{peer_port}` only where nodes have a peer URL.
+fn check_layout(p: &Profile) -> Result<(), String> {
+    let d = &p.data_dir_in_container;
+    if !d.starts_with('/') || d == "/" || d.ends_with('/') {
+        return Err(format!(
+            "data_dir_in_container: {d:?} must be an absolute directory other than `/`, \
+             without a trailing slash (the local backend maps it to each node's data dir)"
+        ));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let mut urls = std::collections::BTreeSet::new();
+    for n in &p.nodes {
+        if !names.insert(n.name.as_str()) {
+            return Err(format!("node {}: two [[node]] tables have this name", n.name));
+        }
+        let with_port = |u: &str| reqwest::Url::parse(u).ok().and_then(|u| u.port()).is_some();
+        for (what, url) in
+            std::iter::once(("url", Some(&n.url))).chain([("peer_url", n.peer_url.as_ref())])
+        {
+            let Some(url) = url else { continue };
+            if !with_port(url) {
+                return Err(format!(
+                    "node {}: {what} {url:?} must be an absolute URL with a port, like \
+                     \"http://{}:8080\"",
+                    n.name, n.service
+                ));
+            }
+            if !urls.insert(url.trim_end_matches('/').to_owned()) {
+                return Err(format!("node {}: {what} {url:?} is another node's URL too", n.name));
+            }
+        }
+    }
+    let starts_nodes =
+        p.backends.as_ref().is_none_or(|b| b.iter().any(|b| b == "local" || b == "swarm"));
+    match p.run.first() {
+        None if starts_nodes => {
+            return Err("run: empty, but the local and swarm backends start each node with it \
+                        (or say `backends = [\"docker\"]`)"
+                .into())
+        }
+        Some(first) if !p.programs().contains(first) => {
+            return Err(format!(
+                "run: {:?} must start with a program of the image ({})",
+                p.run,
+                p.programs().join(", ")
+            ))
+        }
+        _ => {}
+    }
+    if p.nodes.iter().all(|n| n.peer_url.is_none()) {
+        let mut words: Vec<&String> =
+            p.run.iter().chain(&p.recover).chain(&p.wipe).chain(&p.join.command).collect();
+        words.extend(p.local.iter().flat_map(|l| l.set.values()));
+        words.extend(p.inspect.iter().flat_map(|i| &i.command));
+        if let Some(w) = words.iter().find(|w| w.contains("{peer_port}")) {
+            return Err(format!(
+                "{w:?} names {{peer_port}}, but no [[node]] has a peer_url to take it from"
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Profile {
     pub fn load(path: &Path) -> Result<Profile, ProfileError> {
         let text = std::fs::read_to_string(path)
@@ -233,13 +298,7 @@ impl Profile {
                 message: "no [[node]]".into(),
             });
         }
-        if let Some(n) = p.nodes.iter().find(|n| n.peer_url.is_some() && n.peer_port().is_none()) {
-            return Err(invalid(format!(
-                "node {}: peer_url {:?} is no URL with a port",
-                n.name,
-                n.peer_url.as_deref().unwrap_or_default()
-            )));
-        }
+        check_layout(&p).map_err(invalid)?;
         let wants_file = p.join.command.iter().any(|w| w.contains("{token_file}"));
         if p.join.command.iter().any(|w| w.contains("{token}")) {
             return Err(ProfileError::Invalid {

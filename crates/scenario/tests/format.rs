@@ -359,7 +359,47 @@ fn a_broken_command_source_or_peer_url_is_refused_before_anything_starts() {
         (
             "peer_url = \"http://node2:2380\"",
             "peer_url = \"node2\"",
-            "node node2: peer_url \"node2\" is no URL with a port",
+            "node node2: peer_url \"node2\" must be an absolute URL with a port",
+        ),
+        (
+            "peer_url = \"http://node2:2380\"",
+            "peer_url = \"http://node1:2380\"",
+            "node node2: peer_url \"http://node1:2380\" is another node's URL too",
+        ),
+        (
+            "url = \"http://node2:2379\"",
+            "url = \"http://node2\"",
+            "node node2: url \"http://node2\" must be an absolute URL with a port",
+        ),
+        (
+            "name = \"node3\"",
+            "name = \"node2\"",
+            "node node2: two [[node]] tables have this name",
+        ),
+        (
+            "data_dir_in_container = \"/var/lib/etcd\"",
+            "data_dir_in_container = \"/var/lib/etcd/\"",
+            "data_dir_in_container: \"/var/lib/etcd/\" must be an absolute directory other than `/`",
+        ),
+        (
+            "data_dir_in_container = \"/var/lib/etcd\"",
+            "data_dir_in_container = \"var/lib/etcd\"",
+            "must be an absolute directory",
+        ),
+        (
+            "data_dir_in_container = \"/var/lib/etcd\"",
+            "data_dir_in_container = \"/\"",
+            "must be an absolute directory other than `/`",
+        ),
+        (
+            "run = [\"busybox\", \"sh\"",
+            "run = [\"bash\", \"sh\"",
+            "run: [\"bash\", \"sh\"",
+        ),
+        (
+            "\"member\", \"list\", \"-w\", \"json\"]",
+            "\"member\", \"list\", \"-w\", \"json\", \"--endpoints={node_url}\"]",
+            "target.sources.cluster: `{node_url}` is not filled in for a command source",
         ),
     ];
     for (from, to, want) in cases {

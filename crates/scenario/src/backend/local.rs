@@ -49,13 +49,24 @@ pub struct LocalTeardown {
 }
 
 fn signal(pid: u32, sig: &str) -> Result<(), BackendError> {
+    send(&pid.to_string(), sig)
+}
+
+/// Signals every process of the group `pgid`.
+fn signal_group(pgid: u32, sig: &str) -> Result<(), BackendError> {
+    send(&format!("-{pgid}"), sig)
+}
+
+fn send(target: &str, sig: &str) -> Result<(), BackendError> {
     let status = Command::new("kill")
-        .args(["-s", sig.trim_start_matches("SIG"), &pid.to_string()])
+        .args(["-s", sig.trim_start_matches("SIG"), "--", target])
         .stderr(Stdio::null())
         .status()
         .map_err(|e| BackendError::Command(format!("kill: {e}")))?;
     if !status.success() {
-        return Err(BackendError::Command(format!("kill -s {sig} {pid} failed (process gone?)")));
+        return Err(BackendError::Command(format!(
+            "kill -s {sig} {target} failed (process gone?)"
+        )));
     }
     Ok(())
 }
@@ -71,9 +82,13 @@ impl LocalTeardown {
     }
 }
 
-/// SIGKILLs every process whose command line mentions `dir` (leftovers of a killed run).
+/// SIGKILLs every process of a run under `dir` (leftovers of a killed run): one whose command
+/// line names a path under `dir/`, or whose `PATH` holds `dir/bin` (a node started through a
+/// shell that exec'd it, like etcd, names the run's directory in its environment only).
+/// `/tmp/run1` does not match `/tmp/run10`.
 pub fn kill_processes_under(dir: &Path) -> usize {
-    let needle = dir.to_string_lossy().to_string();
+    let needle = format!("{}/", dir.to_string_lossy().trim_end_matches('/'));
+    let bin = dir.join("bin").to_string_lossy().into_owned();
     let mut n = 0;
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
     for e in entries.flatten() {
@@ -81,13 +96,15 @@ pub fn kill_processes_under(dir: &Path) -> usize {
         if pid == std::process::id() {
             continue;
         }
-        // A node started through a shell that exec'd it (etcd) names the run's directory in
-        // its environment only (`PATH` leads with the run's `bin/`).
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&needle)
-            || String::from_utf8_lossy(&environ).contains(&needle)
-        {
+        let in_cmdline =
+            cmdline.split(|b| *b == 0).any(|arg| String::from_utf8_lossy(arg).contains(&needle));
+        let in_path = environ
+            .split(|b| *b == 0)
+            .filter_map(|v| v.strip_prefix(b"PATH="))
+            .any(|p| String::from_utf8_lossy(p).split(':').any(|d| d == bin));
+        if in_cmdline || in_path {
             let _ = signal(pid, "SIGCONT");
             if signal(pid, "SIGKILL").is_ok() {
                 n += 1;
@@ -97,10 +114,15 @@ pub fn kill_processes_under(dir: &Path) -> usize {
     n
 }
 
-fn free_port() -> Result<u16, BackendError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|source| BackendError::Io { path: "127.0.0.1:0".into(), source })?;
-    Ok(l.local_addr().unwrap().port())
+/// A free loopback port, and the listener that holds it until the caller has picked every
+/// port it needs (so one run never gets the same port twice). Another process may still take
+/// it before the node binds it: the node then fails to start, saying so in its log.
+fn free_port(held: &mut Vec<std::net::TcpListener>) -> Result<u16, BackendError> {
+    let io = |source| BackendError::Io { path: "127.0.0.1:0".into(), source };
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io)?;
+    let port = l.local_addr().map_err(io)?.port();
+    held.push(l);
+    Ok(port)
 }
 
 impl LocalBackend {
@@ -131,14 +153,15 @@ impl LocalBackend {
             bins.insert(f.to.clone(), f.from.clone());
         }
         let mut nodes = BTreeMap::new();
+        let mut held = Vec::new();
         for n in &profile.nodes {
             let node_dir = dir.join(&n.name);
             let peer_port = match n.peer_url {
-                Some(_) => Some(free_port()?),
+                Some(_) => Some(free_port(&mut held)?),
                 None => None,
             };
             let node = LocalNode {
-                port: free_port()?,
+                port: free_port(&mut held)?,
                 peer_port,
                 env_file: node_dir.join("node.env"),
                 log_file: node_dir.join("node.log"),
@@ -146,6 +169,7 @@ impl LocalBackend {
             };
             nodes.insert(n.name.clone(), node);
         }
+        drop(held);
         let http =
             profile.client_builder().timeout(Duration::from_secs(2)).build().expect("http client");
         let layout = Arc::new(Layout { profile, bins, dir, nodes });
@@ -251,20 +275,28 @@ impl Layout {
 
     /// What a container path or cluster URL is here: every node's URL (and peer URL) becomes
     /// its loopback port, the data volume's path `node`'s data dir, and `{port}` and
-    /// `{peer_port}` `node`'s ports.
+    /// `{peer_port}` `node`'s ports. One pass, longest match first, whole words only: a
+    /// replaced part is never mapped again (a host path that happens to contain the container
+    /// path), `http://node1:2379` is not part of `http://node1:23790`, nor `/var/lib/xp` of
+    /// `/var/lib/xpx`.
     fn localize_text(&self, node: &str, text: &str) -> Result<String, BackendError> {
         let own = self.node(node)?;
         let scheme = self.profile.scheme();
-        let mut text = super::fill_ports(&[text.to_owned()], own.port, own.peer_port).remove(0);
+        let mut map: Vec<(String, String)> = Vec::new();
         for other in &self.profile.nodes {
             let local = &self.nodes[&other.name];
-            text = text.replace(&other.url, &format!("{scheme}://127.0.0.1:{}", local.port));
+            map.push((other.url.clone(), format!("{scheme}://127.0.0.1:{}", local.port)));
             if let (Some(url), Some(port)) = (&other.peer_url, local.peer_port) {
                 let scheme = url.split("://").next().unwrap_or("http");
-                text = text.replace(url, &format!("{scheme}://127.0.0.1:{port}"));
+                map.push((url.clone(), format!("{scheme}://127.0.0.1:{port}")));
             }
         }
-        Ok(text.replace(&self.profile.data_dir_in_container, &own.data_dir.to_string_lossy()))
+        map.push((
+            self.profile.data_dir_in_container.clone(),
+            own.data_dir.to_string_lossy().into_owned(),
+        ));
+        let text = super::fill_ports(&[text.to_owned()], own.port, own.peer_port).remove(0);
+        Ok(replace_words(&text, &map))
     }
 
     /// A process for `node`: the node itself, or a one-off beside it. Its first word is a
@@ -278,6 +310,15 @@ impl Layout {
         })?;
         let mut c = Command::new(bin);
         c.args(&words[1..]);
+        // Nothing of the runner's environment but what finding programs and temporary files
+        // needs (a variable of the shell meant for the system under test would change a node's
+        // configuration behind the profile's back).
+        c.env_clear();
+        for key in ["HOME", "TMPDIR", "LANG", "RUST_LOG", "RUST_BACKTRACE"] {
+            if let Some(v) = std::env::var_os(key) {
+                c.env(key, v);
+            }
+        }
         let path = std::env::var("PATH").unwrap_or_default();
         c.env("PATH", format!("{}:{path}", self.bin_dir().display()));
         match &self.local().env_file_flag {
@@ -300,21 +341,71 @@ impl Layout {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<CmdOutput, BackendError> {
-        let mut c = tokio::process::Command::from(self.command(node, cmd, Role::OneOff)?);
-        c.kill_on_drop(true);
-        let out = tokio::time::timeout(timeout, c.output())
-            .await
-            .map_err(|_| BackendError::Timeout {
-                after: timeout,
-                what: format!("running {}", cmd.join(" ")),
-            })?
-            .map_err(|e| BackendError::Command(format!("{}: {e}", cmd[0])))?;
+        let mut c = self.command(node, cmd, Role::OneOff)?;
+        // A group of its own: on a timeout the whole group goes (a shell script's children,
+        // an etcd it started), not just the first process.
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
+        let mut c = tokio::process::Command::from(c);
+        c.kill_on_drop(true).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let child = c.spawn().map_err(|e| BackendError::Command(format!("{}: {e}", cmd[0])))?;
+        let group = child.id();
+        let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(out) => out.map_err(|e| BackendError::Command(format!("{}: {e}", cmd[0])))?,
+            Err(_) => {
+                if let Some(g) = group {
+                    let _ = signal_group(g, "SIGKILL");
+                }
+                return Err(BackendError::Timeout {
+                    after: timeout,
+                    what: format!("running {}", cmd.join(" ")),
+                });
+            }
+        };
         Ok(CmdOutput {
             code: out.status.code().unwrap_or(-1) as i64,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
     }
+}
+
+/// `text` with each `from` of `map` replaced by its `to`, in one left-to-right pass (the
+/// longest `from` first where several start at one place), where it stands as a whole: not
+/// preceded by a letter, digit, `_`, `-`, `.` or `/`, nor followed by a letter, digit, `_`,
+/// `-` or `.` (a `/` may follow: a path under it, or a URL's path).
+fn replace_words(text: &str, map: &[(String, String)]) -> String {
+    let mut map: Vec<&(String, String)> = map.iter().filter(|(f, _)| !f.is_empty()).collect();
+    map.sort_by_key(|(f, _)| std::cmp::Reverse(f.len()));
+    let part = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut prev: Option<char> = None;
+    while i < text.len() {
+        let rest = &text[i..];
+        let starts = prev.is_none_or(|c| !part(c) && c != '/');
+        let hit = starts
+            .then(|| {
+                map.iter().find(|(from, _)| {
+                    rest.starts_with(from.as_str())
+                        && rest[from.len()..].chars().next().is_none_or(|c| !part(c))
+                })
+            })
+            .flatten();
+        match hit {
+            Some((from, to)) => {
+                out.push_str(to);
+                prev = from.chars().last();
+                i += from.len();
+            }
+            None => {
+                let c = rest.chars().next().expect("i < len");
+                out.push(c);
+                prev = Some(c);
+                i += c.len_utf8();
+            }
+        }
+    }
+    out
 }
 
 /// An env file's `KEY=VALUE` lines (comments and blank lines skipped, quotes kept off).
@@ -560,4 +651,43 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     std::io::Write::write_all(&mut f, bytes)?;
     f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_words;
+
+    #[test]
+    fn container_paths_and_urls_are_mapped_once_and_only_as_whole_words() {
+        let map = [
+            ("http://node1:2379", "http://127.0.0.1:40001"),
+            ("http://node1:23790", "http://127.0.0.1:40002"),
+            ("http://node10:2379", "http://127.0.0.1:40010"),
+            ("/var/lib/xp", "/run/n1/data"),
+            // A host path that itself contains the container path is not mapped again.
+            ("/srv", "/srv/var/lib/xp"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()));
+        let table = [
+            ("--url=http://node1:2379", "--url=http://127.0.0.1:40001"),
+            ("http://node1:23790", "http://127.0.0.1:40002"),
+            ("http://node10:2379/x", "http://127.0.0.1:40010/x"),
+            (
+                "a=http://node1:2379,b=http://node10:2379",
+                "a=http://127.0.0.1:40001,b=http://127.0.0.1:40010",
+            ),
+            ("/var/lib/xp/raft", "/run/n1/data/raft"),
+            ("/var/lib/xp", "/run/n1/data"),
+            ("/var/lib/xpx", "/var/lib/xpx"),
+            ("/data/var/lib/xp", "/data/var/lib/xp"),
+            ("/var/lib/xp.bak", "/var/lib/xp.bak"),
+            ("/srv/a", "/srv/var/lib/xp/a"),
+            ("DATA_DIR=/var/lib/xp", "DATA_DIR=/run/n1/data"),
+            ("", ""),
+            ("ünïcode /var/lib/xp", "ünïcode /run/n1/data"),
+        ];
+        for (input, want) in table {
+            assert_eq!(replace_words(input, &map), want, "input {input:?}");
+        }
+    }
 }

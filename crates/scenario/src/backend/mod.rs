@@ -32,6 +32,9 @@ pub enum BackendError {
     Timeout { after: Duration, what: String },
     #[error("{path}: {source}")]
     Io { path: std::path::PathBuf, source: std::io::Error },
+    /// A one-off's process never started (so nothing it would do was done): safe to retry.
+    #[error("{0}")]
+    NotStarted(String),
 }
 
 /// A one-off command's result.

@@ -94,10 +94,15 @@ impl<B: Backend> Engine<B> {
                 let mut msg = format!("not met within {timeout:?}: {why}\nlast answers:");
                 for n in self.profile.nodes.iter().map(|n| n.name.clone()) {
                     let last = match self.last_info.get(&n) {
-                        Some(Ok(o)) => compact(
-                            &o.doc,
-                            &matchers.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
-                        ),
+                        Some(Ok(o)) => {
+                            let fields: Vec<String> =
+                                matchers.iter().map(|(f, _)| f.clone()).collect();
+                            let mut shown = compact(&o.doc, &fields);
+                            if let Some(errs) = o.doc.get(crate::target::SOURCE_ERRORS) {
+                                shown.push_str(&format!(" (sources that failed: {errs})"));
+                            }
+                            shown
+                        }
                         Some(Err(e)) => e.clone(),
                         None => "(not asked)".into(),
                     };

@@ -318,6 +318,13 @@ impl<B: Backend> Engine<B> {
         res
     }
 
+    /// The node's role and term from the primary source alone (choosing `leader` or
+    /// `followers` runs no command source).
+    async fn fetch_primary(&mut self, node: &str) -> Result<Observed, String> {
+        let base = self.backend.endpoint(node).await.map_err(|e| e.to_string())?;
+        self.target.read_primary(node, &base).await.map_err(|e: ReadError| e.to_string())
+    }
+
     /// Any JSON document a node serves (an `expect` step's `path`).
     async fn fetch_doc(&mut self, node: &str, path: &str) -> Result<Value, String> {
         let base = self.backend.endpoint(node).await.map_err(|e| e.to_string())?;

@@ -17,7 +17,7 @@ impl<B: Backend> Engine<B> {
         let mut best: Option<(u64, String)> = None;
         let mut seen = Vec::new();
         for n in self.running() {
-            match self.fetch_info(&n).await {
+            match self.fetch_primary(&n).await {
                 Ok(o) => {
                     let (role, term) = (o.status.role, o.status.term);
                     seen.push(format!("{n}={}(term {term})", role.as_str()));
@@ -39,7 +39,7 @@ impl<B: Backend> Engine<B> {
     pub(super) async fn followers(&mut self) -> Vec<String> {
         let mut out = Vec::new();
         for n in self.running() {
-            if let Ok(o) = self.fetch_info(&n).await {
+            if let Ok(o) = self.fetch_primary(&n).await {
                 if o.status.role == Role::Follower {
                     out.push(n);
                 }

@@ -24,6 +24,8 @@ pub use state::{Member, NodeStatus, Observed, Role};
 use crate::backend::Exec;
 use spec::{CommandSpec, Encoding, RequestSpec, SourceSpec};
 
+/// The document's field naming each secondary source that failed, and why.
+pub const SOURCE_ERRORS: &str = "source_errors";
 /// One write's fate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -90,6 +92,8 @@ impl Target {
     /// Every source of `node` (whose API is at `base`), mapped to its state. The primary
     /// source must answer; another that fails (an etcd learner refuses the member list) is
     /// left out, so the fields read from it are absent.
+    /// Every source (a command source runs a process); a secondary source that fails leaves
+    /// its fields out and says why under [`SOURCE_ERRORS`] in the document.
     pub async fn read(&self, node: &str, base: &str) -> Result<Observed, ReadError> {
         self.read_sources(node, base, true).await
     }
@@ -102,6 +106,7 @@ impl Target {
 
     async fn read_sources(&self, node: &str, base: &str, all: bool) -> Result<Observed, ReadError> {
         let mut sources = serde_json::Map::new();
+        let mut failed = serde_json::Map::new();
         let primary = self.spec.primary().to_owned();
         let others = self.spec.sources.keys().filter(|n| all && **n != primary);
         let names: Vec<&String> = std::iter::once(&primary).chain(others).collect();
@@ -116,12 +121,18 @@ impl Target {
                     sources.insert(name.clone(), v);
                 }
                 Err(e) if *name == primary => return Err(e),
-                Err(_) => {}
+                // Its fields are then absent; why is kept, for the step that waited on them.
+                Err(e) => {
+                    failed.insert(name.clone(), Value::String(e.to_string()));
+                }
             }
         }
         let sources = Value::Object(sources);
         let status = state::map(&self.spec, &sources);
-        let doc = state::document(&self.spec, &status, &sources);
+        let mut doc = state::document(&self.spec, &status, &sources);
+        if let (false, Value::Object(d)) = (failed.is_empty(), &mut doc) {
+            d.insert(SOURCE_ERRORS.to_owned(), Value::Object(failed));
+        }
         Ok(Observed { status, doc })
     }
 

@@ -256,6 +256,19 @@ impl TargetSpec {
         for r in http.chain([&self.kv.write, &self.kv.read]) {
             check_request(r)?;
         }
+        for (name, source) in &self.sources {
+            let SourceSpec::Command(c) = source else { continue };
+            if let Some(bad) = c.command.get_ref().iter().find_map(|w| unknown_placeholder(w)) {
+                return Err(SpecError {
+                    span: c.command.span(),
+                    message: format!(
+                        "target.sources.{name}: `{bad}` is not filled in for a command source \
+                         (only `{{port}}` and `{{peer_port}}`, where the node listens as the \
+                         command sees it)"
+                    ),
+                });
+            }
+        }
         if let Some(SourceSpec::Command(c)) = self.sources.get(self.primary()) {
             return Err(SpecError {
                 span: c.command.span(),
@@ -409,6 +422,24 @@ impl TargetSpec {
             None => self.sources.keys().next().map(String::as_str).unwrap_or(""),
         }
     }
+}
+
+/// The first `{name}` (lowercase letters and `_`: not JSON) in `word` other than `{port}`
+/// and `{peer_port}`.
+fn unknown_placeholder(word: &str) -> Option<String> {
+    let mut rest = word;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start..];
+        let end = after.find('}')?;
+        let p = &after[..=end];
+        let name = &p[1..p.len() - 1];
+        let is_name = !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        if is_name && p != "{port}" && p != "{peer_port}" {
+            return Some(p.to_owned());
+        }
+        rest = &after[end + 1..];
+    }
+    None
 }
 
 fn check_request(r: &RequestSpec) -> Result<(), SpecError> {

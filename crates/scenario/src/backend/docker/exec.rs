@@ -19,8 +19,8 @@ pub(crate) struct DockerExec {
     pub(crate) docker: Docker,
     pub(crate) project: String,
     pub(crate) profile: Arc<Profile>,
-    /// Container ids by node; a node's container keeps its id across stops and starts, and a
-    /// failed exec forgets it (the container may have been recreated).
+    /// Container ids by node; a node's compose container keeps its id across stops and
+    /// starts, and a failed exec forgets it (the container may have been recreated).
     pub(crate) ids: Mutex<BTreeMap<String, String>>,
 }
 
@@ -38,28 +38,28 @@ impl DockerExec {
         let mut words = fill_ports(&cmd, spec.port, spec.peer_port());
         // The image keeps its programs at `/`.
         words[0] = format!("/{}", words[0]);
-        let cached = self.ids.lock().unwrap().get(node).cloned();
-        let id = match cached {
-            Some(id) => id,
-            None => {
-                let id = find_container(&self.docker, &self.project, &spec.service).await?;
-                self.ids.lock().unwrap().insert(node.to_owned(), id.clone());
-                id
-            }
-        };
         let shown = words.join(" ");
-        let result = tokio::time::timeout(timeout, self.exec_in(&id, words)).await;
-        match result {
-            Ok(Ok(out)) => Ok(out),
-            Ok(Err(e)) => {
-                self.ids.lock().unwrap().remove(node);
-                Err(e)
+        let attempt = async {
+            // A cached id may name a container that is gone (a swarm start makes a new task's
+            // container): then once more with the node's container now.
+            let cached = self.ids.lock().unwrap().get(node).cloned();
+            if let Some(id) = cached {
+                match self.exec_in(&id, words.clone()).await {
+                    Ok(out) => return Ok(out),
+                    Err(_) => {
+                        self.ids.lock().unwrap().remove(node);
+                    }
+                }
             }
-            Err(_) => Err(BackendError::Timeout {
-                after: timeout,
-                what: format!("running {shown} in {node}'s container"),
-            }),
-        }
+            let id = find_container(&self.docker, &self.project, &spec.service).await?;
+            let out = self.exec_in(&id, words.clone()).await?;
+            self.ids.lock().unwrap().insert(node.to_owned(), id);
+            Ok(out)
+        };
+        tokio::time::timeout(timeout, attempt).await.map_err(|_| BackendError::Timeout {
+            after: timeout,
+            what: format!("running {shown} in {node}'s container"),
+        })?
     }
 
     async fn exec_in(&self, id: &str, cmd: Vec<String>) -> Result<CmdOutput, BackendError> {
@@ -91,8 +91,15 @@ impl DockerExec {
                 }
             }
         }
-        let code = self.docker.inspect_exec(&created.id).await?.exit_code.unwrap_or(-1);
-        Ok(CmdOutput { code, stdout, stderr })
+        // The output can end before the engine records the exit code: ask until it has one
+        // (the caller's timeout bounds this).
+        loop {
+            let i = self.docker.inspect_exec(&created.id).await?;
+            match (i.running, i.exit_code) {
+                (Some(false) | None, Some(code)) => return Ok(CmdOutput { code, stdout, stderr }),
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
     }
 }
 

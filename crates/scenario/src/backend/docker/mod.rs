@@ -78,7 +78,7 @@ impl DockerBackend {
             profile: std::sync::Arc::new(profile.clone()),
             ids: Default::default(),
         });
-        let cuts = network::Cuts::new(docker.clone(), project.clone(), "bridge");
+        let cuts = network::Cuts::new(docker.clone(), project.clone());
         Ok(DockerBackend {
             exec,
             run_dir,

@@ -1,7 +1,6 @@
 //! Cutting nodes off: isolation (a node off every network) and partitions (groups on
-//! networks of their own), recorded so that healing restores exactly what was there. Shared by
-//! the compose and swarm backends: both act on a node's container (under swarm, its task's),
-//! and differ only in the kind of network a partition group gets.
+//! networks of their own), recorded so that healing restores exactly what was there. (Swarm
+//! filters packets instead: see `swarm/filter.rs`.)
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -42,16 +41,13 @@ struct Partitioned {
 pub(crate) struct Cuts {
     docker: Docker,
     project: String,
-    /// The driver of a partition group's network (`bridge`; an `overlay` one is made
-    /// attachable).
-    driver: &'static str,
     isolated: BTreeMap<String, Vec<Attachment>>,
     partitioned: Option<Partitioned>,
 }
 
 impl Cuts {
-    pub(crate) fn new(docker: Docker, project: String, driver: &'static str) -> Cuts {
-        Cuts { docker, project, driver, isolated: BTreeMap::new(), partitioned: None }
+    pub(crate) fn new(docker: Docker, project: String) -> Cuts {
+        Cuts { docker, project, isolated: BTreeMap::new(), partitioned: None }
     }
 
     /// Where a container is attached now: each network with its address and DNS aliases.
@@ -87,8 +83,8 @@ impl Cuts {
         Ok(())
     }
 
-    /// Attaches as before, or, when a node restarted meanwhile was given that address (neither
-    /// compose nor swarm pins one), with the aliases alone, which is what peers resolve.
+    /// Attaches as before, or, when a node restarted meanwhile was given that address (compose
+    /// pins none), with the aliases alone, which is what peers resolve.
     async fn reattach(&self, id: &str, a: &Attachment) -> Result<(), BackendError> {
         match self.attach(id, a).await {
             Err(BackendError::Docker(bollard::errors::Error::DockerResponseServerError {
@@ -119,9 +115,9 @@ impl Cuts {
         Ok(())
     }
 
-    /// Puts the node's container (`id`: a new one if the node was restarted meanwhile) back on
-    /// the networks it was on, with the same address and DNS aliases (`network disconnect`
-    /// dropped both); a network it is on again already is left alone.
+    /// Puts the node's container back on the networks it was on, with the same address and
+    /// DNS aliases (`network disconnect` dropped both); a network it is on already is left
+    /// alone.
     pub(crate) async fn heal(&mut self, node: &str, id: &str) -> Result<(), BackendError> {
         let Some(attachments) = self.isolated.remove(node) else {
             return Err(BackendError::Command(format!("{node} is not isolated")));
@@ -136,8 +132,8 @@ impl Cuts {
     /// The first group stays on the cluster network; each other group moves to a network of
     /// its own (labelled with the project, so teardown and `clean` remove it). A container is
     /// connected to its group network (with its DNS aliases) before it leaves the cluster
-    /// network: under compose, docker then publishes its ports on the new network, so the
-    /// runner keeps reaching it, on a new host port that `Backend::endpoint` reads afresh.
+    /// network: docker then publishes its ports on the new network, so the runner keeps
+    /// reaching it, on a new host port that `Backend::endpoint` reads afresh.
     /// `ids` holds each node's container.
     pub(crate) async fn partition(
         &mut self,
@@ -163,8 +159,7 @@ impl Cuts {
                 .create_network(CreateNetworkOptions {
                     name: network.clone(),
                     check_duplicate: true,
-                    driver: self.driver.to_owned(),
-                    attachable: self.driver == "overlay",
+                    driver: "bridge".to_owned(),
                     labels: HashMap::from([(PROJECT_LABEL.to_owned(), self.project.clone())]),
                     ..Default::default()
                 })

@@ -116,26 +116,68 @@ pub async fn leftovers(
     Ok((c.len(), n.len(), v.len()))
 }
 
+/// Whether an error says the object is gone already or on its way out (another remover,
+/// swarm's task reaper, got there first): not a failure of the sweep.
+fn gone(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+        || matches!(
+            e,
+            bollard::errors::Error::DockerResponseServerError { status_code: 409, message }
+                if message.contains("already in progress")
+        )
+}
+
 /// Removes containers, networks and volumes of `project` (or of every runner project).
-/// Returns how many of each were removed.
+/// Returns how many of each were removed. A pass that meets an error goes on with the rest,
+/// and passes repeat (5 s at most) while something is left, since a network or volume cannot
+/// go before the container using it is gone; the error then names everything left and why.
 pub async fn sweep(
     docker: &Docker,
     project: Projects<'_>,
 ) -> Result<(usize, usize, usize), BackendError> {
-    let (containers, networks, volumes) = ours_all(docker, project).await?;
-    for id in &containers {
-        docker
-            .remove_container(
-                id,
-                Some(RemoveContainerOptions { force: true, v: true, ..Default::default() }),
-            )
-            .await?;
+    let mut removed = (0, 0, 0);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (containers, networks, volumes) = ours_all(docker, project).await?;
+        if containers.is_empty() && networks.is_empty() && volumes.is_empty() {
+            return Ok(removed);
+        }
+        let mut errors = Vec::new();
+        for id in &containers {
+            let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+            match docker.remove_container(id, Some(opts)).await {
+                Ok(()) => removed.0 += 1,
+                Err(e) if gone(&e) => {}
+                Err(e) => errors.push(format!("container {id}: {e}")),
+            }
+        }
+        for n in &networks {
+            match docker.remove_network(n).await {
+                Ok(()) => removed.1 += 1,
+                Err(e) if gone(&e) => {}
+                Err(e) => errors.push(format!("network {n}: {e}")),
+            }
+        }
+        for v in &volumes {
+            match docker.remove_volume(v, Some(RemoveVolumeOptions { force: true })).await {
+                Ok(()) => removed.2 += 1,
+                Err(e) if gone(&e) => {}
+                Err(e) => errors.push(format!("volume {v}: {e}")),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let (c, n, v) = ours_all(docker, project).await?;
+            if c.is_empty() && n.is_empty() && v.is_empty() {
+                return Ok(removed);
+            }
+            return Err(BackendError::Command(format!(
+                "could not remove {} containers, {} networks, {} volumes within 5 s: {}",
+                c.len(),
+                n.len(),
+                v.len(),
+                if errors.is_empty() { "no error, still listed".into() } else { errors.join("; ") }
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    for n in &networks {
-        docker.remove_network(n).await?;
-    }
-    for v in &volumes {
-        docker.remove_volume(v, Some(RemoveVolumeOptions { force: true })).await?;
-    }
-    Ok((containers.len(), networks.len(), volumes.len()))
 }

@@ -22,13 +22,19 @@ use crate::backend::docker::{ONEOFF_LABEL, PROJECT_LABEL};
 use crate::backend::{fill_ports, poll, BackendError, CmdOutput};
 
 /// Why a job's task has no container yet, as `docker service ps` tells it (bollard has no
-/// task API); best effort, for the error message only.
-fn task_state(name: &str) -> String {
-    std::process::Command::new("docker")
+/// task API); best effort, for an error message only. The CLI follows `DOCKER_HOST` as bollard
+/// does (a docker context other than the default would differ).
+pub(super) async fn task_state(name: &str) -> String {
+    let out = tokio::process::Command::new("docker")
         .args(["service", "ps", "--no-trunc", "--format", "{{.CurrentState}} {{.Error}}", name])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(Duration::from_secs(5), out).await {
+        Ok(Ok(o)) => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        Ok(Err(e)) => format!("(docker service ps: {e})"),
+        Err(_) => "(docker service ps did not answer within 5 s)".into(),
+    }
 }
 
 impl SwarmBackend {
@@ -49,7 +55,32 @@ impl SwarmBackend {
     }
 
     /// Runs `cmd` as a job beside `node` to its end (at most `timeout`), then removes the job.
+    /// A job whose container the engine could not start ran nothing, and is made again, three
+    /// times at most. Seen here: "network … not found" (the overlay network is torn down on
+    /// this host when its last task stops and made again for the next: a job right after a
+    /// `stop` of every node can fall in between), and the secrets' tmpfs failing to mount.
     pub(super) async fn run_job(
+        &self,
+        node: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<CmdOutput, BackendError> {
+        let start = Instant::now();
+        let mut tries = 0;
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            match self.run_job_once(node, cmd, left).await {
+                Err(BackendError::NotStarted(_)) if tries < 3 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(BackendError::NotStarted(why)) => return Err(BackendError::Command(why)),
+                other => return other,
+            }
+        }
+    }
+
+    async fn run_job_once(
         &self,
         node: &str,
         cmd: &[String],
@@ -131,28 +162,33 @@ impl SwarmBackend {
                         .await
                         .map_err(|e| format!("container {id}: {e}"))?
                         .state
-                        .and_then(|s| s.status);
-                    match state {
+                        .unwrap_or_default();
+                    let error = state.error.unwrap_or_default();
+                    match state.status {
                         Some(
                             ContainerStateStatusEnum::RUNNING
                             | ContainerStateStatusEnum::EXITED
                             | ContainerStateStatusEnum::DEAD,
-                        ) => Ok(id),
+                        ) => Ok(Ok(id)),
+                        // It will not start (a mount or a program that is not there).
+                        _ if !error.is_empty() => Ok(Err(format!("container {id}: {error}"))),
                         other => Err(format!("container {id} is {other:?}")),
                     }
                 }
             })
             .await;
             let container = match found {
-                Ok(id) => id,
+                Ok(Ok(id)) => id,
+                Ok(Err(why)) => return Err(BackendError::NotStarted(format!("{shown}: {why}"))),
                 Err(e) => {
                     return Err(BackendError::Command(format!(
                         "{e}; swarm says: {}",
-                        task_state(&name)
+                        task_state(&name).await
                     )))
                 }
             };
-            let left = timeout.saturating_sub(start.elapsed());
+            // The command may have ended already: its exit code deserves a moment to be read.
+            let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_secs(2));
             collect(&self.docker, &container, left, &shown).await
         }
         .await;

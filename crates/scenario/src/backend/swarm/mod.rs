@@ -2,15 +2,16 @@
 //! them), on an attachable overlay network, each with its named volume and pinned to the
 //! manager the runner talks to, so a restarted task finds its own disk. A node's env file is a
 //! Swarm secret when the profile mounts it as a file (xp's holds the cluster secret and the
-//! admin token; secrets never go in a config or in the service's environment), else its
-//! variables are the task's environment (etcd's, which hold no secret). TLS files are secrets.
+//! admin token; secrets never go in a config), mounted where the profile says; else its
+//! variables are the task's environment. TLS files are secrets.
 //!
 //! `stop`/`start` scale the service to 0 and 1 and wait for the task; `kill`, `pause` and
-//! `exec` act on the running task's container; one-off commands run as containers beside it
-//! with its volume, on the overlay network. What swarm cannot do here (cut a task off its
-//! overlay network) is refused up front: see `docs/backends.md`. Every object carries the
-//! run's compose project label, which is how teardown and `cargo xtask clean` find it.
+//! `exec` act on the running task's container, network cuts are packet filters in its network
+//! namespace (`filter.rs`); one-off commands run as
+//! swarm jobs beside it (`job.rs`). Every object carries the run's compose project label, which
+//! is how teardown and `cargo xtask clean` find it. See `docs/backends.md`.
 
+mod filter;
 mod job;
 mod spec;
 pub mod sweep;
@@ -24,13 +25,12 @@ use bollard::container::{
     InspectContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
 };
 use bollard::models::{LocalNodeState, TaskSpecContainerSpecSecrets};
-use bollard::network::CreateNetworkOptions;
+use bollard::network::{CreateNetworkOptions, InspectNetworkOptions};
 use bollard::service::{InspectServiceOptions, UpdateServiceOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::docker::exec::DockerExec;
-use super::docker::network::Cuts;
 use super::docker::oneoff::upload_file;
 use super::docker::{find_container, ONEOFF_LABEL, PROJECT_LABEL, SERVICE_LABEL};
 use super::{poll, Backend, BackendError, CmdOutput, Exec, Teardown};
@@ -68,7 +68,7 @@ pub struct SwarmBackend {
     /// The manager every service is pinned to (its volumes live there).
     node_id: String,
     exec: Arc<DockerExec>,
-    cuts: Cuts,
+    cuts: filter::Cuts,
     /// Each node's secrets, made by `up`; one-off jobs mount them too.
     secrets: HashMap<String, Vec<TaskSpecContainerSpecSecrets>>,
 }
@@ -99,7 +99,6 @@ impl SwarmBackend {
             profile: Arc::new(profile.clone()),
             ids: Default::default(),
         });
-        let cuts = Cuts::new(docker.clone(), project.clone(), "bridge");
         Ok(SwarmBackend {
             docker: docker.clone(),
             profile,
@@ -109,19 +108,53 @@ impl SwarmBackend {
             node_id,
             exec,
             secrets: HashMap::new(),
-            cuts,
+            cuts: filter::Cuts::default(),
         })
     }
 
-    /// Each node's running task container, for the nodes that have one.
-    async fn containers(&self) -> BTreeMap<String, String> {
-        let mut ids = BTreeMap::new();
+    /// Each running node's task: its process and its address on the overlay network.
+    async fn tasks(&self) -> Result<BTreeMap<String, filter::Task>, BackendError> {
+        let mut out = BTreeMap::new();
         for n in &self.profile.nodes {
-            if let Ok(id) = self.container(&n.name).await {
-                ids.insert(n.name.clone(), id);
+            if !self.running(&n.name).await? {
+                continue;
             }
+            let id = self.container(&n.name).await?;
+            let info = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await?;
+            let pid = info.state.and_then(|s| s.pid).unwrap_or(0);
+            let ip = info
+                .network_settings
+                .and_then(|n| n.networks)
+                .and_then(|mut n| n.remove(&self.network()))
+                .and_then(|e| e.ip_address)
+                .unwrap_or_default();
+            // Exited since it was listed (an etcd member removed from its cluster stops by
+            // itself): no rules for it, and its next start applies them.
+            if pid <= 0 || ip.is_empty() {
+                continue;
+            }
+            out.insert(n.name.clone(), filter::Task { pid, ip });
         }
-        ids
+        Ok(out)
+    }
+
+    /// Puts the cuts in force on every running node (each node's rules replaced).
+    async fn apply_cuts(&self) -> Result<(), BackendError> {
+        let net = self
+            .docker
+            .inspect_network(&self.network(), None::<InspectNetworkOptions<String>>)
+            .await?;
+        let subnet = net
+            .ipam
+            .and_then(|i| i.config)
+            .and_then(|c| c.into_iter().find_map(|c| c.subnet))
+            .ok_or_else(|| BackendError::Command(format!("{} has no subnet", self.network())))?;
+        let tasks = self.tasks().await?;
+        let all: Vec<String> = self.profile.nodes.iter().map(|n| n.name.clone()).collect();
+        for (node, task) in &tasks {
+            filter::apply(task.pid, &self.cuts.rules(node, &subnet, &tasks, &all)).await?;
+        }
+        Ok(())
     }
 
     fn network(&self) -> String {
@@ -150,6 +183,42 @@ impl SwarmBackend {
         find_container(&self.docker, &self.project, service).await
     }
 
+    /// The node's newest task container, when the engine failed to start it (its process
+    /// never ran): "network … not found" for a task made while the overlay network was torn
+    /// down on this host after its last task stopped, "unable to remount dir as readonly" for
+    /// its secrets' tmpfs, both seen here.
+    async fn failed_to_start(&self, node: &str) -> Option<String> {
+        let id = self.container(node).await.ok()?;
+        let info =
+            self.docker.inspect_container(&id, None::<InspectContainerOptions>).await.ok()?;
+        let state = info.state?;
+        let never_ran = state.started_at.as_deref().is_none_or(|t| t.starts_with("0001-"));
+        let error = state.error.unwrap_or_default();
+        (never_ran && !error.is_empty()).then_some(id)
+    }
+
+    /// Waits (60 s at most) for the node's task to run; a task the engine failed to start
+    /// (nothing of the node ran) is replaced by a new one, three times at most.
+    async fn await_task(&self, node: &str) -> Result<(), BackendError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut retried: Vec<String> = Vec::new();
+        while !self.running(node).await? {
+            if let Some(id) = self.failed_to_start(node).await {
+                if retried.len() < 3 && !retried.contains(&id) {
+                    retried.push(id);
+                    self.scale(node, 1, true).await?;
+                    continue;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                // Says what it last saw, and swarm's word on the tasks.
+                return self.wait_running(node, true, Duration::ZERO).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
     /// Whether the node has a running task container.
     async fn running(&self, node: &str) -> Result<bool, BackendError> {
         let service = &self
@@ -176,26 +245,31 @@ impl SwarmBackend {
     /// does not change (a killed task is not restarted: the restart condition is `none`).
     async fn scale(&self, node: &str, replicas: i64, force: bool) -> Result<(), BackendError> {
         let name = self.service_name(node)?;
-        let current = self.docker.inspect_service(&name, None::<InspectServiceOptions>).await?;
-        let version = current.version.and_then(|v| v.index).unwrap_or(0);
-        let mut spec = current.spec.unwrap_or_default();
-        if let Some(m) = spec.mode.as_mut().and_then(|m| m.replicated.as_mut()) {
-            m.replicas = Some(replicas);
-        }
-        if force {
-            if let Some(t) = spec.task_template.as_mut() {
-                t.force_update = Some(t.force_update.unwrap_or(0) + 1);
+        // Read, change, write with the version read; swarm's updater may bump the version in
+        // between (it records an update's status seconds after it): then again, a few times.
+        let mut attempt = 0;
+        loop {
+            let current = self.docker.inspect_service(&name, None::<InspectServiceOptions>).await?;
+            let version = current.version.and_then(|v| v.index).unwrap_or(0);
+            let mut spec = current.spec.unwrap_or_default();
+            if let Some(m) = spec.mode.as_mut().and_then(|m| m.replicated.as_mut()) {
+                m.replicas = Some(replicas);
+            }
+            if force {
+                if let Some(t) = spec.task_template.as_mut() {
+                    t.force_update = Some(t.force_update.unwrap_or(0) + 1);
+                }
+            }
+            let options = UpdateServiceOptions { version, ..Default::default() };
+            match self.docker.update_service(&name, spec, options, None).await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < 5 && e.to_string().contains("out of sequence") => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e.into()),
             }
         }
-        self.docker
-            .update_service(
-                &name,
-                spec,
-                UpdateServiceOptions { version, ..Default::default() },
-                None,
-            )
-            .await?;
-        Ok(())
     }
 
     /// Waits until the node's task runs (`true`) or none does (`false`).
@@ -206,14 +280,24 @@ impl SwarmBackend {
         timeout: Duration,
     ) -> Result<(), BackendError> {
         let what = format!("{node}'s task to be {}", if want { "running" } else { "gone" });
-        poll(&what, timeout, Duration::from_millis(100), || async move {
+        let waited = poll(&what, timeout, Duration::from_millis(100), || async move {
             match self.running(node).await {
                 Ok(r) if r == want => Ok(()),
                 Ok(r) => Err(format!("running: {r}")),
                 Err(e) => Err(e.to_string()),
             }
         })
-        .await
+        .await;
+        match waited {
+            Err(e) => {
+                let name = self.service_name(node)?;
+                Err(BackendError::Command(format!(
+                    "{e}; swarm says of {name}'s tasks: {}",
+                    job::task_state(&name).await.replace('\n', " | ")
+                )))
+            }
+            ok => ok,
+        }
     }
 
     fn oneoff_labels(&self, node: &str) -> HashMap<String, String> {
@@ -262,12 +346,11 @@ impl Backend for SwarmBackend {
                 &net,
                 &self.node_id,
                 secrets,
-                &self.run_dir,
             )?;
             self.docker.create_service(service, None).await?;
         }
         for n in self.profile.nodes.clone() {
-            self.wait_running(&n.name, true, Duration::from_secs(60)).await?;
+            self.await_task(&n.name).await?;
             let url = format!("{}{}", self.endpoint(&n.name).await?, self.profile.ready_path());
             let http = self
                 .profile
@@ -323,7 +406,13 @@ impl Backend for SwarmBackend {
             return Ok(());
         }
         self.scale(node, 1, true).await?;
-        self.wait_running(node, true, Duration::from_secs(60)).await
+        self.await_task(node).await?;
+        // A new task, a new address: the cuts in force apply to it, and to the others' rules
+        // about it.
+        if self.cuts.any() {
+            self.apply_cuts().await?;
+        }
+        Ok(())
     }
 
     async fn pause(&mut self, node: &str) -> Result<(), BackendError> {
@@ -336,30 +425,26 @@ impl Backend for SwarmBackend {
         Ok(self.docker.unpause_container(&id).await?)
     }
 
-    /// Off the overlay network: swarm lets a task's container be disconnected and connected
-    /// again (with its alias), and the runner still reaches it by its host-mode port.
+    /// Packet filters in the task's network namespace (`filter.rs`): the runner still reads
+    /// the node through its host-mode port.
     async fn isolate(&mut self, node: &str) -> Result<(), BackendError> {
-        let id = self.container(node).await?;
-        self.cuts.isolate(node, &id).await
+        self.cuts.isolate(node);
+        self.apply_cuts().await
     }
 
     async fn heal(&mut self, node: &str) -> Result<(), BackendError> {
-        let id = self.container(node).await?;
-        self.cuts.heal(node, &id).await
+        self.cuts.heal(node)?;
+        self.apply_cuts().await
     }
 
-    /// Groups after the first move to bridge networks of their own, on this engine's host:
-    /// a task's container cannot be connected to an overlay network no task of its host is
-    /// on yet ("network not found"), so a partition across hosts is not done (see
-    /// `docs/backends.md`).
     async fn partition(&mut self, groups: &[Vec<String>]) -> Result<(), BackendError> {
-        let ids = self.containers().await;
-        self.cuts.partition(groups, &ids).await
+        self.cuts.partition(groups)?;
+        self.apply_cuts().await
     }
 
     async fn heal_partition(&mut self) -> Result<(), BackendError> {
-        let ids = self.containers().await;
-        self.cuts.heal_partition(&ids).await
+        self.cuts.heal_partition()?;
+        self.apply_cuts().await
     }
 
     async fn oneoff(

@@ -1,7 +1,6 @@
 //! A node as a swarm service: its secrets, its volume, its task.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use base64::Engine as _;
 use bollard::models::{
@@ -94,7 +93,6 @@ pub fn service(
     network: &str,
     swarm_node: &str,
     secrets: Vec<TaskSpecContainerSpecSecrets>,
-    run_dir: &Path,
 ) -> Result<ServiceSpec, BackendError> {
     let mut command = profile.run.clone();
     let Some(first) = command.first_mut() else {
@@ -108,10 +106,13 @@ pub fn service(
     // does not gets the variables (no secret among them) as the task's environment.
     let env = match &profile.env_file_in_container {
         Some(_) => Vec::new(),
+        // TLS paths as the task sees its certificate secrets. These values are in the
+        // service's spec (`docker service inspect` shows them): fine for etcd's, which hold no
+        // secret; a profile whose env file holds one mounts it (`env_file_in_container`).
         None => {
-            let path = run_dir.join("env").join(format!("{}.env", node.name));
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| BackendError::Io { path: path.clone(), source })?;
+            let text = profile
+                .env_text(&node.name, SECRETS_DIR)
+                .map_err(|e| BackendError::Command(e.to_string()))?;
             crate::backend::local::env_vars(&text)
                 .into_iter()
                 .map(|(k, v)| format!("{k}={v}"))

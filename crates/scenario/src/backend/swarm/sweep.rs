@@ -24,9 +24,13 @@ pub struct SwarmTeardown {
 }
 
 impl SwarmTeardown {
+    /// Removes the run's objects, then its files (env files, certificates and keys) whatever
+    /// the sweep said.
     pub async fn run(&self) -> Result<(), BackendError> {
-        let d = docker::connect().await?;
-        sweep(&d, Projects::One(&self.project)).await?;
+        let swept = match docker::connect().await {
+            Ok(d) => sweep(&d, Projects::One(&self.project)).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
         if let Some(dir) = &self.run_dir {
             match std::fs::remove_dir_all(dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -35,7 +39,7 @@ impl SwarmTeardown {
                 _ => {}
             }
         }
-        Ok(())
+        swept
     }
 }
 
@@ -118,32 +122,38 @@ pub async fn leftovers(d: &Docker, project: Projects<'_>) -> Result<SwarmLeft, B
     })
 }
 
-/// Removes the services of `project`, waits (30 s at most) for swarm to remove their task
-/// containers, then sweeps containers, networks and volumes as the docker backend does, and
-/// removes the secrets last (a service that still references one keeps it). Returns what was
-/// removed: services, secrets, and the docker sweep's counts.
+/// Removes the services of `project` (jobs too), waits (30 s at most) until none of their task
+/// containers runs, then sweeps containers (a job's is left behind by swarm), networks and
+/// volumes as the docker backend does, and removes the secrets (once no service references
+/// them). Every part is tried whatever an earlier one said; the error names all that failed.
+/// Returns what was removed: services, secrets, and the docker sweep's counts.
 pub async fn sweep(
     d: &Docker,
     project: Projects<'_>,
 ) -> Result<(SwarmLeft, (usize, usize, usize)), BackendError> {
+    let mut errors = Vec::new();
     let services = services_of(d, project).await?;
     for s in &services {
-        d.delete_service(s).await?;
+        if let Err(e) = d.delete_service(s).await {
+            errors.push(format!("service {s}: {e}"));
+        }
     }
     if !services.is_empty() {
         let d2 = d.clone();
-        poll(
-            "swarm to remove the services' tasks",
+        let waited = poll(
+            "the services' task containers to stop",
             Duration::from_secs(30),
             Duration::from_millis(200),
             || {
                 let d = d2.clone();
                 async move {
-                    let filters =
-                        HashMap::from([("label".to_owned(), vec![SERVICE_LABEL.to_owned()])]);
+                    let filters = HashMap::from([(
+                        "label".to_owned(),
+                        vec!["com.docker.swarm.task.id".to_owned()],
+                    )]);
                     let left = d
                         .list_containers(Some(ListContainersOptions {
-                            all: true,
+                            all: false,
                             filters,
                             ..Default::default()
                         }))
@@ -151,26 +161,40 @@ pub async fn sweep(
                         .map_err(|e| e.to_string())?
                         .into_iter()
                         .filter(|c| ours(c.labels.as_ref(), project))
-                        .filter(|c| {
-                            c.labels
-                                .as_ref()
-                                .is_some_and(|l| l.contains_key("com.docker.swarm.task.id"))
-                        })
                         .count();
                     if left == 0 {
                         Ok(())
                     } else {
-                        Err(format!("{left} task containers left"))
+                        Err(format!("{left} task containers running"))
                     }
                 }
             },
         )
-        .await?;
+        .await;
+        if let Err(e) = waited {
+            errors.push(e.to_string());
+        }
     }
-    let counts = docker::sweep(d, project).await?;
+    let counts = match docker::sweep(d, project).await {
+        Ok(c) => c,
+        Err(e) => {
+            errors.push(e.to_string());
+            (0, 0, 0)
+        }
+    };
     let secrets = secrets_of(d, project).await?;
+    let mut removed_secrets = 0;
     for s in &secrets {
-        d.delete_secret(s).await?;
+        match d.delete_secret(s).await {
+            Ok(()) => removed_secrets += 1,
+            Err(e) => errors.push(format!("secret {s}: {e}")),
+        }
     }
-    Ok((SwarmLeft { services: services.len(), secrets: secrets.len() }, counts))
+    if !errors.is_empty() {
+        return Err(BackendError::Command(format!(
+            "swarm cleanup incomplete: {}",
+            errors.join("; ")
+        )));
+    }
+    Ok((SwarmLeft { services: services.len(), secrets: removed_secrets }, counts))
 }

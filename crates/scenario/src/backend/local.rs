@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{poll, Backend, BackendError, CmdOutput, Exec, ExecFuture, Teardown};
+use super::{Backend, BackendError, CmdOutput, Exec, ExecFuture, Teardown};
 use crate::model::Action;
 use crate::profile::Profile;
 
@@ -38,7 +38,6 @@ pub struct LocalBackend {
     /// Length of each node's log when it was last started.
     started_at_byte: BTreeMap<String, u64>,
     children: Arc<Mutex<BTreeMap<String, Child>>>,
-    http: reqwest::Client,
 }
 
 /// Kills the run's processes (found by their command line, which names the run's directory, so
@@ -170,16 +169,9 @@ impl LocalBackend {
             nodes.insert(n.name.clone(), node);
         }
         drop(held);
-        let http =
-            profile.client_builder().timeout(Duration::from_secs(2)).build().expect("http client");
         let layout = Arc::new(Layout { profile, bins, dir, nodes });
         layout.prepare()?;
-        Ok(LocalBackend {
-            layout,
-            started_at_byte: BTreeMap::new(),
-            children: Arc::default(),
-            http,
-        })
+        Ok(LocalBackend { layout, started_at_byte: BTreeMap::new(), children: Arc::default() })
     }
 
     fn node(&self, name: &str) -> Result<&LocalNode, BackendError> {
@@ -478,13 +470,8 @@ impl Backend for LocalBackend {
             self.start(n).await?;
         }
         for n in &names {
-            let url = format!("{}{}", self.endpoint(n).await?, self.layout.profile.ready_path());
-            let http = self.http.clone();
-            poll(&format!("{n} to answer {url}"), Duration::from_secs(30), Duration::from_millis(50), || {
-                let (http, url) = (http.clone(), url.clone());
-                async move { http.get(&url).send().await.map(|_| ()).map_err(|e| e.to_string()) }
-            })
-            .await?;
+            let base = self.endpoint(n).await?;
+            super::wait_answers(&self.layout.profile, n, &base, Duration::from_secs(30)).await?;
         }
         Ok(())
     }

@@ -148,6 +148,27 @@ impl Teardown {
     }
 }
 
+/// Waits (`timeout` at most) until `node` answers any HTTP status at `base` + the profile's
+/// ready path: its server is up.
+pub(crate) async fn wait_answers(
+    profile: &crate::profile::Profile,
+    node: &str,
+    base: &str,
+    timeout: Duration,
+) -> Result<(), BackendError> {
+    let url = format!("{base}{}", profile.ready_path());
+    let http = profile
+        .client_builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| BackendError::Command(format!("an HTTP client for {url}: {e}")))?;
+    poll(&format!("{node} to answer {url}"), timeout, Duration::from_millis(50), || {
+        let (http, url) = (http.clone(), url.clone());
+        async move { http.get(&url).send().await.map(|_| ()).map_err(|e| e.to_string()) }
+    })
+    .await
+}
+
 /// Polls `f` every `every` until it is `Ok` or `timeout` passes; the error names the last failure.
 pub async fn poll<T, F, Fut>(
     what: &str,

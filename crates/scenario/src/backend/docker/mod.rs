@@ -27,7 +27,7 @@ pub use compose::{subnet_vars, ComposeCli};
 pub use image::ensure_image;
 pub use sweep::{leftovers, sweep, DockerTeardown, Projects};
 
-use super::{poll, Backend, BackendError, CmdOutput, Exec, Teardown};
+use super::{poll, wait_answers, Backend, BackendError, CmdOutput, Exec, Teardown};
 use crate::profile::Profile;
 
 /// Every compose project a runner creates starts with this, so `clean` can find leftovers.
@@ -161,19 +161,9 @@ impl Backend for DockerBackend {
 
     async fn up(&mut self) -> Result<(), BackendError> {
         self.compose(&["up", "-d"]).await?;
-        for n in self.profile.nodes.clone() {
-            let url = format!("{}{}", self.endpoint(&n.name).await?, self.profile.ready_path());
-            let http = self
-                .profile
-                .client_builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .expect("http client");
-            poll(&format!("{} to answer {url}", n.name), Duration::from_secs(60), Duration::from_millis(100), || {
-                let (http, url) = (http.clone(), url.clone());
-                async move { http.get(&url).send().await.map(|_| ()).map_err(|e| e.to_string()) }
-            })
-            .await?;
+        for n in &self.profile.nodes {
+            let base = self.endpoint(&n.name).await?;
+            wait_answers(&self.profile, &n.name, &base, Duration::from_secs(60)).await?;
         }
         Ok(())
     }

@@ -33,7 +33,7 @@ use futures_util::StreamExt;
 use super::docker::exec::DockerExec;
 use super::docker::oneoff::upload_file;
 use super::docker::{find_container, ONEOFF_LABEL, PROJECT_LABEL, SERVICE_LABEL};
-use super::{poll, Backend, BackendError, CmdOutput, Exec, Teardown};
+use super::{poll, wait_answers, Backend, BackendError, CmdOutput, Exec, Teardown};
 use crate::model::Action;
 use crate::profile::Profile;
 
@@ -351,18 +351,8 @@ impl Backend for SwarmBackend {
         }
         for n in self.profile.nodes.clone() {
             self.await_task(&n.name).await?;
-            let url = format!("{}{}", self.endpoint(&n.name).await?, self.profile.ready_path());
-            let http = self
-                .profile
-                .client_builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .expect("http client");
-            poll(&format!("{} to answer {url}", n.name), Duration::from_secs(60), Duration::from_millis(100), || {
-                let (http, url) = (http.clone(), url.clone());
-                async move { http.get(&url).send().await.map(|_| ()).map_err(|e| e.to_string()) }
-            })
-            .await?;
+            let base = self.endpoint(&n.name).await?;
+            wait_answers(&self.profile, &n.name, &base, Duration::from_secs(60)).await?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use scenario::backend::local::kill_processes_under;
-use scenario::backend::LocalBackend;
+use scenario::backend::{Backend, BackendError, LocalBackend};
 use scenario::engine::RunOptions;
 use scenario::parse::parse;
 use scenario::profile::Profile;
@@ -90,6 +90,11 @@ async fn etcd_quorum_loss_passes_on_the_local_backend() {
     if !etcd_installed() {
         return;
     }
+    // The runner's own environment must not reach a member or a one-off beside it: etcd
+    // refuses a flag that an `ETCD_*` variable also sets ("conflicting environment variable"),
+    // and the recovery runs `etcd --data-dir ...`. Only etcd reads this variable, and only this
+    // test starts etcd.
+    std::env::set_var("ETCD_DATA_DIR", "/set-in-the-runner-shell");
     let src = std::fs::read_to_string(root().join("scenarios/etcd-quorum-loss.toml")).unwrap();
     let report = run_on("etcd-3", &src).await;
     let failed: Vec<_> = report.steps.iter().filter(|s| s.status != StepStatus::Passed).collect();
@@ -101,6 +106,27 @@ async fn etcd_quorum_loss_passes_on_the_local_backend() {
     assert!(last_expect.detail.contains("voters"), "{}", last_expect.detail);
     let v = report.verification.as_ref().unwrap();
     assert!(v.acknowledged >= 200 && v.lost == 0, "{v:?}");
+}
+
+/// A one-off that runs out of time goes with everything it started: etcd's recovery is a
+/// shell that starts `etcd` in the background, which must not outlive a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_off_that_times_out_leaves_no_process_behind() {
+    if !etcd_installed() {
+        return;
+    }
+    let profile = Profile::load(&Profile::path_for(&root(), "etcd-3")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let mut backend = LocalBackend::new(profile, bins(), run_dir.clone()).unwrap();
+    let cmd: Vec<String> =
+        ["busybox", "sh", "-c", "busybox sleep 301 & busybox sleep 302"].map(String::from).to_vec();
+    let started = std::time::Instant::now();
+    let out = backend.oneoff("node1", &cmd, std::time::Duration::from_millis(500)).await;
+    assert!(matches!(out, Err(BackendError::Timeout { .. })), "{out:?}");
+    assert!(started.elapsed().as_secs() < 5, "the timeout bounds the wait");
+    // Every process of the run names its bin/ on PATH: none is left.
+    assert_eq!(kill_processes_under(&run_dir), 0, "the background child outlived the timeout");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -291,6 +291,26 @@ async fn left_of(d: &bollard::Docker, project: &str) -> Result<String, String> {
     }
 }
 
+/// Runs `scenario` on a docker or swarm backend, then checks the engine holds nothing of
+/// `project` any more (unless the teardown itself failed, which is the error then).
+async fn run_on_engine<B: scenario::backend::Backend>(
+    d: &bollard::Docker,
+    project: &str,
+    scenario: Scenario,
+    profile: Profile,
+    backend: B,
+    seed: u64,
+    keep: bool,
+) -> Run {
+    let Ended { report, interrupted, teardown: torn } =
+        run_one(scenario, profile, backend, RunOptions { seed, verbose: true }, keep).await;
+    let cleanup = match torn {
+        Err(e) => Err(e),
+        Ok(()) => left_of(d, project).await,
+    };
+    Run { report, interrupted, cleanup }
+}
+
 /// Runs scenarios on one backend, building each profile's image once.
 pub struct Runner {
     chosen: Chosen,
@@ -363,14 +383,7 @@ impl Runner {
                 )
                 .await?;
                 println!("    compose project {project}, {}", tls_note(&profile));
-                let Ended { report, interrupted, teardown: torn } =
-                    run_one(scenario, profile, backend, RunOptions { seed, verbose: true }, keep)
-                        .await;
-                let cleanup = match torn {
-                    Err(e) => Err(e),
-                    Ok(()) => left_of(d, &project).await,
-                };
-                Ok(Run { report, interrupted, cleanup })
+                Ok(run_on_engine(d, &project, scenario, profile, backend, seed, keep).await)
             }
             Chosen::Swarm(d) => {
                 let d = &d.clone();
@@ -382,14 +395,7 @@ impl Runner {
                     SwarmBackend::new(d.clone(), profile.clone(), image, project.clone(), run_dir)
                         .await?;
                 println!("    swarm stack {project}, {}", tls_note(&profile));
-                let Ended { report, interrupted, teardown: torn } =
-                    run_one(scenario, profile, backend, RunOptions { seed, verbose: true }, keep)
-                        .await;
-                let cleanup = match torn {
-                    Err(e) => Err(e),
-                    Ok(()) => left_of(d, &project).await,
-                };
-                Ok(Run { report, interrupted, cleanup })
+                Ok(run_on_engine(d, &project, scenario, profile, backend, seed, keep).await)
             }
             Chosen::Local => {
                 let dir = local_runs_dir().join(format!("{}-{}", name, random_u64() % 1_000_000));

@@ -101,6 +101,10 @@ async fn etcd_quorum_loss_passes_on_the_local_backend() {
     assert_eq!(report.outcome, Outcome::Passed, "{failed:?}");
     let recover = report.steps.iter().find(|s| s.action == "recover").unwrap();
     assert!(recover.detail.contains("exited 0"), "{}", recover.detail);
+    // The step line shows the command as it ran: ports filled, the data dir mapped.
+    for unfilled in ["{port}", "{peer_port}", "/var/lib/etcd"] {
+        assert!(!recover.detail.contains(unfilled), "{unfilled} in {}", recover.detail);
+    }
     // Three voters at the end: read from `etcdctl member list -w json` on each member.
     let last_expect = report.steps.iter().rev().find(|s| s.action == "expect").unwrap();
     assert!(last_expect.detail.contains("voters"), "{}", last_expect.detail);

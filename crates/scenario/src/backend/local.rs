@@ -357,6 +357,7 @@ impl Layout {
             code: out.status.code().unwrap_or(-1) as i64,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            ran: cmd.iter().map(|w| self.localize_text(node, w)).collect::<Result<_, _>>()?,
         })
     }
 }

@@ -43,6 +43,9 @@ pub struct CmdOutput {
     pub code: i64,
     pub stdout: String,
     pub stderr: String,
+    /// The command as the backend ran it: `{port}` and `{peer_port}` filled, and on the local
+    /// backend container paths and URLs mapped (what a step line shows).
+    pub ran: Vec<String>,
 }
 
 /// The operations a scenario needs from wherever the cluster runs.

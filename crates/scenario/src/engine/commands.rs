@@ -273,6 +273,15 @@ pub(super) fn shown(cmd: &[String]) -> String {
     }
 }
 
+/// `cmd` as the backend ran it (ports filled, local paths mapped), when it says.
+pub(super) fn as_run<'a>(cmd: &'a [String], out: &'a crate::backend::CmdOutput) -> &'a [String] {
+    if out.ran.is_empty() {
+        cmd
+    } else {
+        &out.ran
+    }
+}
+
 pub(super) fn check_output(
     cmd: &[String],
     out: &crate::backend::CmdOutput,
@@ -280,6 +289,7 @@ pub(super) fn check_output(
     stdout: &[String],
     stderr: &[String],
 ) -> Result<(), String> {
+    let cmd = as_run(cmd, out);
     let tail = |s: &str| {
         s.lines()
             .rev()

@@ -30,7 +30,7 @@ mod measure;
 mod select;
 mod wait;
 
-use commands::{check_output, shown};
+use commands::{as_run, check_output, shown};
 pub use expect::matches;
 use select::{describe, or_default, partition_groups};
 use wait::until;
@@ -463,7 +463,7 @@ impl<B: Backend> Engine<B> {
                     let at_ms = self.now_ms();
                     self.generations.push(GenerationEvent::Recovered { node: node.clone(), at_ms });
                 }
-                Ok(format!("{node}: {} exited {}", shown(&cmd), out.code))
+                Ok(format!("{node}: {} exited {}", shown(as_run(&cmd, &out)), out.code))
             }
             Step::Ops(o) => {
                 let node =
@@ -510,7 +510,7 @@ impl<B: Backend> Engine<B> {
                     .as_ref()
                     .map(|n| format!("; stdout kept as {n:?} ({} bytes)", out.stdout.len()))
                     .unwrap_or_default();
-                Ok(format!("{node}: {} exited {}{kept}", shown(&cmd), out.code))
+                Ok(format!("{node}: {} exited {}{kept}", shown(as_run(&cmd, &out)), out.code))
             }
             Step::Join(j) => self.join(j).await,
             Step::Expect(e) => self.expect(e, &placed.matchers).await,

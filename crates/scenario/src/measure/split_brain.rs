@@ -6,6 +6,12 @@
 //! report the leader role in every poll round and at least two of them advance their applied
 //! index. The detector is fed every poll round (not only role changes) so it sees each
 //! leader's applied index move.
+//!
+//! Progress counts only between answers given while the overlap is open. A leader that stopped
+//! answering before it (frozen by `pause`, say) and wakes still believing it leads first applies
+//! what was committed before the freeze, acknowledgements that waited in its socket: its answer
+//! from before the overlap is not a baseline, or that catch-up would read as a second cluster
+//! committing (a CI run on swarm saw exactly that, `+2` against `+2`).
 
 use std::collections::BTreeMap;
 
@@ -91,14 +97,24 @@ struct Standing {
     applied: Option<u64>,
 }
 
-/// One leader's (term, first applied, last applied) during an overlap.
-type Led = (u64, u64, u64);
+/// One leader during an overlap.
+#[derive(Clone, Debug)]
+struct Led {
+    /// The last term it reported as leader.
+    term: u64,
+    /// Its applied index at its first answer inside the overlap (its last answer from before
+    /// the overlap until then, with `answered` false), and at its last.
+    from: u64,
+    to: u64,
+    /// Whether it has answered since the overlap opened.
+    answered: bool,
+}
 
 /// Fed one poll round at a time; [`Detector::finish`] returns the split brains seen.
 #[derive(Clone, Debug)]
 pub struct Detector {
     standing: BTreeMap<String, Standing>,
-    /// The overlap under way: its start and, per leader, (term, first applied, last applied).
+    /// The overlap under way: its start and its leaders.
     open: Option<(u64, BTreeMap<String, Led>)>,
     last_round_ms: u64,
     found: Vec<SplitBrain>,
@@ -118,9 +134,11 @@ impl Detector {
     /// One poll round at `t_ms`: every node's answer.
     pub fn observe(&mut self, t_ms: u64, round: &[(String, Observation)]) {
         self.last_round_ms = t_ms;
+        let mut answered = Vec::new();
         for (node, obs) in round {
             match obs {
                 Observation::Answered { leader, term, applied } => {
+                    answered.push(node);
                     let s = Standing { leader: *leader, term: *term, applied: *applied };
                     self.standing.insert(node.clone(), s);
                 }
@@ -139,12 +157,21 @@ impl Detector {
         let (_, seen) = self.open.get_or_insert_with(|| (t_ms, BTreeMap::new()));
         for (node, s) in leaders {
             let Some(applied) = s.applied else { continue };
-            seen.entry(node.clone())
-                .and_modify(|e| {
-                    e.0 = s.term;
-                    e.2 = applied;
-                })
-                .or_insert((s.term, applied, applied));
+            let fresh = answered.contains(&node);
+            let led = seen.entry(node.clone()).or_insert(Led {
+                term: s.term,
+                from: applied,
+                to: applied,
+                answered: fresh,
+            });
+            if fresh && !led.answered {
+                // Its first answer inside the overlap: the baseline, whatever it applied
+                // since its last answer from before.
+                led.from = applied;
+                led.answered = true;
+            }
+            led.term = s.term;
+            led.to = applied;
         }
     }
 
@@ -153,11 +180,11 @@ impl Detector {
         let Some((start_ms, seen)) = self.open.take() else { return };
         let leaders: Vec<SplitLeader> = seen
             .into_iter()
-            .map(|(node, (term, applied_from, applied_to))| SplitLeader {
+            .map(|(node, led)| SplitLeader {
                 node,
-                term,
-                applied_from,
-                applied_to,
+                term: led.term,
+                applied_from: led.from,
+                applied_to: led.to,
             })
             .collect();
         if leaders.iter().filter(|l| l.advanced() > 0).count() >= 2 {
@@ -254,6 +281,32 @@ mod tests {
                     "SPLIT BRAIN 0.00s–0.20s: a (term 1, +1 applied) and b (term 2, +1 applied)",
                     "SPLIT BRAIN 0.30s–0.50s: a (term 1, +1 applied) and b (term 2, +3 applied)",
                 ],
+            ),
+            // A leader frozen before the overlap opened (no answer) wakes believing it leads
+            // and applies what was committed before the freeze (10 to 12), then follows: its
+            // first answer inside the overlap is its baseline, so that catch-up is not a
+            // second cluster committing (a CI run on swarm failed on it).
+            (
+                &[
+                    "n1=L10/11 n2=F10/11 n3=F10/11",
+                    "n1=? n2=F10/11 n3=C10/15",
+                    "n1=? n2=F12/15 n3=L12/15",
+                    "n1=L12/11 n2=F14/15 n3=L14/15",
+                    "n1=F14/15 n2=F14/15 n3=L15/15",
+                ],
+                &[],
+            ),
+            // The same wake-up, but it goes on committing after its first answer: a split
+            // brain, counted from that answer.
+            (
+                &[
+                    "n1=L10/11 n2=F10/11 n3=F10/11",
+                    "n1=? n2=F10/11 n3=L12/15",
+                    "n1=L12/11 n2=F14/15 n3=L14/15",
+                    "n1=L19/11 n2=F16/15 n3=L16/15",
+                    "n1=- n2=F16/15 n3=L17/15",
+                ],
+                &["SPLIT BRAIN 0.10s–0.40s: n1 (term 11, +7 applied) and n3 (term 15, +4 applied)"],
             ),
             // Without an applied index nothing can be said to commit: not reported.
             (&["a=Lx b=Lx/2", "a=Lx b=Lx/2"], &[]),

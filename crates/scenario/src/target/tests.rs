@@ -246,7 +246,11 @@ async fn a_command_source_is_run_beside_its_node_and_read_as_json() {
     // (what the command does, what the read gives)
     let cases: &[(CmdOutput, Result<Value, &str>)] = &[
         (
-            CmdOutput { code: 0, stdout: r#"{"members": [{"ID": 7}]}"#.into(), stderr: "".into() },
+            CmdOutput {
+                code: 0,
+                stdout: r#"{"members": [{"ID": 7}]}"#.into(),
+                ..Default::default()
+            },
             Ok(json!({"members": [{"ID": 7}]})),
         ),
         (
@@ -254,11 +258,12 @@ async fn a_command_source_is_run_beside_its_node_and_read_as_json() {
                 code: 1,
                 stdout: "".into(),
                 stderr: "Error: rpc not supported for learner\nmore".into(),
+                ..Default::default()
             },
             Err("exited 1: Error: rpc not supported for learner"),
         ),
         (
-            CmdOutput { code: 0, stdout: "not json".into(), stderr: "".into() },
+            CmdOutput { code: 0, stdout: "not json".into(), ..Default::default() },
             Err("printed no JSON document"),
         ),
     ];
@@ -306,7 +311,7 @@ async fn serve_json(body: &'static str) -> String {
 async fn reading_the_primary_alone_runs_no_command() {
     let members =
         r#"{"members": [{"ID": 42, "name": "node1", "clientURLs": ["http://node1:2379"]}]}"#;
-    let out = crate::backend::CmdOutput { code: 0, stdout: members.into(), stderr: "".into() };
+    let out = crate::backend::CmdOutput { code: 0, stdout: members.into(), ..Default::default() };
     let (target, exec) = target_with(out);
     let base = serve_json(
         r#"{"header": {"member_id": "42"}, "leader": "42", "raftTerm": "3", "raftIndex": "9"}"#,

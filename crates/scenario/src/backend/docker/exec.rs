@@ -35,10 +35,11 @@ impl DockerExec {
             .profile
             .node(node)
             .ok_or_else(|| BackendError::Command(format!("no node {node:?}")))?;
-        let mut words = fill_ports(&cmd, spec.port, spec.peer_port());
+        let ran = fill_ports(&cmd, spec.port, spec.peer_port());
+        let shown = ran.join(" ");
         // The image keeps its programs at `/`.
+        let mut words = ran.clone();
         words[0] = format!("/{}", words[0]);
-        let shown = words.join(" ");
         let attempt = async {
             // A cached id may name a container that is gone (a swarm start makes a new task's
             // container): then once more with the node's container now.
@@ -56,10 +57,12 @@ impl DockerExec {
             self.ids.lock().unwrap().insert(node.to_owned(), id);
             Ok(out)
         };
-        tokio::time::timeout(timeout, attempt).await.map_err(|_| BackendError::Timeout {
-            after: timeout,
-            what: format!("running {shown} in {node}'s container"),
-        })?
+        let out: Result<CmdOutput, BackendError> =
+            tokio::time::timeout(timeout, attempt).await.map_err(|_| BackendError::Timeout {
+                after: timeout,
+                what: format!("running {shown} in {node}'s container"),
+            })?;
+        Ok(CmdOutput { ran, ..out? })
     }
 
     async fn exec_in(&self, id: &str, cmd: Vec<String>) -> Result<CmdOutput, BackendError> {
@@ -96,7 +99,9 @@ impl DockerExec {
         loop {
             let i = self.docker.inspect_exec(&created.id).await?;
             match (i.running, i.exit_code) {
-                (Some(false) | None, Some(code)) => return Ok(CmdOutput { code, stdout, stderr }),
+                (Some(false) | None, Some(code)) => {
+                    return Ok(CmdOutput { code, stdout, stderr, ran: Vec::new() })
+                }
                 _ => tokio::time::sleep(Duration::from_millis(10)).await,
             }
         }

@@ -80,7 +80,9 @@ impl DockerBackend {
             self.project,
             suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
-        run_container(&self.docker, name, config, timeout, &cmd.join(" ")).await
+        let mut out = run_container(&self.docker, name, config, timeout, &cmd.join(" ")).await?;
+        out.ran = cmd;
+        Ok(out)
     }
 
     pub(super) async fn put_in_volume(
@@ -157,7 +159,7 @@ pub(crate) async fn collect(
             _ => {}
         }
     }
-    Ok(CmdOutput { code, stdout, stderr })
+    Ok(CmdOutput { code, stdout, stderr, ran: Vec::new() })
 }
 
 /// Puts `bytes` as `dir/name` (owner-only) into the volume bound by `binds`, through a

@@ -189,7 +189,9 @@ impl SwarmBackend {
             };
             // The command may have ended already: its exit code deserves a moment to be read.
             let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_secs(2));
-            collect(&self.docker, &container, left, &shown).await
+            let mut out = collect(&self.docker, &container, left, &shown).await?;
+            out.ran = cmd.clone();
+            Ok(out)
         }
         .await;
         // Removing a job's service leaves its containers behind: remove them too (teardown

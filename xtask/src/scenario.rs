@@ -76,6 +76,15 @@ fn run_profile(profile: &Profile, no_tls: bool, dir: &Path) -> Result<Profile> {
         .map_err(|e| anyhow::anyhow!("making this run's certificates: {e}"))
 }
 
+/// `made`, or, when it failed, the run's directory removed: a run that never started leaves
+/// none of its files behind (its private keys among them).
+fn or_remove<T, E: Into<anyhow::Error>>(made: std::result::Result<T, E>, dir: &Path) -> Result<T> {
+    made.map_err(|e| {
+        let _ = std::fs::remove_dir_all(dir);
+        e.into()
+    })
+}
+
 /// Where local-backend runs keep their processes' files.
 pub fn local_runs_dir() -> PathBuf {
     crate::root().join("target").join("xp-chaos-local")
@@ -372,16 +381,18 @@ impl Runner {
                 let image = self.image(d, profile).await?;
                 let project = format!("{PROJECT_PREFIX}{}", random_u64() % 1_000_000);
                 let run_dir = docker_runs_dir().join(&project);
-                let profile = run_profile(profile, self.no_tls, &run_dir.join("tls"))?;
-                let backend = DockerBackend::new(
+                let profile =
+                    or_remove(run_profile(profile, self.no_tls, &run_dir.join("tls")), &run_dir)?;
+                let made = DockerBackend::new(
                     d.clone(),
                     profile.clone(),
                     cli,
                     image,
                     project.clone(),
-                    run_dir,
+                    run_dir.clone(),
                 )
-                .await?;
+                .await;
+                let backend = or_remove(made, &run_dir)?;
                 println!("    compose project {project}, {}", tls_note(&profile));
                 Ok(run_on_engine(d, &project, scenario, profile, backend, seed, keep).await)
             }
@@ -390,18 +401,28 @@ impl Runner {
                 let image = self.image(d, profile).await?;
                 let project = format!("{PROJECT_PREFIX}{}", random_u64() % 1_000_000);
                 let run_dir = docker_runs_dir().join(&project);
-                let profile = run_profile(profile, self.no_tls, &run_dir.join("tls"))?;
-                let backend =
-                    SwarmBackend::new(d.clone(), profile.clone(), image, project.clone(), run_dir)
-                        .await?;
+                let profile =
+                    or_remove(run_profile(profile, self.no_tls, &run_dir.join("tls")), &run_dir)?;
+                let made = SwarmBackend::new(
+                    d.clone(),
+                    profile.clone(),
+                    image,
+                    project.clone(),
+                    run_dir.clone(),
+                )
+                .await;
+                let backend = or_remove(made, &run_dir)?;
                 println!("    swarm stack {project}, {}", tls_note(&profile));
                 Ok(run_on_engine(d, &project, scenario, profile, backend, seed, keep).await)
             }
             Chosen::Local => {
                 let dir = local_runs_dir().join(format!("{}-{}", name, random_u64() % 1_000_000));
-                let profile = run_profile(profile, self.no_tls, &dir.join("tls"))?;
+                let profile = or_remove(run_profile(profile, self.no_tls, &dir.join("tls")), &dir)?;
                 println!("    {}", tls_note(&profile));
-                let backend = LocalBackend::new(profile.clone(), self.bins.clone(), dir)?;
+                let backend = or_remove(
+                    LocalBackend::new(profile.clone(), self.bins.clone(), dir.clone()),
+                    &dir,
+                )?;
                 let Ended { report, interrupted, teardown: torn } =
                     run_one(scenario, profile, backend, RunOptions { seed, verbose: true }, keep)
                         .await;
@@ -537,4 +558,22 @@ pub async fn run(args: Args) -> Result<u8> {
     } else {
         0
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_that_could_not_be_made_leaves_no_files() {
+        let dir = std::env::temp_dir().join(format!("xtask-or-remove-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("tls")).unwrap();
+        std::fs::write(dir.join("tls/node1.key"), "secret").unwrap();
+        let kept: Result<u8> = or_remove(Ok::<u8, std::io::Error>(1), &dir);
+        assert_eq!(kept.unwrap(), 1);
+        assert!(dir.join("tls/node1.key").exists(), "a run that was made keeps its files");
+        let failed: Result<u8> = or_remove(Err(std::io::Error::other("no subnet left")), &dir);
+        assert_eq!(failed.unwrap_err().to_string(), "no subnet left");
+        assert!(!dir.exists(), "its key is gone with the run's directory");
+    }
 }

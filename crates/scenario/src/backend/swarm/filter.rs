@@ -20,11 +20,13 @@ use crate::backend::BackendError;
 const CHAIN: &str = "XPCHAOS";
 
 /// A running node's task as the filters see it: its init process (whose network namespace
-/// is the task's) and its address on the overlay network.
+/// is the task's), its address on the overlay network, and the addresses of one-offs running
+/// beside it (on its side of every cut).
 #[derive(Clone, Debug)]
 pub(super) struct Task {
     pub(super) pid: i64,
     pub(super) ip: String,
+    pub(super) guests: Vec<String>,
 }
 
 /// The network faults in force.
@@ -117,6 +119,10 @@ impl Cuts {
                 out.push(rule("-s", &t.ip, "RETURN"));
                 out.push(rule("-d", &t.ip, "RETURN"));
             }
+            for guest in &t.guests {
+                out.push(rule("-s", guest, "RETURN"));
+                out.push(rule("-d", guest, "RETURN"));
+            }
         }
         out.push(rule("-s", subnet, "DROP"));
         out.push(rule("-d", subnet, "DROP"));
@@ -186,7 +192,7 @@ mod tests {
     fn tasks() -> BTreeMap<String, Task> {
         [("n1", "10.0.1.2"), ("n2", "10.0.1.3"), ("n3", "10.0.1.4")]
             .into_iter()
-            .map(|(n, ip)| (n.to_owned(), Task { pid: 1, ip: ip.to_owned() }))
+            .map(|(n, ip)| (n.to_owned(), Task { pid: 1, ip: ip.to_owned(), guests: Vec::new() }))
             .collect()
     }
 
@@ -233,6 +239,30 @@ mod tests {
         let mut some = tasks();
         some.remove("n2");
         assert_eq!(rules(&cuts, "n3", &some), expect(&["-s 10.0.1.4 -d 10.0.1.4 RETURN"]));
+        // A one-off beside n2 is on n2's side: n2 and n3 let it through, n1 does not.
+        let mut with_guest = tasks();
+        with_guest.get_mut("n2").unwrap().guests.push("10.0.1.9".into());
+        assert_eq!(
+            rules(&cuts, "n2", &with_guest),
+            expect(&[
+                "-s 10.0.1.3 -d 10.0.1.3 RETURN",
+                "-s 10.0.1.9 RETURN",
+                "-d 10.0.1.9 RETURN",
+                "-s 10.0.1.4 RETURN",
+                "-d 10.0.1.4 RETURN"
+            ])
+        );
+        assert_eq!(
+            rules(&cuts, "n3", &with_guest),
+            expect(&[
+                "-s 10.0.1.3 RETURN",
+                "-d 10.0.1.3 RETURN",
+                "-s 10.0.1.9 RETURN",
+                "-d 10.0.1.9 RETURN",
+                "-s 10.0.1.4 -d 10.0.1.4 RETURN"
+            ])
+        );
+        assert_eq!(rules(&cuts, "n1", &with_guest), expect(&["-s 10.0.1.2 -d 10.0.1.2 RETURN"]));
         cuts.heal_partition().unwrap();
         assert!(!cuts.any());
         assert!(cuts.heal_partition().is_err());

@@ -80,6 +80,24 @@ impl SwarmBackend {
         }
     }
 
+    /// Puts the one-off in `container` on `node`'s side of the cuts in force; false when it
+    /// has no address on the cluster's network any more (it ended already).
+    async fn admit(&self, node: &str, container: &str) -> Result<bool, BackendError> {
+        let info =
+            self.docker.inspect_container(container, None::<InspectContainerOptions>).await?;
+        let ip = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(&self.network()))
+            .and_then(|e| e.ip_address)
+            .unwrap_or_default();
+        if ip.is_empty() {
+            return Ok(false);
+        }
+        self.apply_cuts_with(Some((node, &ip))).await?;
+        Ok(true)
+    }
+
     async fn run_job_once(
         &self,
         node: &str,
@@ -187,11 +205,20 @@ impl SwarmBackend {
                     )))
                 }
             };
+            // Under a cut, the one-off is on its node's side: the rules learn its address (a
+            // first packet dropped before they do is sent again by TCP).
+            let guest = match self.cuts.any() {
+                true => self.admit(node, &container).await?,
+                false => false,
+            };
             // The command may have ended already: its exit code deserves a moment to be read.
             let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_secs(2));
-            let mut out = collect(&self.docker, &container, left, &shown).await?;
-            out.ran = cmd.clone();
-            Ok(out)
+            let out = collect(&self.docker, &container, left, &shown).await;
+            // Its address is free again: no rule may let a later container at it through.
+            if guest {
+                self.apply_cuts_with(None).await?;
+            }
+            Ok(CmdOutput { ran: cmd.clone(), ..out? })
         }
         .await;
         // Removing a job's service leaves its containers behind: remove them too (teardown

@@ -133,13 +133,18 @@ impl SwarmBackend {
             if pid <= 0 || ip.is_empty() {
                 continue;
             }
-            out.insert(n.name.clone(), filter::Task { pid, ip });
+            out.insert(n.name.clone(), filter::Task { pid, ip, guests: Vec::new() });
         }
         Ok(out)
     }
 
     /// Puts the cuts in force on every running node (each node's rules replaced).
     async fn apply_cuts(&self) -> Result<(), BackendError> {
+        self.apply_cuts_with(None).await
+    }
+
+    /// The same, with a one-off at address `guest.1` on the side of node `guest.0`.
+    async fn apply_cuts_with(&self, guest: Option<(&str, &str)>) -> Result<(), BackendError> {
         let net = self
             .docker
             .inspect_network(&self.network(), None::<InspectNetworkOptions<String>>)
@@ -149,7 +154,12 @@ impl SwarmBackend {
             .and_then(|i| i.config)
             .and_then(|c| c.into_iter().find_map(|c| c.subnet))
             .ok_or_else(|| BackendError::Command(format!("{} has no subnet", self.network())))?;
-        let tasks = self.tasks().await?;
+        let mut tasks = self.tasks().await?;
+        if let Some((node, ip)) = guest {
+            if let Some(t) = tasks.get_mut(node) {
+                t.guests.push(ip.to_owned());
+            }
+        }
         let all: Vec<String> = self.profile.nodes.iter().map(|n| n.name.clone()).collect();
         for (node, task) in &tasks {
             filter::apply(task.pid, &self.cuts.rules(node, &subnet, &tasks, &all)).await?;

@@ -76,8 +76,39 @@ fn run_profile(profile: &Profile, no_tls: bool, dir: &Path) -> Result<Profile> {
         .map_err(|e| anyhow::anyhow!("making this run's certificates: {e}"))
 }
 
+/// A new run's name (`prefix` and a random number) and its directory under `parent`, made here
+/// (owner-only) and by no one else: a name whose directory exists (a live run, a kept one, one
+/// killed and not yet cleaned) is passed over, so removing this directory on a failure never
+/// touches another run's files.
+fn claim_run_dir(parent: &Path, prefix: &str) -> Result<(String, PathBuf)> {
+    let names = (0..100).map(|_| format!("{prefix}{}", random_u64() % 1_000_000));
+    claim_first_free(parent, names)
+}
+
+/// The first of `names` whose directory under `parent` this call could make.
+fn claim_first_free(
+    parent: &Path,
+    names: impl IntoIterator<Item = String>,
+) -> Result<(String, PathBuf)> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::create_dir_all(parent).with_context(|| format!("making {}", parent.display()))?;
+    for name in names {
+        let dir = parent.join(&name);
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok((name, dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("making {}", dir.display())),
+        }
+    }
+    bail!(
+        "no free run name under {} after 100 tries: `cargo xtask clean` removes old runs",
+        parent.display()
+    )
+}
+
 /// `made`, or, when it failed, the run's directory removed: a run that never started leaves
-/// none of its files behind (its private keys among them).
+/// none of its files behind (its private keys among them). `dir` is one [`claim_run_dir`]
+/// made.
 fn or_remove<T, E: Into<anyhow::Error>>(made: std::result::Result<T, E>, dir: &Path) -> Result<T> {
     made.map_err(|e| {
         let _ = std::fs::remove_dir_all(dir);
@@ -379,8 +410,7 @@ impl Runner {
             Chosen::Docker(d, cli) => {
                 let (d, cli) = (&d.clone(), *cli);
                 let image = self.image(d, profile).await?;
-                let project = format!("{PROJECT_PREFIX}{}", random_u64() % 1_000_000);
-                let run_dir = docker_runs_dir().join(&project);
+                let (project, run_dir) = claim_run_dir(&docker_runs_dir(), PROJECT_PREFIX)?;
                 let profile =
                     or_remove(run_profile(profile, self.no_tls, &run_dir.join("tls")), &run_dir)?;
                 let made = DockerBackend::new(
@@ -399,8 +429,7 @@ impl Runner {
             Chosen::Swarm(d) => {
                 let d = &d.clone();
                 let image = self.image(d, profile).await?;
-                let project = format!("{PROJECT_PREFIX}{}", random_u64() % 1_000_000);
-                let run_dir = docker_runs_dir().join(&project);
+                let (project, run_dir) = claim_run_dir(&docker_runs_dir(), PROJECT_PREFIX)?;
                 let profile =
                     or_remove(run_profile(profile, self.no_tls, &run_dir.join("tls")), &run_dir)?;
                 let made = SwarmBackend::new(
@@ -416,7 +445,7 @@ impl Runner {
                 Ok(run_on_engine(d, &project, scenario, profile, backend, seed, keep).await)
             }
             Chosen::Local => {
-                let dir = local_runs_dir().join(format!("{}-{}", name, random_u64() % 1_000_000));
+                let (_, dir) = claim_run_dir(&local_runs_dir(), &format!("{name}-"))?;
                 let profile = or_remove(run_profile(profile, self.no_tls, &dir.join("tls")), &dir)?;
                 println!("    {}", tls_note(&profile));
                 let backend = or_remove(
@@ -565,15 +594,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_run_that_could_not_be_made_leaves_no_files() {
-        let dir = std::env::temp_dir().join(format!("xtask-or-remove-{}", std::process::id()));
+    fn a_run_that_could_not_be_made_leaves_no_files_and_touches_no_other_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = std::env::temp_dir().join(format!("xtask-runs-{}", std::process::id()));
+        // Another run (live, kept, or killed and not cleaned) holds the name drawn first.
+        let other = parent.join("xpchaos1");
+        std::fs::create_dir_all(other.join("tls")).unwrap();
+        std::fs::write(other.join("tls/node1.key"), "theirs").unwrap();
+        let names = ["xpchaos1", "xpchaos2"].map(String::from);
+        let (name, dir) = claim_first_free(&parent, names).unwrap();
+        assert_eq!(name, "xpchaos2", "a name whose directory exists is passed over");
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "a run's directory is the owner's only");
         std::fs::create_dir_all(dir.join("tls")).unwrap();
-        std::fs::write(dir.join("tls/node1.key"), "secret").unwrap();
+        std::fs::write(dir.join("tls/node1.key"), "ours").unwrap();
         let kept: Result<u8> = or_remove(Ok::<u8, std::io::Error>(1), &dir);
         assert_eq!(kept.unwrap(), 1);
         assert!(dir.join("tls/node1.key").exists(), "a run that was made keeps its files");
         let failed: Result<u8> = or_remove(Err(std::io::Error::other("no subnet left")), &dir);
         assert_eq!(failed.unwrap_err().to_string(), "no subnet left");
         assert!(!dir.exists(), "its key is gone with the run's directory");
+        assert!(other.join("tls/node1.key").exists(), "the other run's key is not touched");
+        let all_taken = claim_first_free(&parent, ["xpchaos1".to_owned()]);
+        assert!(all_taken.unwrap_err().to_string().contains("no free run name"));
+        std::fs::remove_dir_all(&parent).unwrap();
     }
 }

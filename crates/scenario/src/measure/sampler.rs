@@ -51,6 +51,7 @@ pub async fn sample(
                             leader: o.status.role == Role::Leader,
                             term: o.status.term,
                             applied: o.status.applied_index,
+                            log: o.status.log_index,
                         };
                         (Some(o.status), obs)
                     }

@@ -7,11 +7,13 @@
 //! index. The detector is fed every poll round (not only role changes) so it sees each
 //! leader's applied index move.
 //!
-//! Progress counts only between answers given while the overlap is open. A leader that stopped
-//! answering before it (frozen by `pause`, say) and wakes still believing it leads first applies
-//! what was committed before the freeze, acknowledgements that waited in its socket: its answer
-//! from before the overlap is not a baseline, or that catch-up would read as a second cluster
-//! committing (a CI run on swarm saw exactly that, `+2` against `+2`).
+//! A leader that stopped answering before the overlap opened (frozen by `pause`, say) and wakes
+//! still believing it leads first applies what it had in its log before the freeze
+//! (acknowledgements that waited in its socket commit it): that catch-up is not a second
+//! cluster committing (a CI run on swarm saw exactly that, `+2` against `+2`). So its progress
+//! counts from its last log index before the freeze (the state's `log_index`) when the profile
+//! names one, or else from its first answer inside the overlap. A leader that answers when the
+//! overlap opens counts from its applied index then.
 
 use std::collections::BTreeMap;
 
@@ -20,9 +22,9 @@ use serde::Serialize;
 /// What one node answered in one poll round.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
-    /// It answered: whether it leads, its term and applied index (`None` when the profile
-    /// names no applied index or the answer lacks it).
-    Answered { leader: bool, term: u64, applied: Option<u64> },
+    /// It answered: whether it leads, its term, applied index and last log index (`None` when
+    /// the profile names no such index or the answer lacks it).
+    Answered { leader: bool, term: u64, applied: Option<u64>, log: Option<u64> },
     /// It is stopped, or refused the connection: certainly not leading.
     Down,
     /// It did not answer in time (loaded, paused, partitioned from the runner): what it last
@@ -95,6 +97,7 @@ struct Standing {
     leader: bool,
     term: u64,
     applied: Option<u64>,
+    log: Option<u64>,
 }
 
 /// One leader during an overlap.
@@ -102,20 +105,74 @@ struct Standing {
 struct Led {
     /// The last term it reported as leader.
     term: u64,
-    /// Its applied index at its first answer inside the overlap (its last answer from before
-    /// the overlap until then, with `answered` false), and at its last.
+    /// Where its progress counts from (see the module's doc), and from which of the overlap's
+    /// rounds on.
     from: u64,
-    to: u64,
-    /// Whether it has answered since the overlap opened.
-    answered: bool,
+    from_round: u64,
+    /// Whether `from` still waits for its first answer inside the overlap (carried over from
+    /// before it, with no log index to count from).
+    pending: bool,
+    /// Its applied index in each of the overlap's rounds in which it stood as leader.
+    applied: BTreeMap<u64, u64>,
+}
+
+impl Led {
+    fn to(&self) -> u64 {
+        self.applied.values().next_back().copied().unwrap_or(self.from)
+    }
+
+    /// How far it advanced over the rounds `first..=last`, in all of which it led.
+    fn advanced(&self, first: u64, last: u64) -> u64 {
+        let base = match first <= self.from_round {
+            true => self.from,
+            false => self.applied[&first],
+        };
+        self.applied[&last].saturating_sub(base)
+    }
+}
+
+/// An interval of poll rounds in which two or more nodes stood as leader.
+#[derive(Clone, Debug)]
+struct Overlap {
+    start_ms: u64,
+    rounds: u64,
+    leaders: BTreeMap<String, Led>,
+}
+
+impl Overlap {
+    /// Whether two of its leaders both advanced while both led: over some run of consecutive
+    /// rounds in which both stood as leader, each applied more. Two leaders one after the
+    /// other (a handover while a third, frozen, still stood as leader) are not one.
+    fn split(&self) -> bool {
+        let leaders: Vec<&Led> = self.leaders.values().collect();
+        for (i, a) in leaders.iter().enumerate() {
+            for b in &leaders[i + 1..] {
+                let both: Vec<u64> =
+                    a.applied.keys().filter(|r| b.applied.contains_key(r)).copied().collect();
+                let mut start = 0;
+                for k in 0..both.len() {
+                    let run_ends = k + 1 == both.len() || both[k + 1] != both[k] + 1;
+                    if !run_ends {
+                        continue;
+                    }
+                    let (first, last) = (both[start], both[k]);
+                    if a.advanced(first, last) > 0 && b.advanced(first, last) > 0 {
+                        return true;
+                    }
+                    start = k + 1;
+                }
+            }
+        }
+        false
+    }
 }
 
 /// Fed one poll round at a time; [`Detector::finish`] returns the split brains seen.
 #[derive(Clone, Debug)]
 pub struct Detector {
     standing: BTreeMap<String, Standing>,
-    /// The overlap under way: its start and its leaders.
-    open: Option<(u64, BTreeMap<String, Led>)>,
+    /// The overlap under way.
+    open: Option<Overlap>,
     last_round_ms: u64,
     found: Vec<SplitBrain>,
 }
@@ -137,9 +194,9 @@ impl Detector {
         let mut answered = Vec::new();
         for (node, obs) in round {
             match obs {
-                Observation::Answered { leader, term, applied } => {
+                Observation::Answered { leader, term, applied, log } => {
                     answered.push(node);
-                    let s = Standing { leader: *leader, term: *term, applied: *applied };
+                    let s = Standing { leader: *leader, term: *term, applied: *applied, log: *log };
                     self.standing.insert(node.clone(), s);
                 }
                 Observation::Down => {
@@ -154,42 +211,56 @@ impl Detector {
             self.close(t_ms);
             return;
         }
-        let (_, seen) = self.open.get_or_insert_with(|| (t_ms, BTreeMap::new()));
+        let overlap = self.open.get_or_insert_with(|| Overlap {
+            start_ms: t_ms,
+            rounds: 0,
+            leaders: BTreeMap::new(),
+        });
+        let r = overlap.rounds;
+        overlap.rounds += 1;
         for (node, s) in leaders {
             let Some(applied) = s.applied else { continue };
             let fresh = answered.contains(&node);
-            let led = seen.entry(node.clone()).or_insert(Led {
+            let (from, pending) = match (fresh, s.log) {
+                (true, _) => (applied, false),
+                // Carried over: what was in its log then is not new when it applies it.
+                (false, Some(log)) => (applied.max(log), false),
+                (false, None) => (applied, true),
+            };
+            let led = overlap.leaders.entry(node.clone()).or_insert(Led {
                 term: s.term,
-                from: applied,
-                to: applied,
-                answered: fresh,
+                from,
+                from_round: r,
+                pending,
+                applied: BTreeMap::new(),
             });
-            if fresh && !led.answered {
-                // Its first answer inside the overlap: the baseline, whatever it applied
-                // since its last answer from before.
+            if fresh && led.pending {
                 led.from = applied;
-                led.answered = true;
+                led.from_round = r;
+                led.pending = false;
             }
             led.term = s.term;
-            led.to = applied;
+            led.applied.insert(r, applied);
         }
     }
 
     /// Ends the overlap under way (if any) at `t_ms`, keeping it when it was a split brain.
     fn close(&mut self, t_ms: u64) {
-        let Some((start_ms, seen)) = self.open.take() else { return };
-        let leaders: Vec<SplitLeader> = seen
+        let Some(overlap) = self.open.take() else { return };
+        if !overlap.split() {
+            return;
+        }
+        let leaders: Vec<SplitLeader> = overlap
+            .leaders
             .into_iter()
             .map(|(node, led)| SplitLeader {
-                node,
                 term: led.term,
                 applied_from: led.from,
-                applied_to: led.to,
+                applied_to: led.to(),
+                node,
             })
             .collect();
-        if leaders.iter().filter(|l| l.advanced() > 0).count() >= 2 {
-            self.found.push(SplitBrain { start_ms, end_ms: t_ms, leaders });
-        }
+        self.found.push(SplitBrain { start_ms: overlap.start_ms, end_ms: t_ms, leaders });
     }
 
     /// The split brains seen; an overlap still under way ends at the last round.
@@ -204,7 +275,8 @@ mod tests {
     use super::*;
 
     /// A round written as `"node1=L5 node2=F5 node3=-"`: L leader, F follower, C candidate with
-    /// the applied index after it (term after a slash: `L5/3`), `-` down, `?` no answer.
+    /// the applied index after it (the last log index after a colon, `L5:7`; the term after a
+    /// slash, `L5/3`), `-` down, `?` no answer.
     fn round(spec: &str) -> Vec<(String, Observation)> {
         spec.split_whitespace()
             .map(|w| {
@@ -218,11 +290,13 @@ mod tests {
                             "F" => "follower",
                             _ => "candidate",
                         };
-                        let (applied, term) = s[1..].split_once('/').unwrap_or((&s[1..], "1"));
+                        let (indexes, term) = s[1..].split_once('/').unwrap_or((&s[1..], "1"));
+                        let (applied, log) = indexes.split_once(':').unwrap_or((indexes, ""));
                         Observation::Answered {
                             leader: role == "leader",
                             term: term.parse().unwrap(),
                             applied: applied.parse().ok(),
+                            log: log.parse().ok(),
                         }
                     }
                 };
@@ -282,10 +356,44 @@ mod tests {
                     "SPLIT BRAIN 0.30s–0.50s: a (term 1, +1 applied) and b (term 2, +3 applied)",
                 ],
             ),
-            // A leader frozen before the overlap opened (no answer) wakes believing it leads
-            // and applies what was committed before the freeze (10 to 12), then follows: its
-            // first answer inside the overlap is its baseline, so that catch-up is not a
-            // second cluster committing (a CI run on swarm failed on it).
+            // A leader frozen before the overlap opened (no answer), with entries 11 and 12 in
+            // its log awaiting acknowledgements, wakes believing it leads and applies them
+            // (10 to 12), then follows: not a second cluster committing (a CI run on swarm
+            // failed on it), whether its first answer comes before the catch-up or after.
+            (
+                &[
+                    "n1=L10:12/11 n2=F10/11 n3=F10/11",
+                    "n1=? n2=F10/11 n3=C10/15",
+                    "n1=? n2=F12/15 n3=L12/15",
+                    "n1=L12/11 n2=F14/15 n3=L14/15",
+                    "n1=F14/15 n2=F14/15 n3=L15/15",
+                ],
+                &[],
+            ),
+            (
+                &[
+                    "n1=L10:12/11 n2=F10/11 n3=F10/11",
+                    "n1=? n2=F10/11 n3=L12/15",
+                    "n1=L10/11 n2=F13/15 n3=L13/15",
+                    "n1=L12/11 n2=F14/15 n3=L14/15",
+                    "n1=F14/15 n2=F14/15 n3=L15/15",
+                ],
+                &[],
+            ),
+            // The same wake-up, but it applied past what its log held before the freeze: a
+            // split brain, counted from that log index, even if it answers once only.
+            (
+                &[
+                    "n1=L10:10/11 n2=F10/11 n3=F10/11",
+                    "n1=? n2=F10/11 n3=L11/15",
+                    "n1=? n2=F13/15 n3=L13/15",
+                    "n1=L19/11 n2=F14/15 n3=L14/15",
+                    "n1=F19/15 n2=F15/15 n3=L15/15",
+                ],
+                &["SPLIT BRAIN 0.10s–0.40s: n1 (term 11, +9 applied) and n3 (term 15, +3 applied)"],
+            ),
+            // A profile without a log index: a carried-over leader counts from its first
+            // answer inside the overlap (the catch-up above, answered after it, is not one).
             (
                 &[
                     "n1=L10/11 n2=F10/11 n3=F10/11",
@@ -296,8 +404,6 @@ mod tests {
                 ],
                 &[],
             ),
-            // The same wake-up, but it goes on committing after its first answer: a split
-            // brain, counted from that answer.
             (
                 &[
                     "n1=L10/11 n2=F10/11 n3=F10/11",
@@ -307,6 +413,20 @@ mod tests {
                     "n1=- n2=F16/15 n3=L17/15",
                 ],
                 &["SPLIT BRAIN 0.10s–0.40s: n1 (term 11, +7 applied) and n3 (term 15, +4 applied)"],
+            ),
+            // One leader after another while a third, frozen, still stands as leader: b led
+            // and committed, was cut off (still saying leader, stuck), then c led and
+            // committed. Never two committing at once: not one.
+            (
+                &[
+                    "a=L10:10/3 b=F10/3 c=F10/3",
+                    "a=? b=L11/4 c=F11/4",
+                    "a=? b=L14/4 c=F14/4",
+                    "a=? b=L14/4 c=L15/5",
+                    "a=? b=L14/4 c=L20/5",
+                    "a=F20/5 b=F20/5 c=L21/5",
+                ],
+                &[],
             ),
             // Without an applied index nothing can be said to commit: not reported.
             (&["a=Lx b=Lx/2", "a=Lx b=Lx/2"], &[]),

@@ -130,57 +130,89 @@ impl Cuts {
     }
 }
 
-/// Runs `iptables <args>` in the network namespace of process `pid`.
-async fn iptables(pid: i64, args: &[String]) -> Result<std::process::Output, BackendError> {
+/// Runs `program <args>` (`iptables` or `iptables-restore`) in the network namespace of
+/// process `pid`, with `input` on its standard input.
+async fn nsenter(
+    pid: i64,
+    program: &str,
+    args: &[String],
+    input: Option<&str>,
+) -> Result<std::process::Output, BackendError> {
+    use tokio::io::AsyncWriteExt;
     let target = pid.to_string();
-    let mut argv: Vec<&str> = vec!["-t", &target, "-n", "iptables", "-w", "5"];
+    let mut argv: Vec<&str> = vec!["-t", &target, "-n", program, "-w", "5"];
     argv.extend(args.iter().map(String::as_str));
-    let out = tokio::process::Command::new("nsenter")
-        .args(&argv)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(Duration::from_secs(10), out).await {
-        Ok(Ok(o)) => Ok(o),
-        Ok(Err(e)) => Err(BackendError::Command(format!(
+    let shown = || format!("nsenter {}", argv.join(" "));
+    let missing = |e: std::io::Error| {
+        BackendError::Command(format!(
             "nsenter: {e}: network faults on swarm filter packets inside the task's network \
              namespace, with `nsenter` and `iptables` of the engine's host (util-linux, iptables)"
-        ))),
-        Err(_) => Err(BackendError::Timeout {
-            after: Duration::from_secs(10),
-            what: format!("running nsenter {}", argv.join(" ")),
-        }),
+        ))
+    };
+    let run = async {
+        let mut child = tokio::process::Command::new("nsenter")
+            .args(&argv)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(missing)?;
+        let mut stdin = child.stdin.take().expect("piped");
+        if let Some(text) = input {
+            stdin.write_all(text.as_bytes()).await.map_err(missing)?;
+        }
+        drop(stdin);
+        child.wait_with_output().await.map_err(missing)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), run).await {
+        Ok(out) => out,
+        Err(_) => Err(BackendError::Timeout { after: Duration::from_secs(10), what: shown() }),
     }
 }
 
-async fn iptables_ok(pid: i64, args: &[String]) -> Result<(), BackendError> {
-    let out = iptables(pid, args).await?;
+async fn nsenter_ok(
+    pid: i64,
+    program: &str,
+    args: &[String],
+    input: Option<&str>,
+) -> Result<(), BackendError> {
+    let out = nsenter(pid, program, args, input).await?;
     if out.status.success() {
         return Ok(());
     }
     Err(BackendError::Command(format!(
-        "nsenter -t {pid} -n iptables {}: {} (network faults on swarm need the runner to run as \
+        "nsenter -t {pid} -n {program} {}: {} (network faults on swarm need the runner to run as \
          root on the engine's host)",
         args.join(" "),
         String::from_utf8_lossy(&out.stderr).trim()
     )))
 }
 
-/// Replaces the rules of the task of `pid` with `rules`: the chain made (once) and jumped to
-/// from `INPUT` and `OUTPUT`, emptied, filled.
-pub(super) async fn apply(pid: i64, rules: &[Vec<String>]) -> Result<(), BackendError> {
-    let s = |v: &[&str]| v.iter().map(|w| (*w).to_owned()).collect::<Vec<String>>();
-    if !iptables(pid, &s(&["-n", "-L", CHAIN])).await?.status.success() {
-        iptables_ok(pid, &s(&["-N", CHAIN])).await?;
-    }
-    for hook in ["INPUT", "OUTPUT"] {
-        if !iptables(pid, &s(&["-C", hook, "-j", CHAIN])).await?.status.success() {
-            iptables_ok(pid, &s(&["-I", hook, "-j", CHAIN])).await?;
-        }
-    }
-    iptables_ok(pid, &s(&["-F", CHAIN])).await?;
+/// The input of `iptables-restore --noflush` that replaces the chain's rules with `rules` in
+/// one transaction (the chain made if it is not there).
+fn restore_text(rules: &[Vec<String>]) -> String {
+    let mut text = format!("*filter\n:{CHAIN} - [0:0]\n-F {CHAIN}\n");
     for r in rules {
-        iptables_ok(pid, r).await?;
+        text.push_str(&r.join(" "));
+        text.push('\n');
+    }
+    text.push_str("COMMIT\n");
+    text
+}
+
+/// Replaces the rules of the task of `pid` with `rules`, all at once: a node under a cut never
+/// passes everything while its rules are rebuilt (emptying the chain and then adding one rule
+/// per call left it open for tens of milliseconds, each time). Then the chain is jumped to
+/// from `INPUT` and `OUTPUT`, once.
+pub(super) async fn apply(pid: i64, rules: &[Vec<String>]) -> Result<(), BackendError> {
+    nsenter_ok(pid, "iptables-restore", &["--noflush".to_owned()], Some(&restore_text(rules)))
+        .await?;
+    for hook in ["INPUT", "OUTPUT"] {
+        let args = |op: &str| [op, hook, "-j", CHAIN].map(str::to_owned).to_vec();
+        if !nsenter(pid, "iptables", &args("-C"), None).await?.status.success() {
+            nsenter_ok(pid, "iptables", &args("-I"), None).await?;
+        }
     }
     Ok(())
 }
@@ -198,6 +230,20 @@ mod tests {
 
     fn shown(rules: Vec<Vec<String>>) -> Vec<String> {
         rules.into_iter().map(|r| r[2..].join(" ").replace(" -j", "")).collect()
+    }
+
+    #[test]
+    fn a_rebuild_is_one_transaction_that_empties_the_chain_first() {
+        let rules = vec![
+            ["-A", CHAIN, "-s", "10.0.1.3", "-j", "RETURN"].map(String::from).to_vec(),
+            ["-A", CHAIN, "-s", "10.0.1.0/24", "-j", "DROP"].map(String::from).to_vec(),
+        ];
+        assert_eq!(
+            restore_text(&rules),
+            "*filter\n:XPCHAOS - [0:0]\n-F XPCHAOS\n-A XPCHAOS -s 10.0.1.3 -j RETURN\n\
+             -A XPCHAOS -s 10.0.1.0/24 -j DROP\nCOMMIT\n"
+        );
+        assert_eq!(restore_text(&[]), "*filter\n:XPCHAOS - [0:0]\n-F XPCHAOS\nCOMMIT\n");
     }
 
     #[test]

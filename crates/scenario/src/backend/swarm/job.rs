@@ -94,8 +94,7 @@ impl SwarmBackend {
         if ip.is_empty() {
             return Ok(false);
         }
-        self.apply_cuts_with(Some((node, &ip))).await?;
-        Ok(true)
+        self.apply_cuts_with(Some((node, &ip))).await
     }
 
     async fn run_job_once(
@@ -208,17 +207,34 @@ impl SwarmBackend {
             // Under a cut, the one-off is on its node's side: the rules learn its address (a
             // first packet dropped before they do is sent again by TCP).
             let guest = match self.cuts.any() {
-                true => self.admit(node, &container).await?,
-                false => false,
+                true => self.admit(node, &container).await,
+                false => Ok(false),
             };
-            // The command may have ended already: its exit code deserves a moment to be read.
-            let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_secs(2));
-            let out = collect(&self.docker, &container, left, &shown).await;
-            // Its address is free again: no rule may let a later container at it through.
-            if guest {
-                self.apply_cuts_with(None).await?;
-            }
-            Ok(CmdOutput { ran: cmd.clone(), ..out? })
+            let out = match &guest {
+                // The command may have ended already: its exit code deserves a moment to be
+                // read.
+                Ok(_) => {
+                    let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_secs(2));
+                    collect(&self.docker, &container, left, &shown).await
+                }
+                Err(e) => Err(BackendError::Command(format!(
+                    "putting the job running {shown} on {node}'s side of the cuts: {e}"
+                ))),
+            };
+            // Its address is free again (and a failed admission may have left some rules
+            // half made): every rule rebuilt from the cuts alone, whatever happened.
+            let restored = match guest {
+                Ok(false) => Ok(()),
+                _ => self.apply_cuts().await,
+            };
+            let out = out?;
+            restored.map_err(|e| {
+                BackendError::Command(format!(
+                    "{shown} exited {}, but rebuilding the cuts after it failed: {e}",
+                    out.code
+                ))
+            })?;
+            Ok(CmdOutput { ran: cmd.clone(), ..out })
         }
         .await;
         // Removing a job's service leaves its containers behind: remove them too (teardown

@@ -140,11 +140,12 @@ impl SwarmBackend {
 
     /// Puts the cuts in force on every running node (each node's rules replaced).
     async fn apply_cuts(&self) -> Result<(), BackendError> {
-        self.apply_cuts_with(None).await
+        self.apply_cuts_with(None).await.map(|_| ())
     }
 
-    /// The same, with a one-off at address `guest.1` on the side of node `guest.0`.
-    async fn apply_cuts_with(&self, guest: Option<(&str, &str)>) -> Result<(), BackendError> {
+    /// The same, with a one-off at address `guest.1` on the side of node `guest.0`; false (and
+    /// nothing changed) when that node has no running task, so no side to put it on.
+    async fn apply_cuts_with(&self, guest: Option<(&str, &str)>) -> Result<bool, BackendError> {
         let net = self
             .docker
             .inspect_network(&self.network(), None::<InspectNetworkOptions<String>>)
@@ -156,15 +157,23 @@ impl SwarmBackend {
             .ok_or_else(|| BackendError::Command(format!("{} has no subnet", self.network())))?;
         let mut tasks = self.tasks().await?;
         if let Some((node, ip)) = guest {
-            if let Some(t) = tasks.get_mut(node) {
-                t.guests.push(ip.to_owned());
+            match tasks.get_mut(node) {
+                Some(t) => t.guests.push(ip.to_owned()),
+                None => return Ok(false),
             }
         }
         let all: Vec<String> = self.profile.nodes.iter().map(|n| n.name.clone()).collect();
         for (node, task) in &tasks {
-            filter::apply(task.pid, &self.cuts.rules(node, &subnet, &tasks, &all)).await?;
+            let rules = self.cuts.rules(node, &subnet, &tasks, &all);
+            if let Err(e) = filter::apply(task.pid, &rules).await {
+                // Its task ended since it was listed (an etcd member removed from its cluster
+                // stops by itself): it has no rules to hold, and its next start applies them.
+                if self.running(node).await? {
+                    return Err(e);
+                }
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn network(&self) -> String {

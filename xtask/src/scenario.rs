@@ -398,6 +398,14 @@ impl Runner {
 
     /// Runs `scenario` on a fresh cluster of `profile`, tears it down (unless `keep`) and
     /// checks that nothing of it is left.
+    /// A docker or swarm run's project name, its claimed directory, and its profile with this
+    /// run's certificates (the directory removed again if they cannot be made).
+    fn engine_run(&self, profile: &Profile) -> Result<(String, PathBuf, Profile)> {
+        let (project, run_dir) = claim_run_dir(&docker_runs_dir(), PROJECT_PREFIX)?;
+        let profile = or_remove(run_profile(profile, self.no_tls, &run_dir.join("tls")), &run_dir)?;
+        Ok((project, run_dir, profile))
+    }
+
     pub async fn run(
         &mut self,
         scenario: Scenario,
@@ -410,9 +418,7 @@ impl Runner {
             Chosen::Docker(d, cli) => {
                 let (d, cli) = (&d.clone(), *cli);
                 let image = self.image(d, profile).await?;
-                let (project, run_dir) = claim_run_dir(&docker_runs_dir(), PROJECT_PREFIX)?;
-                let profile =
-                    or_remove(run_profile(profile, self.no_tls, &run_dir.join("tls")), &run_dir)?;
+                let (project, run_dir, profile) = self.engine_run(profile)?;
                 let made = DockerBackend::new(
                     d.clone(),
                     profile.clone(),
@@ -429,9 +435,7 @@ impl Runner {
             Chosen::Swarm(d) => {
                 let d = &d.clone();
                 let image = self.image(d, profile).await?;
-                let (project, run_dir) = claim_run_dir(&docker_runs_dir(), PROJECT_PREFIX)?;
-                let profile =
-                    or_remove(run_profile(profile, self.no_tls, &run_dir.join("tls")), &run_dir)?;
+                let (project, run_dir, profile) = self.engine_run(profile)?;
                 let made = SwarmBackend::new(
                     d.clone(),
                     profile.clone(),

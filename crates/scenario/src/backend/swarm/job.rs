@@ -81,16 +81,10 @@ impl SwarmBackend {
     }
 
     /// Puts the one-off in `container` on `node`'s side of the cuts in force; false when it
-    /// has no address on the cluster's network any more (it ended already).
+    /// has no address on the cluster's network any more (it ended already), or `node` has no
+    /// running task (no side to put it on).
     async fn admit(&self, node: &str, container: &str) -> Result<bool, BackendError> {
-        let info =
-            self.docker.inspect_container(container, None::<InspectContainerOptions>).await?;
-        let ip = info
-            .network_settings
-            .and_then(|n| n.networks)
-            .and_then(|mut n| n.remove(&self.network()))
-            .and_then(|e| e.ip_address)
-            .unwrap_or_default();
+        let (_, ip) = self.pid_and_address(container).await?;
         if ip.is_empty() {
             return Ok(false);
         }

@@ -120,14 +120,7 @@ impl SwarmBackend {
                 continue;
             }
             let id = self.container(&n.name).await?;
-            let info = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await?;
-            let pid = info.state.and_then(|s| s.pid).unwrap_or(0);
-            let ip = info
-                .network_settings
-                .and_then(|n| n.networks)
-                .and_then(|mut n| n.remove(&self.network()))
-                .and_then(|e| e.ip_address)
-                .unwrap_or_default();
+            let (pid, ip) = self.pid_and_address(&id).await?;
             // Exited since it was listed (an etcd member removed from its cluster stops by
             // itself): no rules for it, and its next start applies them.
             if pid <= 0 || ip.is_empty() {
@@ -174,6 +167,21 @@ impl SwarmBackend {
             }
         }
         Ok(true)
+    }
+
+    /// A container's init process (0 when it is not running) and its address on the run's
+    /// overlay network (empty when it has none).
+    async fn pid_and_address(&self, container: &str) -> Result<(i64, String), BackendError> {
+        let info =
+            self.docker.inspect_container(container, None::<InspectContainerOptions>).await?;
+        let pid = info.state.and_then(|s| s.pid).unwrap_or(0);
+        let ip = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(&self.network()))
+            .and_then(|e| e.ip_address)
+            .unwrap_or_default();
+        Ok((pid, ip))
     }
 
     fn network(&self) -> String {
